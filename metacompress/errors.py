@@ -1,0 +1,43 @@
+"""Errors a user can cause, each naming the problem, the values involved and the fix.
+
+Every error metacompress raises on bad input is a ``MetacompressError`` subclass, so a
+caller can catch them all at once while tests match the precise type and message.
+"""
+
+from __future__ import annotations
+
+
+class MetacompressError(Exception):
+    """Base class of every error caused by user input or configuration."""
+
+
+class UnsupportedModel(MetacompressError):
+    """The model cannot be analysed: no compressible layer, non-finite weights, bad input."""
+
+
+class InvalidPlan(MetacompressError):
+    """A plan's values are out of range (bits outside 2-8, a prune ratio removing every channel)."""
+
+
+class PlanMismatch(MetacompressError):
+    """A plan was made for a different model than the one it is applied to."""
+
+
+class InfeasibleBudget(MetacompressError):
+    """No allowed plan meets the budget; the message states the minimum achievable cost."""
+
+
+class HardwareError(MetacompressError):
+    """A hardware description or lookup table is invalid or cannot price a layer."""
+
+
+class CacheCorrupted(MetacompressError):
+    """A cached artifact (zoo model, probe table) fails its integrity check."""
+
+
+class PolicyError(MetacompressError):
+    """A saved policy is corrupt, of another version, or made for other spaces."""
+
+
+class RunExists(MetacompressError):
+    """An output directory already exists and ``--overwrite`` was not given."""
