@@ -1,3 +1,38 @@
-"""metacompress: learned, hardware-aware compression of PyTorch models."""
+"""metacompress: learned, hardware-aware compression of PyTorch models.
+
+The user API: ``analyze`` a model into compressible units, make or learn a ``Plan``
+(prune ratio and weight/activation bits per unit), ``export`` the compressed model.
+"""
 
 __version__ = "0.1.0"
+
+from metacompress.compressors import (  # noqa: E402  (the version must exist first)
+    ModelSpec,
+    Plan,
+    analyze,
+    export,
+    load_compressed,
+    save_compressed,
+)
+from metacompress.errors import (  # noqa: E402
+    InfeasibleBudget,
+    InvalidPlan,
+    MetacompressError,
+    PlanMismatch,
+    UnsupportedModel,
+)
+
+__all__ = [
+    "InfeasibleBudget",
+    "InvalidPlan",
+    "MetacompressError",
+    "ModelSpec",
+    "Plan",
+    "PlanMismatch",
+    "UnsupportedModel",
+    "__version__",
+    "analyze",
+    "export",
+    "load_compressed",
+    "save_compressed",
+]

@@ -1,0 +1,190 @@
+"""Export mode: a physically pruned, quantized model the user can deploy, save and reload.
+
+Channels are removed for real with Torch-Pruning (a smaller dense model that runs
+faster), weights are quantized per output channel and activation quantizers are
+calibrated by the same code search mode runs, so for one plan both modes compute the
+same outputs. Saved models need no pickled code: tensors go to safetensors (weights as
+int8 codes plus fp32 scales), structure and plan to JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from metacompress import __version__
+from metacompress.compressors.graph import ModelGraph, build_graph, dependency_graph
+from metacompress.compressors.io import atomic_directory
+from metacompress.compressors.masking import layer_bits, quantize_weights
+from metacompress.compressors.plan import Plan
+from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
+from metacompress.compressors.recovery import calibrate
+from metacompress.errors import MetacompressError, PlanMismatch
+
+EXPORT_FORMAT = 1
+SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "normalized_shape")
+
+
+def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[str, torch.Tensor]]) -> None:
+    """Physically remove channels, in place: ``(root layer, channel indices)`` per unit."""
+    graph = dependency_graph(model, example_input)
+    for root_name, removed in removals:
+        if removed.numel():
+            root = model.get_submodule(root_name)
+            pruner = graph.get_pruner_of_module(root)
+            graph.get_pruning_group(root, pruner.prune_out_channels, removed.tolist()).prune()
+
+
+def export(
+    model: nn.Module,
+    plan: Plan,
+    example_input: torch.Tensor,
+    calibration: Sequence[torch.Tensor],
+    graph: ModelGraph | None = None,
+) -> nn.Module:
+    """Build the compressed model for ``plan``: pruned for real, quantized, calibrated.
+
+    Args:
+        model: the original model (not modified).
+        plan: a plan made for this model.
+        example_input: a batch the model accepts (used to trace the dependency graph).
+        calibration: input batches for BatchNorm and activation-range calibration.
+        graph: the model's analysis, if already built (saves a re-analysis).
+
+    Returns:
+        A new module: smaller dense layers with fake-quantized weights and an
+        ``input_quantizer`` on every quantized layer. ``save_compressed`` stores it.
+
+    Raises:
+        PlanMismatch: if the plan was made for another model.
+    """
+    graph = graph or build_graph(model, example_input)
+    spec = graph.spec
+    plan.check_model(spec)
+    compressed = copy.deepcopy(model).eval()
+    removals = [
+        (unit_graph.root, unit_graph.removed_channels(unit, decision.kept_channels))
+        for unit, unit_graph, decision in zip(spec.units, graph.units, plan.decisions)
+    ]
+    prune_units(compressed, example_input, removals)
+    w_bits, a_bits = layer_bits(spec, plan)
+    quantize_weights(compressed, w_bits, keep_scales=True)
+    quantizers = attach_activation_quantizers(compressed, [layer.name for layer in spec.layers])
+    calibrate(compressed, quantizers, a_bits, list(calibration))
+    compressed.metacompress_plan = plan
+    compressed.metacompress_weight_bits = w_bits
+    return compressed
+
+
+def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = None, overwrite: bool = False) -> Path:
+    """Write an exported model to the folder ``path`` (atomically): safetensors + JSON.
+
+    Quantized weights are stored as int8 codes next to their fp32 ``weight_scale``;
+    ``codes * weight_scale`` rebuilds them bit-exactly.
+
+    Args:
+        model: a module returned by ``export``.
+        path: destination folder (created; never half-written).
+        builder: how to rebuild the unpruned architecture, e.g. ``{"zoo": "resnet-w16-d2-mnist"}``,
+            recorded for ``load_compressed`` callers.
+        overwrite: replace an existing folder.
+    """
+    plan: Plan | None = getattr(model, "metacompress_plan", None)
+    w_bits: dict[str, int] | None = getattr(model, "metacompress_weight_bits", None)
+    if plan is None or w_bits is None:
+        raise MetacompressError("this model was not made by metacompress.export; export it first")
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        owner = key.rsplit(".", 1)[0]
+        if key.endswith(".weight") and owner in w_bits:
+            layer = model.get_submodule(owner)
+            key, value = f"{owner}.weight_codes", weight_codes(value, layer.weight_scale, w_bits[owner])
+        tensors[key] = value.detach().contiguous()
+    structure = {
+        "format": EXPORT_FORMAT,
+        "metacompress_version": __version__,
+        "builder": builder or {},
+        "plan": plan.to_dict(),
+        "weight_bits": w_bits,
+        "shapes": _shape_attrs(model),
+    }
+    with atomic_directory(Path(path), overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp / "weights.safetensors"))
+        (tmp / "model.json").write_text(json.dumps(structure, indent=2))
+    return Path(path)
+
+
+def read_structure(path: str | Path) -> dict:
+    """The JSON half of a saved compressed model (builder, plan, shapes)."""
+    file = Path(path) / "model.json"
+    try:
+        structure = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MetacompressError(f"{file} is missing or corrupt ({exc}); re-run export") from exc
+    if structure.get("format") != EXPORT_FORMAT:
+        raise MetacompressError(f"{file} has export format {structure.get('format')}, this version reads {EXPORT_FORMAT}")
+    return structure
+
+
+def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
+    """Rebuild a saved compressed model on a fresh, unpruned instance of its architecture.
+
+    Args:
+        path: folder written by ``save_compressed``.
+        base_model: a new instance of the original architecture (its weights are replaced;
+            it is modified and returned).
+
+    Raises:
+        PlanMismatch: if ``base_model`` is not the architecture the model was saved from.
+    """
+    structure = read_structure(path)
+    tensors = load_file(str(Path(path) / "weights.safetensors"))
+    model = base_model.eval()
+    modules = dict(model.named_modules())
+    missing = [name for name in structure["shapes"] if name not in modules]
+    if missing:
+        raise PlanMismatch(f"base model lacks modules {missing[:5]} of the saved model; pass the architecture it was exported from")
+    for name, attrs in structure["shapes"].items():
+        for attr, value in attrs.items():
+            setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
+    w_bits = {name: int(bits) for name, bits in structure["weight_bits"].items()}
+    state = dict(tensors)
+    for name in w_bits:
+        codes, scale = state.pop(f"{name}.weight_codes"), state[f"{name}.weight_scale"]
+        state[f"{name}.weight"] = codes.float() * scale.reshape((-1,) + (1,) * (codes.dim() - 1))
+        model.get_submodule(name).register_buffer("weight_scale", torch.empty_like(scale))
+    attach_activation_quantizers(model, list(w_bits))
+    _resize_to(model, state)
+    model.load_state_dict(state, strict=True)
+    model.metacompress_plan = Plan.from_dict(structure["plan"])
+    model.metacompress_weight_bits = w_bits
+    return model
+
+
+def _shape_attrs(model: nn.Module) -> dict[str, dict]:
+    shapes = {}
+    for name, module in model.named_modules():
+        attrs = {a: getattr(module, a) for a in SHAPE_ATTRS if hasattr(module, a)}
+        attrs = {a: list(v) if isinstance(v, tuple) else v for a, v in attrs.items() if isinstance(v, (int, tuple))}
+        if attrs:
+            shapes[name] = attrs
+    return shapes
+
+
+def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter/buffer of ``model`` the shape stored in ``state``."""
+    for key, value in state.items():
+        owner_name, attr = key.rsplit(".", 1) if "." in key else ("", key)
+        owner = model.get_submodule(owner_name)
+        if attr in owner._parameters and owner._parameters[attr] is not None:
+            if owner._parameters[attr].shape != value.shape:
+                owner._parameters[attr] = nn.Parameter(torch.empty_like(value, dtype=owner._parameters[attr].dtype))
+        elif attr in owner._buffers and owner._buffers[attr] is not None:
+            if owner._buffers[attr].shape != value.shape:
+                owner._buffers[attr] = torch.empty_like(value, dtype=owner._buffers[attr].dtype)

@@ -1,0 +1,143 @@
+"""Search mode: apply a plan to one long-lived working copy with masks and fake quantization.
+
+The RL loop evaluates thousands of plans on the same model, so nothing here rebuilds a
+graph or deep-copies the model per evaluation: the working copy's tensors are restored
+from a snapshot, pruned channels are zeroed (which is exactly equivalent to removing
+them, see ``graph``), weights are fake-quantized, and ``recovery.calibrate`` runs. Export
+mode (``export.py``) runs the same quantization and calibration on a physically pruned
+copy, so the two agree.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from metacompress.compressors.graph import QUANTIZABLE, ModelGraph, UnitGraph
+from metacompress.compressors.plan import Plan
+from metacompress.compressors.quant import ActivationQuantizer, attach_activation_quantizers, quantize_weight, weight_scales
+from metacompress.compressors.recovery import calibrate, distill
+from metacompress.compressors.spec import ModelSpec
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """The trainable weight tensor, also while a fine-tuning parametrization is attached."""
+    if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+@torch.no_grad()
+def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) -> None:
+    """Zero every parameter slice fed by the ``removed`` channels of one unit, in place.
+
+    Zeroed output rows, biases and BatchNorm affine terms make those channels exactly 0,
+    and zeroed input columns make downstream layers ignore them, which is what physical
+    removal computes.
+    """
+    if removed.numel() == 0:
+        return
+    for target in unit_graph.targets:
+        module = model.get_submodule(target.module)
+        idx = target.indices[removed].flatten()
+        if target.role == "in":
+            _weight(module)[:, idx] = 0
+            continue
+        if isinstance(module, QUANTIZABLE):
+            _weight(module)[idx] = 0
+        elif module.weight is not None:
+            module.weight[idx] = 0
+        if module.bias is not None:
+            module.bias[idx] = 0
+        if getattr(module, "running_mean", None) is not None:
+            module.running_mean[idx] = 0
+            module.running_var[idx] = 1
+
+
+def layer_bits(spec: ModelSpec, plan: Plan) -> tuple[dict[str, int], dict[str, int]]:
+    """Per-layer (weight bits, activation bits) of a plan, keyed by layer name."""
+    w_bits = {layer.name: plan.decisions[layer.unit].w_bits for layer in spec.layers}
+    a_bits = {layer.name: plan.decisions[layer.unit].a_bits for layer in spec.layers}
+    return w_bits, a_bits
+
+
+@torch.no_grad()
+def quantize_weights(model: nn.Module, w_bits: dict[str, int], keep_scales: bool = False) -> None:
+    """Replace each layer's weight by its per-channel fake-quantized value, in place.
+
+    With ``keep_scales`` (export mode) each layer also gets a ``weight_scale`` buffer, so
+    the integer codes can be stored and the weight rebuilt bit-exactly on load.
+    """
+    for name, bits in w_bits.items():
+        layer = model.get_submodule(name)
+        scales = weight_scales(layer.weight, bits)
+        layer.weight.copy_(quantize_weight(layer.weight, bits, scales))
+        if keep_scales:
+            layer.register_buffer("weight_scale", scales.float())
+
+
+class SearchModel:
+    """A working copy of a model on which plans are applied in place, fast.
+
+    Args:
+        model: the user's model (never modified; copied once here).
+        graph: its ``ModelGraph`` from ``graph.build_graph``.
+        calibration: input batches for BatchNorm and activation-range calibration.
+    """
+
+    def __init__(self, model: nn.Module, graph: ModelGraph, calibration: Sequence[torch.Tensor]) -> None:
+        self.graph = graph
+        self.spec = graph.spec
+        self.calibration = list(calibration)
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.quantizers: dict[str, ActivationQuantizer] = attach_activation_quantizers(
+            self.model, [layer.name for layer in self.spec.layers]
+        )
+        self._snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self._removed: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def apply(self, plan: Plan) -> nn.Module:
+        """Restore the snapshot, then mask, quantize and calibrate for ``plan``.
+
+        Returns:
+            The working copy (valid until the next ``apply``).
+        """
+        plan.check_model(self.spec)
+        for key, value in self.model.state_dict().items():
+            value.copy_(self._snapshot[key])
+        self._removed = [
+            unit_graph.removed_channels(unit, decision.kept_channels)
+            for unit, unit_graph, decision in zip(self.spec.units, self.graph.units, plan.decisions)
+        ]
+        self._apply_masks()
+        w_bits, a_bits = layer_bits(self.spec, plan)
+        quantize_weights(self.model, w_bits)
+        calibrate(self.model, self.quantizers, a_bits, self.calibration)
+        return self.model
+
+    def _apply_masks(self) -> None:
+        for unit_graph, removed in zip(self.graph.units, self._removed):
+            mask_unit(self.model, unit_graph, removed)
+
+    def finetune(self, plan: Plan, teacher: nn.Module, inputs: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3) -> nn.Module:
+        """Apply ``plan``, then a short KD fine-tune that keeps the masks, then recalibrate."""
+        self.apply(plan)
+        if steps <= 0:
+            return self.model
+        w_bits, a_bits = layer_bits(self.spec, plan)
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        try:
+            distill(self.model, teacher, inputs, w_bits, steps, lr=lr, seed=seed, after_step=self._apply_masks)
+        finally:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+        quantize_weights(self.model, w_bits)
+        calibrate(self.model, self.quantizers, a_bits, self.calibration)
+        return self.model

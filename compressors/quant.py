@@ -1,0 +1,155 @@
+"""Simulated integer quantization: per-output-channel weights, per-tensor activations, 2-8 bits.
+
+Built on the core fake-quant ops (``torch.fake_quantize_per_*_affine``), not on the
+deprecated ``torch.ao.quantization`` classes. Both clipping ranges are chosen by a small
+MSE search (the usual "MSE observer"): at 2-4 bits plain min/max wastes most levels on
+outliers, and the proxy accuracy must reflect what a competent PTQ deployment would get.
+
+Every statistic here is invariant to channels that a search-mode mask has zeroed: weight
+rows are quantized independently, exact zeros add nothing to a row's error, and the
+activation observer drops exact zeros before building its histogram. That invariance is
+what makes search mode (masks) and export mode (physically pruned) agree.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CLIP_CANDIDATES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+HISTOGRAM_BINS = 2048
+_TINY = 1e-12
+
+
+def weight_qmax(bits: int) -> int:
+    """Largest code of a narrow-range symmetric ``bits``-bit integer (2 bits: -1, 0, 1)."""
+    return 2 ** (bits - 1) - 1
+
+
+def weight_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel scales minimising each row's quantization MSE.
+
+    Args:
+        weight: (C_out, ...) float weight.
+        bits: 2-8.
+
+    Returns:
+        (C_out,) positive scales; an all-zero row gets a tiny positive scale.
+    """
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    amax = rows.abs().amax(dim=1).clamp_min(_TINY)
+    qmax = weight_qmax(bits)
+    best_scale = amax / qmax
+    best_err = torch.full_like(amax, float("inf"))
+    for ratio in CLIP_CANDIDATES:
+        scale = amax * ratio / qmax
+        codes = torch.clamp(torch.round(rows / scale[:, None]), -qmax, qmax)
+        err = ((codes * scale[:, None] - rows) ** 2).sum(dim=1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+    return best_scale
+
+
+def quantize_weight(weight: torch.Tensor, bits: int, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Fake-quantize ``weight`` per output channel (symmetric, narrow range) to ``bits``."""
+    if scales is None:
+        scales = weight_scales(weight, bits)
+    qmax = weight_qmax(bits)
+    zero = torch.zeros(scales.shape, dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(weight, scales.float(), zero, 0, -qmax, qmax)
+
+
+def weight_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer codes (int8 storage) of a weight quantized with ``scales``."""
+    qmax = weight_qmax(bits)
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return torch.clamp(torch.round(weight / scales.reshape(shape)), -qmax, qmax).to(torch.int8)
+
+
+class ActivationQuantizer(nn.Module):
+    """Per-tensor asymmetric fake quantization of a layer's input, with an MSE-calibrated range.
+
+    Attached to a layer as the submodule ``input_quantizer`` and run by a forward pre-hook
+    (see ``attach_activation_quantizers``), so the layer's own parameters keep their names.
+    States: ``observing`` collects a histogram of the inputs; otherwise, when ``bits`` is set
+    and a range is calibrated, inputs are fake-quantized (straight-through gradient).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("bits", torch.tensor(0, dtype=torch.int32))  # 0 = off
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
+        self.observing = False
+        self._values: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            nonzero = x.detach().flatten()
+            self._values.append(nonzero[nonzero != 0])
+            return x
+        bits = int(self.bits)
+        if bits == 0:
+            return x
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 2**bits - 1)
+
+    def start_observing(self) -> None:
+        self.observing = True
+        self._values = []
+
+    def finish_observing(self, bits: int) -> None:
+        """Choose the range that minimises the quantization MSE of the observed inputs."""
+        self.observing = False
+        values = torch.cat(self._values) if self._values else torch.zeros(0)
+        self._values = []
+        self.bits.fill_(bits)
+        scale, zero_point = _calibrate_range(values, bits)
+        self.scale.fill_(scale)
+        self.zero_point.fill_(zero_point)
+
+    def extra_repr(self) -> str:
+        return f"bits={int(self.bits)}, scale={float(self.scale):.4g}, zero_point={int(self.zero_point)}"
+
+
+def _calibrate_range(values: torch.Tensor, bits: int) -> tuple[float, int]:
+    """MSE-optimal (scale, zero_point) over clipped [min, max] ranges that include 0.
+
+    The error is computed on a histogram of the non-zero values, so it does not depend on
+    how many masked (exactly zero) channels the tensor carried.
+    """
+    levels = 2**bits - 1
+    if values.numel() == 0:
+        return 1.0, 0
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if hi - lo < _TINY:
+        return 1.0, 0
+    counts = torch.histc(values.double(), bins=HISTOGRAM_BINS, min=lo, max=hi)
+    width = (hi - lo) / HISTOGRAM_BINS
+    centers = torch.arange(HISTOGRAM_BINS, dtype=torch.float64) * width + lo + width / 2
+    best: tuple[float, float, int] | None = None
+    for ratio in CLIP_CANDIDATES:
+        c_lo, c_hi = lo * ratio, hi * ratio
+        scale = (c_hi - c_lo) / levels
+        zero_point = int(round(-c_lo / scale))
+        codes = torch.clamp(torch.round(centers / scale) + zero_point, 0, levels)
+        err = float((counts * ((codes - zero_point) * scale - centers) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, scale, zero_point)
+    return best[1], best[2]
+
+
+def _run_input_quantizer(module: nn.Module, args: tuple) -> tuple:
+    return (module.input_quantizer(args[0]),) + tuple(args[1:])
+
+
+def attach_activation_quantizers(model: nn.Module, layer_names: list[str]) -> dict[str, ActivationQuantizer]:
+    """Give each named layer an ``input_quantizer`` run before its forward (initially off)."""
+    quantizers = {}
+    for name in layer_names:
+        layer = model.get_submodule(name)
+        if not hasattr(layer, "input_quantizer"):
+            layer.input_quantizer = ActivationQuantizer()
+            layer.register_forward_pre_hook(_run_input_quantizer)
+        quantizers[name] = layer.input_quantizer
+    return quantizers

@@ -1,0 +1,54 @@
+"""Saving and reloading an exported model: no pickled code, same outputs, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from metacompress import MetacompressError, Plan, PlanMismatch, analyze, export, load_compressed, save_compressed
+from metacompress.errors import RunExists
+from tiny_models import TINY_MODELS, TinyMLP, example_input, trained_like
+
+
+def test_save_and_reload_reproduces_outputs(tiny, tmp_path):
+    name, model, x = tiny
+    spec = analyze(model, x)
+    plan = Plan.uniform(spec, prune=0.5, w_bits=3, a_bits=5)
+    compressed = export(model, plan, x, [x])
+    save_compressed(compressed, tmp_path / "out", builder={"tiny": name})
+    tensors = load_file(str(tmp_path / "out" / "weights.safetensors"))
+    structure = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert structure["builder"] == {"tiny": name}
+    for layer, bits in structure["weight_bits"].items():
+        codes = tensors[f"{layer}.weight_codes"]
+        assert codes.dtype == torch.int8 and codes.abs().max() <= 2 ** (bits - 1) - 1  # 3 bits: -3..3
+    assert sorted(set(structure["weight_bits"].values())) == [3, 8]  # the frozen head stays at 8
+    reloaded = load_compressed(tmp_path / "out", TINY_MODELS[name]())
+    assert torch.equal(reloaded(x), compressed(x))
+    assert reloaded.metacompress_plan == plan
+
+
+def test_existing_output_is_not_overwritten_silently(tmp_path):
+    model = trained_like(TinyMLP())
+    x = example_input(model)
+    compressed = export(model, Plan.uniform(analyze(model, x)), x, [x])
+    save_compressed(compressed, tmp_path / "out")
+    with pytest.raises(RunExists, match="--overwrite"):
+        save_compressed(compressed, tmp_path / "out")
+    save_compressed(compressed, tmp_path / "out", overwrite=True)
+
+
+def test_loading_into_another_architecture_is_refused(tmp_path):
+    model = trained_like(TinyMLP())
+    x = example_input(model)
+    save_compressed(export(model, Plan.uniform(analyze(model, x)), x, [x]), tmp_path / "out")
+    with pytest.raises(PlanMismatch, match="base model lacks modules"):
+        load_compressed(tmp_path / "out", TINY_MODELS["vgg"]())
+
+
+def test_saving_a_plain_model_is_refused(tmp_path):
+    with pytest.raises(MetacompressError, match="export it first"):
+        save_compressed(TinyMLP(), tmp_path / "out")

@@ -1,0 +1,119 @@
+"""analyze(): units per architecture, frozen head, unsupported layers, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from metacompress import UnsupportedModel, analyze
+from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, example_input, trained_like
+
+
+def test_mlp_units_and_frozen_head():
+    model = TinyMLP()
+    spec = analyze(model, example_input(model))
+    assert [u.name for u in spec.units] == ["fc1", "fc2", "head"]
+    head = spec.units[-1]
+    assert head.frozen and not head.prunable and "classifier head" in head.reason
+    assert spec.layers[0].in_fixed == 16 and spec.layers[1].in_units == ((0, 1),)
+
+
+def test_residual_stage_is_one_unit():
+    model = TinyResNet()
+    spec = analyze(model, example_input(model))
+    by_name = {u.name: u for u in spec.units}
+    # conv2 of the stride-2 block and its projection shortcut are added: one unit
+    assert by_name["layer2.conv2+1"].layers == ("layer2.conv2", "layer2.shortcut.0")
+    # the stem and layer1's conv2 feed the same identity residual: one unit
+    assert by_name["stem.0+1"].layers == ("stem.0", "layer1.conv2")
+    assert by_name["stem.0+1"].fp32_per_channel == 4  # two BatchNorms: weight + bias each
+
+
+def test_depthwise_follows_its_producer():
+    model = TinyMobileNet()
+    spec = analyze(model, example_input(model))
+    unit = next(u for u in spec.units if u.name.startswith("blocks.0.expand"))
+    assert unit.layers == ("blocks.0.expand.0", "blocks.0.dw.0")
+    dw = next(l for l in spec.layers if l.name == "blocks.0.dw.0")
+    assert dw.kind == "depthwise" and dw.in_units == ((unit.index, 1),)
+
+
+def test_attention_prunes_whole_heads_and_layernorm_stream_is_quantize_only():
+    model = TinyTransformer(dim=16, head_dim=4)
+    spec = analyze(model, example_input(model))
+    heads = next(u for u in spec.units if "attn.q" in u.layers)
+    assert set(heads.layers) == {"attn.q", "attn.k", "attn.v"} and heads.channel_step == 4
+    stream = spec.units[0]
+    assert not stream.prunable and "LayerNorm" in stream.reason
+    mlp = next(u for u in spec.units if u.layers == ("fc1",))
+    assert mlp.prunable and mlp.channel_step == 1
+
+
+def test_flatten_into_linear_maps_each_channel_to_its_positions():
+    from tiny_models import TinyVGG
+
+    model = TinyVGG()
+    spec = analyze(model, example_input(model))
+    head = spec.layers[-1]
+    assert head.in_units == ((1, 16),) and head.in_fixed == 0  # 12 channels x 4x4 positions
+
+
+def test_user_frozen_layer_is_kept_at_8_bits_unpruned():
+    model = TinyMLP()
+    spec = analyze(model, example_input(model), frozen=["fc1"])
+    assert spec.units[0].frozen and not spec.units[0].prunable and "frozen by the user" in spec.units[0].reason
+
+
+class WithUnsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.fc = nn.Linear(8, 8)
+        self.unused = nn.Linear(3, 3)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, tokens):
+        return self.head(torch.relu(self.fc(self.embed(tokens).mean(1))))
+
+
+def test_unsupported_layers_are_listed_not_fatal():
+    model = WithUnsupported()
+    spec = analyze(model, torch.randint(0, 10, (2, 5)))
+    assert ("embed", "Embedding") in spec.unsupported and ("unused", "Linear") in spec.unsupported
+    assert [u.name for u in spec.units] == ["fc", "head"]
+    assert "embed (Embedding)" in str(spec)
+
+
+def test_no_compressible_layer_is_a_clear_error():
+    with pytest.raises(UnsupportedModel, match="no compressible layer"):
+        analyze(nn.Sequential(nn.ReLU()), torch.randn(2, 4))
+
+
+def test_nan_weights_are_named():
+    model = TinyMLP()
+    with torch.no_grad():
+        model.fc2.weight[0, 0] = float("nan")
+    with pytest.raises(UnsupportedModel, match="fc2.weight"):
+        analyze(model, example_input(model))
+
+
+def test_wrong_input_shape_names_the_expected_one():
+    from tiny_models import TinyVGG
+
+    with pytest.raises(UnsupportedModel, match=r"expects input of shape \(N, 1, H, W\)"):
+        analyze(TinyVGG(), torch.randn(2, 3, 8, 8))
+
+
+def test_unknown_frozen_name_is_a_clear_error():
+    model = TinyMLP()
+    with pytest.raises(UnsupportedModel, match="not modules of this model"):
+        analyze(model, example_input(model), frozen=["nope"])
+
+
+def test_spec_table_and_fingerprint_are_stable(tiny):
+    _, model, x = tiny
+    first, second = analyze(model, x), analyze(model, x)
+    assert first.fingerprint == second.fingerprint
+    frame = first.to_frame()
+    assert len(frame) == len(first.units) and frame["macs"].sum() == first.macs()

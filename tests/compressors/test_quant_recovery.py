@@ -1,0 +1,82 @@
+"""Fake quantization levels, calibration, and the KD fine-tune."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from metacompress import Plan
+from metacompress.compressors import SearchModel, build_graph, calibrate, distill
+from metacompress.compressors.quant import ActivationQuantizer, attach_activation_quantizers, quantize_weight, weight_scales
+from tiny_models import TinyMLP, TinyResNet, example_input, trained_like
+
+
+def test_weight_quantization_levels_per_channel():
+    weight = torch.randn(6, 10)
+    weight[2] = 0  # a masked row must not produce NaN
+    for bits in (2, 3, 4, 8):
+        q = quantize_weight(weight, bits)
+        assert torch.isfinite(q).all() and torch.equal(q[2], torch.zeros(10))
+        for row in q:
+            assert row.unique().numel() <= 2**bits - 1  # narrow-range symmetric
+
+
+def test_mse_clipping_beats_min_max_at_low_bits():
+    weight = torch.randn(32, 256)
+    weight[:, 0] *= 8  # one outlier per row
+    qmax = 2 ** (3 - 1) - 1
+    min_max = weight.abs().amax(dim=1) / qmax
+    err_mse = (quantize_weight(weight, 3) - weight).pow(2).sum()
+    err_minmax = (quantize_weight(weight, 3, min_max) - weight).pow(2).sum()
+    assert err_mse < 0.8 * err_minmax
+    assert (weight_scales(weight, 3) <= min_max + 1e-9).all()
+
+
+def test_activation_quantizer_uses_its_bits_and_ignores_zero_channels():
+    q = ActivationQuantizer()
+    x = torch.rand(64, 8) * 4
+    q.start_observing()
+    q(torch.cat([x, torch.zeros(64, 8)], dim=1))  # masked channels are exact zeros
+    q.finish_observing(3)
+    scale_with_zeros = float(q.scale)
+    q.start_observing()
+    q(x)
+    q.finish_observing(3)
+    assert float(q.scale) == scale_with_zeros
+    assert q(x).unique().numel() <= 8
+
+
+def test_batchnorm_recalibration_matches_the_calibration_statistics():
+    model = trained_like(TinyResNet())
+    x = example_input(model, batch=64)
+    quantizers = attach_activation_quantizers(model, ["stem.0"])
+    calibrate(model, quantizers, {"stem.0": 8}, [x])
+    features = model.stem[0](x)
+    assert torch.allclose(model.stem[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-2)
+
+
+def kl_to_teacher(student, teacher, x):
+    return F.kl_div(F.log_softmax(student(x), -1), F.log_softmax(teacher(x), -1), log_target=True, reduction="batchmean").item()
+
+
+def test_search_mode_finetune_recovers_and_keeps_masks():
+    teacher = trained_like(TinyResNet())
+    x = example_input(teacher, batch=256, seed=1)
+    graph = build_graph(teacher, x[:32])
+    plan = Plan.uniform(graph.spec, prune=0.5, w_bits=3, a_bits=4)
+    search = SearchModel(teacher, graph, [x[:64]])
+    before = kl_to_teacher(search.apply(plan), teacher, x)
+    tuned = search.finetune(plan, teacher, x, steps=60, lr=3e-3)
+    after = kl_to_teacher(tuned, teacher, x)
+    assert after < 0.7 * before
+    removed = graph.units[0].removed_channels(graph.spec.units[0], plan.kept[0])
+    assert torch.equal(tuned.stem[0].weight[removed], torch.zeros_like(tuned.stem[0].weight[removed]))
+    assert torch.equal(tuned.stem[1].bias[removed], torch.zeros(len(removed)))
+
+
+def test_distill_with_zero_steps_changes_nothing():
+    teacher = trained_like(TinyMLP())
+    student = trained_like(TinyMLP(), seed=3)
+    state = {k: v.clone() for k, v in student.state_dict().items()}
+    distill(student, teacher, example_input(teacher), {"fc1": 4}, steps=0)
+    assert all(torch.equal(state[k], v) for k, v in student.state_dict().items())

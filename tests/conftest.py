@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models of every architecture, built fresh per test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import TINY_MODELS, example_input, trained_like  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(params=sorted(TINY_MODELS), ids=sorted(TINY_MODELS))
+def tiny(request):
+    """(family name, model, a batch of 32 inputs) for each architecture family."""
+    model = trained_like(TINY_MODELS[request.param]())
+    return request.param, model, example_input(model, batch=32)
