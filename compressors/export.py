@@ -24,7 +24,7 @@ from metacompress.compressors.io import atomic_directory
 from metacompress.compressors.masking import layer_bits, quantize_weights
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
-from metacompress.compressors.recovery import calibrate
+from metacompress.compressors.recovery import calibrate, distill
 from metacompress.errors import MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
@@ -79,6 +79,35 @@ def export(
     calibrate(compressed, quantizers, a_bits, list(calibration))
     compressed.metacompress_plan = plan
     compressed.metacompress_weight_bits = w_bits
+    return compressed
+
+
+def recover(
+    compressed: nn.Module,
+    teacher: nn.Module,
+    inputs: torch.Tensor,
+    steps: int,
+    calibration: Sequence[torch.Tensor],
+    seed: int = 0,
+    lr: float = 1e-3,
+) -> nn.Module:
+    """Final recovery of an exported model: KD fine-tune, re-quantize, recalibrate (in place).
+
+    Args:
+        compressed: a module returned by ``export``.
+        teacher: the original model.
+        inputs: train-split inputs for distillation (never search or test).
+        steps: optimizer steps (0 returns the model unchanged).
+        calibration: the calibration batches used at export.
+    """
+    if steps <= 0:
+        return compressed
+    w_bits: dict[str, int] = compressed.metacompress_weight_bits
+    quantizers = {name: compressed.get_submodule(name).input_quantizer for name in w_bits}
+    a_bits = {name: int(q.bits) for name, q in quantizers.items()}
+    distill(compressed, teacher, inputs, w_bits, steps, lr=lr, seed=seed)
+    quantize_weights(compressed, w_bits, keep_scales=True)
+    calibrate(compressed, quantizers, a_bits, list(calibration))
     return compressed
 
 

@@ -1,0 +1,126 @@
+"""Scoring plans for one model: the proxy on the search split, the final on the test split.
+
+One ``ModelEvaluator`` per model is shared by every task on that model (many hardware
+targets and budgets): it holds the analysis, the search-mode working copy and a cache of
+proxy accuracies keyed by the executed plan, so a plan already scored costs nothing.
+
+Honest evaluation: the proxy (the RL reward) only ever reads the *search* split; the
+final accuracy (what reports quote) is measured on the *test* split after exporting
+the plan and a short knowledge-distillation fine-tune on the *train* split.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from metacompress.compressors.export import export, recover
+from metacompress.compressors.graph import ModelGraph, build_graph
+from metacompress.compressors.masking import SearchModel
+from metacompress.compressors.plan import Plan
+from metacompress.compressors.recovery import accuracy, batches_of
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_SAMPLES = 256
+CALIBRATION_BATCH = 128
+
+
+class SplitLike(Protocol):
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class DataLike(Protocol):
+    """What an evaluator reads of a dataset: three splits of (x, y)."""
+
+    train: SplitLike
+    search: SplitLike
+    test: SplitLike
+
+
+@dataclass
+class EvaluationStats:
+    """Counters for speed reports: evaluations run, cache hits, seconds in each."""
+
+    evaluations: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ModelEvaluator:
+    """Scores plans for one model.
+
+    Args:
+        model: the trained original model (never modified).
+        data: its dataset splits.
+        frozen: module paths to keep uncompressed besides the classifier head.
+        calibration_samples: train-split samples used for BatchNorm/activation calibration.
+        search_finetune_steps: KD steps inside every proxy evaluation (0 = calibration only).
+    """
+
+    model: nn.Module
+    data: DataLike
+    frozen: tuple[str, ...] = ()
+    calibration_samples: int = CALIBRATION_SAMPLES
+    search_finetune_steps: int = 0
+    graph: ModelGraph = field(init=False)
+    search: SearchModel = field(init=False)
+    base_search_accuracy: float = field(init=False)
+    stats: EvaluationStats = field(default_factory=EvaluationStats)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.model = self.model.eval()
+        example = self.data.train.x[:8]
+        self.graph = build_graph(self.model, example, self.frozen)
+        self.search = SearchModel(self.model, self.graph, self.calibration_batches())
+        self.base_search_accuracy = accuracy(self.model, self.data.search.x, self.data.search.y)
+
+    @property
+    def spec(self):
+        return self.graph.spec
+
+    def calibration_batches(self) -> list[torch.Tensor]:
+        """The first train-split samples, in fixed batches (identical in both modes)."""
+        return batches_of(self.data.train.x[: self.calibration_samples], CALIBRATION_BATCH)
+
+    def proxy_accuracy(self, plan: Plan) -> float:
+        """Search-split accuracy of ``plan`` in search mode (cached by executed plan)."""
+        key = plan.key()
+        if key in self._cache:
+            self.stats.cache_hits += 1
+            return self._cache[key]
+        start = time.perf_counter()
+        if self.search_finetune_steps:
+            compressed = self.search.finetune(plan, self.model, self.data.train.x, self.search_finetune_steps)
+        else:
+            compressed = self.search.apply(plan)
+        value = accuracy(compressed, self.data.search.x, self.data.search.y)
+        self.stats.evaluations += 1
+        self.stats.seconds += time.perf_counter() - start
+        self._cache[key] = value
+        return value
+
+    def proxy_change(self, plan: Plan) -> float:
+        """Proxy accuracy minus the original model's, on the search split (the reward)."""
+        return self.proxy_accuracy(plan) - self.base_search_accuracy
+
+    def base_test_accuracy(self) -> float:
+        return accuracy(self.model, self.data.test.x, self.data.test.y)
+
+    def final_model(self, plan: Plan, finetune_steps: int, seed: int = 0, lr: float = 1e-3) -> nn.Module:
+        """Export ``plan`` and recover it with a KD fine-tune on the train split."""
+        calibration = self.calibration_batches()
+        compressed = export(self.model, plan, self.data.train.x[:8], calibration, graph=self.graph)
+        return recover(compressed, self.model, self.data.train.x, finetune_steps, calibration, seed=seed, lr=lr)
+
+    def final_accuracy(self, plan: Plan, finetune_steps: int, seed: int = 0) -> float:
+        """Test-split accuracy of the exported, fine-tuned plan (what reports quote)."""
+        return accuracy(self.final_model(plan, finetune_steps, seed), self.data.test.x, self.data.test.y)
