@@ -24,10 +24,11 @@ from metacompress.compressors.hardware.measure import (
     measured_rank_correlation,
 )
 from metacompress.compressors.hardware.presets import PRESETS, get_hardware
-from metacompress.compressors.hardware.roofline import ARCHETYPES, RooflineHardware, sample_hardware
+from metacompress.compressors.hardware.roofline import ARCHETYPE_LAWS, ARCHETYPES, RooflineHardware, sample_hardware
 
 __all__ = [
     "ARCHETYPES",
+    "ARCHETYPE_LAWS",
     "EMBEDDING_DIM",
     "PRESETS",
     "PROBE_LAYERS",

@@ -1,7 +1,7 @@
 """Calibration figures: each preset archetype checked against the public number it models.
 
 ``calibration_figures()`` recomputes every figure (``metacompress hardware calibrate`` prints
-them); the tests in ``tests/compressors/hardware/test_calibration.py`` assert them. The
+them); the tests in ``tests/compressors/hardware/test_hardware_calibration.py`` assert them. The
 public figures come from the research notes (section 4.3): HAQ's BISMO table, APQ's
 BitFusion table, HAWQ-V3's T4 latencies and HELP's FLOPs-vs-latency rank correlation.
 """

@@ -52,13 +52,28 @@ from metacompress.compressors.spec import LayerSpec
 from metacompress.errors import HardwareError
 
 ARCHETYPES = ("bit-serial", "brick-fused", "fixed-int", "mcu", "sparse")
+ARCHETYPE_LAWS = {
+    "bit-serial": "Bit-serial (BISMO-like): compute throughput scales as 64/(w*a), so W4A4 runs a "
+                  "compute-bound layer 4x faster than W8A8 and every width 2-8 is native.",
+    "brick-fused": "Brick-fused (BitFusion-like): bits round up to 2, 4 or 8, so a 6-bit layer costs what an "
+                   "8-bit one does; between those, throughput scales as 64/(w*a).",
+    "fixed-int": "Fixed-int (CPU/GPU): int8 kernels, plus an optional int4 path (both operands <= 4 bits) "
+                 "that gains int4_speedup < 2x on compute; memory traffic still shrinks with bits.",
+    "mcu": "Microcontroller: compute is bit-independent (operands unpacked to int16 SIMD lanes) and slow "
+           "flash bandwidth carries packed weights, so memory-bound layers speed up linearly with bits.",
+    "sparse": "Sparse-capable (Ampere-like): fixed-int precision law, and pruning a fraction p of a layer's "
+              "MACs also runs the rest 1/(1 - eta*p) faster: beyond the shape reduction.",
+}
 _INT_PATH_BITS = (4, 8)
 PJ_PER_MJ = 1e9
 
 
 @dataclass(frozen=True)
 class RooflineHardware(Hardware):
-    """A roofline target: ``max(compute, memory) + overhead`` per layer (see the module docstring).
+    """A roofline target: ``max(compute, memory) + overhead`` per layer, with its archetype's precision law.
+
+    The laws, one sentence each, are in ``ARCHETYPE_LAWS`` (and in ``describe()["law"]``);
+    the formulas are in the module docstring.
 
     Args:
         name: short name, e.g. ``"bismo-edge"``.
@@ -179,6 +194,7 @@ class RooflineHardware(Hardware):
         data["supported_bits"] = list(self.supported_bits)
         data["type"] = type(self).__name__
         data["ridge_macs_per_byte"] = self.peak_macs_per_s / (self.dram_gb_per_s * 1e9)
+        data["law"] = ARCHETYPE_LAWS[self.archetype]
         return data
 
 
