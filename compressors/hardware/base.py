@@ -14,6 +14,7 @@ compressed plan is the cheapest and feasibility is one evaluation (``minimum_cos
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import lru_cache
 from typing import Sequence
 
 from metacompress.compressors.cost import REFERENCE_BITS, total_cost
@@ -38,6 +39,9 @@ def round_up_bits(bits: int, supported_bits: Sequence[int], where: str = "this h
     if isinstance(bits, bool) or int(bits) != bits or not MIN_BITS <= bits <= MAX_BITS:
         raise HardwareError(f"bit-width {bits!r} asked of {where} is outside {MIN_BITS}-{MAX_BITS}; use an integer from {MIN_BITS} to {MAX_BITS}")
     return min(b for b in supported_bits if b >= bits)
+
+
+_round_up_cached = lru_cache(maxsize=4096)(round_up_bits)  # pricing calls it per layer; errors are never cached
 
 
 def check_supported_bits(bits: Sequence[int], where: str) -> tuple[int, ...]:
@@ -87,7 +91,7 @@ class Hardware(ABC):
         Raises:
             HardwareError: if ``bits`` is not an integer from 2 to 8.
         """
-        return round_up_bits(bits, self.supported_bits, self.name)
+        return _round_up_cached(bits, self.supported_bits, self.name)
 
     @abstractmethod
     def layer_latency_ms(self, layer: LayerSpec, kept_in: int, kept_out: int, w_bits: int, a_bits: int) -> float:

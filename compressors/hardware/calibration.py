@@ -125,6 +125,6 @@ def calibration_figures() -> list[CalibrationFigure]:
     asic = PRESETS["eyeriss-like"]
     rho = flops_latency_spearman(asic, mbv2 + r18)
     figures.append(CalibrationFigure("Spearman(FLOPs, latency) over MobileNetV2 + ResNet-18 layers", asic.name, rho,
-                                     -1.0, 0.9, f"{len(mbv2) + len(r18)} layers",
+                                     0.0, 0.9, f"{len(mbv2) + len(r18)} layers",
                                      "HELP: FLOPs Spearman 0.787 (mean over devices); 0.4-0.8 on ASIC-like targets"))
     return figures

@@ -127,10 +127,18 @@ def measure_layers(layers: Iterable[LayerSpec], fractions: tuple[float, ...] = K
         seed: seeds the random weights and inputs (timings do not depend on them).
 
     Raises:
-        HardwareError: for a fraction outside (0, 1] or a layer that cannot be built.
+        HardwareError: for a fraction outside (0, 1], repeats below 1, threads below 1, or a
+            layer that cannot be built (all settings are checked before timing starts).
     """
+    problems = []
     if not fractions or any(not 0 < f <= 1 for f in fractions):
-        raise HardwareError(f"kept fractions {fractions} must be in (0, 1], e.g. 0.25 0.5 0.75 1.0")
+        problems.append(f"kept fractions {fractions} must be in (0, 1], e.g. 0.25 0.5 0.75 1.0")
+    if repeats < 1 or warmup < 0:
+        problems.append(f"repeats {repeats} must be >= 1 and warmup {warmup} >= 0")
+    if threads is not None and threads < 1:
+        problems.append(f"threads {threads} must be >= 1 (or None to keep torch's setting)")
+    if problems:
+        raise HardwareError("cannot measure: " + "; ".join(problems))
     torch.manual_seed(seed)
     previous = torch.get_num_threads()
     if threads is not None:

@@ -89,3 +89,11 @@ def test_hand_written_spec_matches_analyze():
     traced = graph.analyze(TinyResNet().eval(), torch.randn(1, 3, 32, 32))
     assert traced.fingerprint == tiny_resnet_spec().fingerprint
     assert traced.layers == tiny_resnet_spec().layers
+
+
+def test_bad_measure_settings_are_all_reported_before_timing():
+    from metacompress.compressors.hardware import measure_layers
+    from metacompress.errors import HardwareError
+
+    with pytest.raises(HardwareError, match=r"kept fractions \(0.0, 1.0\) must be in.*repeats 0 must be >= 1.*threads 0 must be"):
+        measure_layers(tiny_resnet_spec().layers, fractions=(0.0, 1.0), repeats=0, threads=0)
