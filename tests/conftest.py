@@ -24,3 +24,8 @@ def tiny(request):
     """(family name, model, a batch of 32 inputs) for each architecture family."""
     model = trained_like(TINY_MODELS[request.param]())
     return request.param, model, example_input(model, batch=32)
+
+
+def pytest_configure(config):
+    # one thread: steady timings, no oversubscription when tests run beside other work
+    torch.set_num_threads(1)

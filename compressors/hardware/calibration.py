@@ -65,7 +65,7 @@ def compute_bound_layers(hw: RooflineHardware, layers: list[LayerSpec], w_bits: 
         compute_s = hw.effective_macs(layer, kin, kout) / (
             hw.peak_macs_per_s * hw.compute_gain(w_bits, a_bits) * hw.kind_efficiency(layer))
         memory_s = hw.dram_bytes(layer, kin, kout, w_bits, a_bits) / (hw.dram_gb_per_s * 1e9)
-        if compute_s > max(memory_s, hw.overhead_us * 1e-6):
+        if compute_s > max(memory_s, hw.overhead_s_per_sample):
             selected.append(layer)
     return selected
 

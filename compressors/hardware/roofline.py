@@ -1,22 +1,24 @@
 """A parametric roofline family of hardware targets, with five archetypes and their samplers.
 
-One layer at batch 1 costs (Williams et al., roofline, CACM 2009)::
+One layer costs, per sample, when the target runs batches of ``batch`` samples
+(Williams et al., roofline, CACM 2009)::
 
-    latency_s = max(compute_s, dram_bytes / bandwidth) + overhead
+    latency_s = max(compute_s, dram_bytes / bandwidth) + overhead / batch
     compute_s = macs * sparse_factor / (peak_int8_macs_per_s * gain(w, a) * kind_efficiency)
-    dram_bytes = weights * w / 8 + activations * spill * a / 8
+    dram_bytes = weights * w / 8 / batch + activations * spill * a / 8
     energy_pj = macs * sparse_factor * e_mac_pj * energy_law(w, a) + dram_bytes * e_dram_pj_per_byte
 
 where ``w`` and ``a`` are the *executed* bits (rounded up to a supported width) and
 activations are the layer's input plus output elements. Activations that fit the on-chip
 buffer never touch DRAM; the fraction that does not, ``spill = max(0, 1 - buffer_bytes /
-activation elements)``, is streamed at ``a`` bits. The fit is judged in byte slots (on-chip
+(batch * activation elements))``, is streamed at ``a`` bits. The fit is judged in byte slots (on-chip
 buffers hold one activation per byte lane; DRAM transfers are packed), so the memory time
 of a layer halves exactly when its bits halve and the per-layer W8A8/W4A4 latency ratio
 stays within 1-4x, as in the published BISMO and BitFusion tables. (Judging the fit at the
 packed width instead made single layers 20x cheaper for one halving of bits: a cliff no
-public table shows.) Weights are always streamed from DRAM (or flash): at batch 1 nothing
-amortises them.
+public table shows.) Weights are streamed from DRAM (or flash) once per batch and the
+per-layer overhead is paid once per batch: at batch 1 nothing amortises them (edge
+targets), at batch 16 (HAQ's cloud setting) both shrink sixteen-fold per sample.
 
 Precision laws (``gain`` = compute throughput relative to W8A8, ``energy_law`` = MAC energy
 relative to W8A8):
@@ -89,6 +91,7 @@ class RooflineHardware(Hardware):
         linear_efficiency: fraction of peak a (batch-1, GEMV-like) linear layer reaches, in (0, 1].
         int4_speedup: fixed-int/sparse only: compute gain of the int4 path over int8, in [1, 2].
         sparse_efficiency: eta of the sparse law, in [0, 1); 0 means no sparsity support.
+        batch: samples per inference call (1-1024): amortises weights and overhead.
         notes: the public figures the parameters are calibrated to.
     """
 
@@ -105,6 +108,7 @@ class RooflineHardware(Hardware):
     linear_efficiency: float = 0.5
     int4_speedup: float = 1.0
     sparse_efficiency: float = 0.0
+    batch: int = 1
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -122,6 +126,8 @@ class RooflineHardware(Hardware):
             value = getattr(self, field_name)
             if not 0 < value <= 1:
                 problems.append(f"{field_name}={value!r} must be in (0, 1]")
+        if not (isinstance(self.batch, int) and 1 <= self.batch <= 1024):
+            problems.append(f"batch={self.batch!r} must be an integer from 1 to 1024")
         if not 0 <= self.sparse_efficiency < 1:
             problems.append(f"sparse_efficiency={self.sparse_efficiency!r} must be in [0, 1)")
         if not 1 <= self.int4_speedup <= 2:
@@ -170,19 +176,25 @@ class RooflineHardware(Hardware):
         pruned = max(0.0, 1.0 - macs / full) if full else 0.0
         return macs * (1.0 - self.sparse_efficiency * pruned)
 
+    @property
+    def overhead_s_per_sample(self) -> float:
+        """The per-layer overhead, shared by the samples of one batch."""
+        return self.overhead_us * 1e-6 / self.batch
+
     def dram_bytes(self, layer: LayerSpec, kept_in: int, kept_out: int, w_bits: int, a_bits: int) -> float:
-        """Off-chip bytes: every weight, plus the share of activations that overflows the buffer."""
+        """Off-chip bytes per sample: weights (once per batch), plus the activations that overflow the buffer."""
         w, a = self.executed_bits(w_bits), self.executed_bits(a_bits)
-        weight_bytes = layer.weight_count(kept_in, kept_out) * w / 8.0
+        weight_bytes = layer.weight_count(kept_in, kept_out) * w / 8.0 / self.batch
         act_elems = layer.input_elems(kept_in) + layer.output_elems(kept_out)
-        spill = max(0.0, 1.0 - self.buffer_bytes / act_elems) if act_elems else 0.0  # buffer slots are bytes
+        batch_elems = act_elems * self.batch
+        spill = max(0.0, 1.0 - self.buffer_bytes / batch_elems) if batch_elems else 0.0  # buffer slots are bytes
         return weight_bytes + act_elems * a / 8.0 * spill
 
     def layer_latency_ms(self, layer: LayerSpec, kept_in: int, kept_out: int, w_bits: int, a_bits: int) -> float:
         throughput = self.peak_macs_per_s * self.compute_gain(w_bits, a_bits) * self.kind_efficiency(layer)
         compute_s = self.effective_macs(layer, kept_in, kept_out) / throughput
         memory_s = self.dram_bytes(layer, kept_in, kept_out, w_bits, a_bits) / (self.dram_gb_per_s * 1e9)
-        return (max(compute_s, memory_s) + self.overhead_us * 1e-6) * 1e3
+        return (max(compute_s, memory_s) + self.overhead_s_per_sample) * 1e3
 
     def layer_energy_mj(self, layer: LayerSpec, kept_in: int, kept_out: int, w_bits: int, a_bits: int) -> float:
         mac_pj = self.effective_macs(layer, kept_in, kept_out) * self.e_mac_pj * self.mac_energy_factor(w_bits, a_bits)
@@ -216,6 +228,9 @@ SAMPLE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 # Uniform ranges: depthwise and linear efficiency, int4 path gain, sparse eta.
 EFFICIENCY_RANGES = {"depthwise_efficiency": (0.05, 0.6), "linear_efficiency": (0.2, 1.0),
                      "int4_speedup": (1.2, 1.9), "sparse_efficiency": (0.2, 0.7)}
+# Batch sizes a sampled target runs (a microcontroller serves one sample at a time).
+_BATCH_CHOICES = {"bit-serial": (1, 1, 4, 16), "brick-fused": (1, 1, 4, 16), "fixed-int": (1, 1, 8, 32),
+                  "mcu": (1,), "sparse": (1, 8, 32)}
 _BIT_CHOICES = {
     "bit-serial": [tuple(range(2, 9)), (2, 4, 8), (4, 6, 8), (2, 3, 4, 5, 6, 7, 8)],
     "brick-fused": [(2, 4, 8), (2, 4, 8), (4, 8)],
@@ -229,8 +244,8 @@ def sample_hardware(archetype: str, rng_or_seed: int | np.random.Generator, name
     """A random, always-valid target of ``archetype`` for training diversity.
 
     Rates and energies are log-uniform over ``SAMPLE_RANGES[archetype]``; efficiencies are
-    uniform over ``EFFICIENCY_RANGES``; the supported bits are drawn from the archetype's
-    plausible sets. The same seed gives the same target.
+    uniform over ``EFFICIENCY_RANGES``; the supported bits and the batch size are drawn from
+    the archetype's plausible sets. The same seed gives the same target.
 
     Args:
         archetype: one of ``ARCHETYPES``.
@@ -258,6 +273,8 @@ def sample_hardware(archetype: str, rng_or_seed: int | np.random.Generator, name
         values["int4_speedup"] = 1.0
     if archetype != "sparse":
         values["sparse_efficiency"] = 0.0
+    batches = _BATCH_CHOICES[archetype]
+    values["batch"] = int(batches[int(rng.integers(len(batches)))])
     return RooflineHardware(name=name or default_name, archetype=archetype, supported_bits=bits,
                             notes=f"sampled {archetype} target", **values)
 

@@ -1,0 +1,220 @@
+"""``CompressionEnv``: compressing one model on one hardware under one budget, as an episode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from metacompress.compressors.plan import MAX_BITS, MIN_BITS, Plan
+from metacompress.envs.context import TaskContext
+from metacompress.envs.features import OBSERVATION_DIM, TRIAL_FEATURES
+from metacompress.envs.projection import Choice
+
+ENV_VERSION = 1
+BIT_LEVELS = MAX_BITS - MIN_BITS + 1
+
+
+def action_to_choice(action: np.ndarray, max_prune: float) -> Choice:
+    """Map an action in [-1, 1]^3 to (prune ratio, w bits, a bits); bits by equal-width bins (HAQ)."""
+    u = (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+    bits = [MIN_BITS + min(int(x * BIT_LEVELS), BIT_LEVELS - 1) for x in u[1:]]
+    return Choice(float(u[0]) * max_prune, bits[0], bits[1])
+
+
+def choice_to_action(choice: Choice, max_prune: float) -> np.ndarray:
+    """The centre of the action bin that maps to ``choice`` (inverse of ``action_to_choice``)."""
+    prune = choice.prune_ratio / max_prune if max_prune else 0.0
+    bits = [(b - MIN_BITS + 0.5) / BIT_LEVELS for b in (choice.w_bits, choice.a_bits)]
+    return (np.asarray([prune, *bits]) * 2.0 - 1.0).astype(np.float32)
+
+
+@dataclass
+class _Decision:
+    unit: str
+    raw: Choice
+    executed: Choice
+    kept: int
+    channels: int
+    w_bits: int
+    a_bits: int
+
+
+class CompressionEnv(gym.Env):
+    """Compress one model for one hardware under a hard budget, one unit per step.
+
+    Observation:
+        ``Box(-1, 1, (OBSERVATION_DIM,))``: the current unit's static features, the budget,
+        the episode's progress and committed cost, the previous action, trial-mode
+        feedback and the HELP-style hardware embedding. Every feature, its range and why it
+        transfers across models and hardware is tabled in ``metacompress.envs.features``.
+    Action:
+        ``Box(-1, 1, (3,))`` mapped to (prune ratio in [0, max_prune], weight bits 2-8,
+        activation bits 2-8): ``(a + 1) / 2`` scales the ratio and picks one of seven
+        equal-width bit bins (HAQ's mapping). Channels are removed in whole channel steps;
+        bits are rounded up to what the hardware executes.
+    Budget projection:
+        AMC-style, during the episode: a choice is executed only if the plan still fits
+        with every later unit at maximum compression; otherwise it moves toward this unit's
+        maximum compression until it fits (``envs.projection``). Every finished plan is
+        within budget; an infeasible task is refused when the context is built.
+    Reward:
+        0 until the last unit; then the proxy accuracy change on the search split
+        (compressed minus original, a fraction; e.g. -0.012 = 1.2 points lost).
+    Episode end:
+        terminated after every compressible unit has been decided, ``attempts`` times
+        (trial mode: attempts > 1, each attempt's reward paid at its end, its feedback in
+        the observation; the RL^2 setting for recurrent policies).
+    Info:
+        every step: ``unit``, ``raw_action``, ``executed_action`` (kept channels, bits);
+        at each attempt's end also ``plan`` (a ``Plan``), ``proxy_accuracy``,
+        ``accuracy_change``, ``cost_ratio`` (of unpruned W8A8), ``budget_ratio`` (of the
+        budget, <= 1), ``attempt``.
+    Version history:
+        1: first release.
+
+    Args:
+        context: the task (see ``envs.context.TaskContext``); ``None`` builds the default
+            demo task (a quick-zoo model on a preset hardware).
+        attempts: attempts per episode (1 = zero-shot episodes).
+        render_mode: ``"ansi"`` renders the decisions so far as a table.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, context: TaskContext | None = None, attempts: int = 1, render_mode: str | None = None) -> None:
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'ansi' or None")
+        self.context = context
+        self.attempts = int(attempts)
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (OBSERVATION_DIM,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self._trial = np.zeros(TRIAL_FEATURES, dtype=np.float32)
+
+    # episode control --------------------------------------------------------------------
+    def _next_context(self) -> TaskContext:
+        """The task of the next episode (the meta env samples one here)."""
+        if self.context is None:
+            from metacompress.envs.suite import default_demo_context
+
+            self.context = default_demo_context()
+        return self.context
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.context = self._next_context()
+        self._attempt = 0
+        self._best_reward = -1.0
+        self._trial = np.zeros(TRIAL_FEATURES, dtype=np.float32)
+        self._start_attempt()
+        return self._observe(), {"task": self.context.name}
+
+    def _start_attempt(self) -> None:
+        self._t = 0
+        self._kept, self._w, self._a = self.context.projector.initial_vectors()
+        self._previous = np.zeros(3, dtype=np.float32)
+        self._decisions: list[_Decision] = []
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        ctx = self.context
+        unit = ctx.decision_units[self._t]
+        raw = action_to_choice(action, ctx.max_prune)
+        executed, (kept, w_bits, a_bits) = ctx.projector.project(unit, raw, self._kept, self._w, self._a)
+        self._decisions.append(_Decision(unit.name, raw, executed, kept, unit.channels, w_bits, a_bits))
+        self._previous = np.asarray(
+            [(1 - kept / unit.channels) / ctx.max_prune, (w_bits - MIN_BITS) / 6, (a_bits - MIN_BITS) / 6], dtype=np.float32
+        )
+        info: dict[str, Any] = {
+            "unit": unit.name,
+            "raw_action": (raw.prune_ratio, raw.w_bits, raw.a_bits),
+            "executed_action": (kept, w_bits, a_bits),
+        }
+        self._t += 1
+        reward, terminated = 0.0, False
+        if self._t == len(ctx.decision_units):
+            reward = self._finish_attempt(info)
+            terminated = self._attempt == self.attempts
+            if not terminated:
+                self._start_attempt()
+        observation = self._observe() if not terminated else np.zeros(OBSERVATION_DIM, dtype=np.float32)
+        return observation, reward, terminated, False, info
+
+    def _finish_attempt(self, info: dict[str, Any]) -> float:
+        ctx = self.context
+        plan = Plan.from_kept(ctx.spec, self._kept, self._w, self._a)
+        change = ctx.evaluator.proxy_change(plan)
+        cost_ratio = ctx.cost_ratio(plan.kept, plan.w_bits, plan.a_bits)
+        self._attempt += 1
+        self._best_reward = max(self._best_reward, change)
+        decisions = self._decisions
+        self._trial = np.asarray(
+            [
+                self._attempt / self.attempts,
+                change,
+                self._best_reward,
+                np.mean([(1 - d.kept / d.channels) / ctx.max_prune for d in decisions]),
+                np.mean([(d.w_bits - MIN_BITS) / 6 for d in decisions]),
+                np.mean([(d.a_bits - MIN_BITS) / 6 for d in decisions]),
+                cost_ratio / ctx.budget.fraction,
+            ],
+            dtype=np.float32,
+        ).clip(-1.0, 1.0) if self.attempts > 1 else self._trial
+        info.update(
+            plan=plan,
+            proxy_accuracy=ctx.evaluator.base_search_accuracy + change,
+            accuracy_change=change,
+            cost_ratio=cost_ratio,
+            budget_ratio=cost_ratio / ctx.budget.fraction,
+            attempt=self._attempt,
+            decisions=self._decision_rows(),
+        )
+        return float(change)
+
+    # observation and rendering ----------------------------------------------------------
+    def _observe(self) -> np.ndarray:
+        ctx = self.context
+        t = self._t
+        n = len(ctx.decision_units)
+        rest_full = list(self._kept), list(self._w), list(self._a)
+        for unit in ctx.decision_units[t:]:
+            rest_full[0][unit.index], rest_full[1][unit.index], rest_full[2][unit.index] = unit.channels, 8, 8
+        dynamic = np.asarray(
+            [
+                t / n,
+                ctx.projector.cost(self._kept, self._w, self._a) / ctx.budget_cost,
+                ctx.projector.cost(*rest_full) / ctx.budget_cost / 4,
+                ctx.rest_shares[t],
+                *self._previous,
+            ],
+            dtype=np.float32,
+        ).clip(-1.0, 1.0)
+        return np.concatenate([ctx.unit_features[t], ctx.budget_features, dynamic, self._trial, ctx.embedding])
+
+    def _decision_rows(self) -> list[dict]:
+        return [
+            {
+                "unit": d.unit,
+                "raw_prune": round(d.raw.prune_ratio, 4),
+                "raw_w_bits": d.raw.w_bits,
+                "raw_a_bits": d.raw.a_bits,
+                "prune_ratio": round(1 - d.kept / d.channels, 4),
+                "kept": d.kept,
+                "channels": d.channels,
+                "w_bits": d.w_bits,
+                "a_bits": d.a_bits,
+            }
+            for d in self._decisions
+        ]
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        lines = [f"task {self.context.name}  attempt {self._attempt + 1}/{self.attempts}"]
+        lines.append(f"{'unit':<28} {'raw p/w/a':>16} {'kept':>9} {'w':>2} {'a':>2}")
+        for d in self._decisions:
+            raw = f"{d.raw.prune_ratio:.2f}/{d.raw.w_bits}/{d.raw.a_bits}"
+            lines.append(f"{d.unit:<28} {raw:>16} {d.kept:>4}/{d.channels:<4} {d.w_bits:>2} {d.a_bits:>2}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,76 @@
+"""Everything an episode on one task needs, computed once: costs, features, projection.
+
+Building a ``TaskContext`` prices the model on the hardware, checks the budget is
+feasible (refusing it with the minimum stated if not), and precomputes every static
+observation feature, so an episode's steps only do the budget projection and a few
+whole-plan cost sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metacompress.compressors.cost import layer_costs, total_cost
+from metacompress.compressors.hardware import Hardware, hardware_embedding
+from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.features import budget_features, unit_features
+from metacompress.envs.probes import ModelProbes
+from metacompress.envs.projection import BudgetProjector
+from metacompress.envs.tasks import Budget
+
+DEFAULT_MAX_PRUNE = 0.75
+
+
+class TaskContext:
+    """One task, ready to run: evaluator, hardware, budget, projector and static features.
+
+    Args:
+        evaluator: the model's evaluator (shared by every task on that model).
+        probes: the model's sensitivity probes.
+        hardware: the target.
+        budget: the budget, a fraction of the unpruned W8A8 cost.
+        max_prune: the largest prune ratio any unit may take.
+        name: how errors and reports name the task.
+
+    Raises:
+        InfeasibleBudget: if even the most compressed plan exceeds the budget.
+    """
+
+    def __init__(
+        self,
+        evaluator: ModelEvaluator,
+        probes: ModelProbes,
+        hardware: Hardware,
+        budget: Budget,
+        max_prune: float = DEFAULT_MAX_PRUNE,
+        name: str = "this task",
+    ) -> None:
+        spec = evaluator.spec
+        self.evaluator, self.probes, self.hardware, self.budget, self.max_prune, self.name = (
+            evaluator, probes, hardware, budget, max_prune, name,
+        )
+        eights = [8] * len(spec.units)
+        self.reference_cost = total_cost(spec, budget.kind, spec.full_kept, eights, eights, hardware)
+        self.budget_cost = budget.fraction * self.reference_cost
+        self.projector = BudgetProjector(spec, hardware, budget.kind, self.budget_cost, max_prune)
+        self.projector.check_feasible(name)
+        self.decision_units = self.projector.decision_units
+        self.unit_features = unit_features(spec, hardware, budget.kind, probes, self.decision_units)
+        minimum_fraction = self.projector.minimum_cost() / self.reference_cost
+        self.budget_features = budget_features(budget.kind, budget.fraction, minimum_fraction)
+        self.embedding = hardware_embedding(hardware).astype(np.float32)
+        shares = np.zeros(len(spec.units))
+        for layer, cost in zip(spec.layers, layer_costs(spec, budget.kind, spec.full_kept, eights, eights, hardware)):
+            shares[layer.unit] += cost
+        shares /= max(shares.sum(), 1e-30)
+        decision_shares = [shares[u.index] for u in self.decision_units]
+        # share of the W8A8 cost in decision t and the ones after it
+        self.rest_shares = np.cumsum(decision_shares[::-1])[::-1].astype(np.float32)
+
+    @property
+    def spec(self):
+        return self.evaluator.spec
+
+    def cost_ratio(self, kept, w_bits, a_bits) -> float:
+        """A plan's cost as a fraction of the unpruned W8A8 cost."""
+        return total_cost(self.spec, self.budget.kind, kept, w_bits, a_bits, self.hardware) / self.reference_cost

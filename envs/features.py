@@ -1,0 +1,133 @@
+"""Observation features, comparable across models and hardware (the table is the spec).
+
+No feature is min-max normalised within one network (HAQ/AMC/NNCF do, which breaks
+transfer): sizes are log-scaled absolutes, shares are fractions of the model's own
+total, costs are fractions of the budget, sensitivities are accuracy changes. Every
+feature is clipped to [-1, 1] (most live in [0, 1]).
+
+=====  ======================  ==========================================================
+index  feature                 definition (why it transfers)
+=====  ======================  ==========================================================
+0      log_channels            log2(channels) / 10: absolute width
+1      log_macs                log10(unit MACs + 1) / 9: absolute compute
+2      log_weights             log10(unit weights + 1) / 8: absolute size
+3      share_macs              unit MACs / model MACs
+4      share_weights           unit weights / model weights
+5      share_cost              unit's share of the W8A8 cost of this budget kind on this hardware
+6      depth                   decision index / (decisions - 1)
+7      has_conv                a k x k (k > 1) dense conv in the unit
+8      has_pointwise           a 1x1 conv in the unit
+9      has_depthwise           a depthwise conv in the unit
+10     has_linear              a Linear in the unit
+11     layers                  layers in the unit / 4
+12     prunable                1 if channels can be removed
+13     step_fraction           channel step / channels (1 head of 4 = 0.25)
+14     log_positions           log2(first layer's output positions) / 12: feature-map size
+15     strided                 a layer with stride > 1
+16-19  saving_bits             fraction of the model's cost saved by this unit alone at W4A4,
+                               W2A2, W8A4, W4A8 (this hardware, this kind): marginal cost per bit
+20     saving_prune            fraction saved by this unit alone at half its channels
+21-24  sensitivity             proxy accuracy change with this unit alone at W2, A2, W4A4, 50%
+25     curvature               log10(Hessian trace per weight + 1e-9) / 9
+26-29  budget_kind             one-hot: latency, energy, size, bitops
+30     budget_fraction         budget / unpruned W8A8 cost
+31     minimum_fraction        most compressed plan's cost / unpruned W8A8 cost
+32     progress                decision index / decisions
+33     cost_if_rest_min        plan cost with every later unit at maximum compression / budget
+                               (what is committed so far, plus the unavoidable rest; <= 1)
+34     cost_if_rest_full       plan cost with later units uncompressed W8A8 / budget / 4
+35     rest_reference_share    share of the W8A8 cost in this and later units
+36-38  previous_action         previous executed prune / max prune, (w - 2) / 6, (a - 2) / 6
+39     trial_attempt           attempt index / attempts (trial mode; 0 otherwise)
+40     trial_last_reward       last attempt's reward (accuracy change)
+41     trial_best_reward       best attempt's reward so far
+42-44  trial_last_plan         last attempt's mean prune / max prune, mean (w-2)/6, mean (a-2)/6
+45     trial_last_cost         last attempt's cost / budget
+46-    hardware                HELP-style hardware embedding (``hardware.embedding``)
+=====  ======================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from metacompress.compressors.cost import BUDGET_KINDS, layer_costs, total_cost
+from metacompress.compressors.hardware import EMBEDDING_DIM, Hardware
+from metacompress.compressors.spec import ModelSpec, UnitSpec
+from metacompress.envs.probes import ModelProbes
+
+UNIT_FEATURES = 26
+BUDGET_FEATURES = 6
+DYNAMIC_FEATURES = 7
+TRIAL_FEATURES = 7
+OBSERVATION_DIM = UNIT_FEATURES + BUDGET_FEATURES + DYNAMIC_FEATURES + TRIAL_FEATURES + EMBEDDING_DIM
+TRIAL_OFFSET = UNIT_FEATURES + BUDGET_FEATURES + DYNAMIC_FEATURES
+BIT_PROBES = ((4, 4), (2, 2), (8, 4), (4, 8))
+
+
+def unit_features(
+    spec: ModelSpec, hardware: Hardware, kind: str, probes: ModelProbes, decision_units: list[UnitSpec]
+) -> np.ndarray:
+    """Static features (indices 0-25) of every decision unit: shape (decisions, 26)."""
+    full = spec.full_kept
+    eights = [8] * len(spec.units)
+    reference = total_cost(spec, kind, full, eights, eights, hardware)
+    shares = np.zeros(len(spec.units))
+    for layer, cost in zip(spec.layers, layer_costs(spec, kind, full, eights, eights, hardware)):
+        shares[layer.unit] += cost
+    shares /= max(shares.sum(), 1e-30)
+    model_macs = max(spec.macs(), 1)
+    model_weights = max(sum(l.weight_count(l.in_channels, l.out_channels) for l in spec.layers), 1)
+    rows = []
+    for position, unit in enumerate(decision_units):
+        layers = spec.layers_of(unit.index)
+        macs = sum(l.macs(l.kept_in(full), unit.channels) for l in layers)
+        weights = sum(l.weight_count(l.kept_in(full), unit.channels) for l in layers)
+        conv_k = [l for l in layers if l.kind == "conv" and l.kernel_elems > 1]
+        pointwise = [l for l in layers if l.kind == "conv" and l.kernel_elems == 1]
+
+        def saving(kept_u: int, wb: int, ab: int) -> float:
+            kept = list(full)
+            w, a = list(eights), list(eights)
+            kept[unit.index], w[unit.index], a[unit.index] = kept_u, wb, ab
+            return 1.0 - total_cost(spec, kind, kept, w, a, hardware) / reference
+
+        half = unit.channels - (unit.channels // unit.channel_step // 2) * unit.channel_step if unit.prunable else unit.channels
+        probe = probes.units[unit.index]
+        per_weight = probe.hessian_trace / max(probe.weight_count, 1)
+        rows.append(
+            [
+                math.log2(unit.channels) / 10,
+                math.log10(macs + 1) / 9,
+                math.log10(weights + 1) / 8,
+                macs / model_macs,
+                weights / model_weights,
+                shares[unit.index],
+                position / max(len(decision_units) - 1, 1),
+                float(bool(conv_k)),
+                float(bool(pointwise)),
+                float(any(l.kind == "depthwise" for l in layers)),
+                float(any(l.kind == "linear" for l in layers)),
+                len(layers) / 4,
+                float(unit.prunable),
+                unit.channel_step / unit.channels,
+                math.log2(max(layers[0].out_positions, 1)) / 12,
+                float(any(l.stride > 1 for l in layers)),
+                *[saving(unit.channels, hardware.executed_bits(wb), hardware.executed_bits(ab)) for wb, ab in BIT_PROBES],
+                saving(half, 8, 8),
+                probe.drop_w2,
+                probe.drop_a2,
+                probe.drop_w4a4,
+                probe.drop_prune50,
+                math.log10(max(per_weight, 0.0) + 1e-9) / 9,
+            ]
+        )
+    return np.clip(np.asarray(rows, dtype=np.float32), -1.0, 1.0)
+
+
+def budget_features(kind: str, budget_fraction: float, minimum_fraction: float) -> np.ndarray:
+    """Indices 26-31: budget kind one-hot, target and minimum as fractions of W8A8."""
+    one_hot = [float(kind == k) for k in BUDGET_KINDS]
+    return np.clip(np.asarray(one_hot + [budget_fraction, minimum_fraction], dtype=np.float32), -1.0, 1.0)

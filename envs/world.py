@@ -1,0 +1,60 @@
+"""The world tasks live in: zoo models, their evaluators and probes, built lazily and cached.
+
+Many tasks share one model (different hardware and budgets), and building a model's
+evaluator and probes is the expensive part, so a ``TaskWorld`` keeps one evaluator per
+model and one context per task for the life of the process (one per env worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext
+from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.probes import ModelProbes, load_or_compute_probes
+from metacompress.envs.tasks import Task, resolve_hardware
+from metacompress.envs.zoo import cache_dir_for, load_zoo_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEARCH_FINETUNE_STEPS = 10
+
+
+class TaskWorld:
+    """Lazily built evaluators (per model) and contexts (per task).
+
+    Args:
+        cache_dir: the zoo cache (default: ``METACOMPRESS_CACHE`` or ``~/.cache/metacompress``).
+        search_finetune_steps: KD steps in every proxy evaluation (see ``bench fidelity``).
+        max_prune: the largest prune ratio any unit may take.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        search_finetune_steps: int = DEFAULT_SEARCH_FINETUNE_STEPS,
+        max_prune: float = DEFAULT_MAX_PRUNE,
+    ) -> None:
+        self.cache_dir = cache_dir_for(cache_dir)
+        self.search_finetune_steps = search_finetune_steps
+        self.max_prune = max_prune
+        self._models: dict[str, tuple[ModelEvaluator, ModelProbes]] = {}
+        self._contexts: dict[str, TaskContext] = {}
+
+    def model(self, model_id: str) -> tuple[ModelEvaluator, ModelProbes]:
+        """The evaluator and probes of a zoo model (trained and cached on first use)."""
+        if model_id not in self._models:
+            model, data, _ = load_zoo_model(model_id, self.cache_dir)
+            evaluator = ModelEvaluator(model, data, search_finetune_steps=self.search_finetune_steps)
+            probes = load_or_compute_probes(evaluator, self.cache_dir / f"{model_id}.probes.json")
+            self._models[model_id] = (evaluator, probes)
+        return self._models[model_id]
+
+    def context(self, task: Task) -> TaskContext:
+        """The ready-to-run context of ``task`` (raises ``InfeasibleBudget`` if it cannot fit)."""
+        if task.id not in self._contexts:
+            evaluator, probes = self.model(task.model)
+            hardware = resolve_hardware(task.hardware)
+            self._contexts[task.id] = TaskContext(evaluator, probes, hardware, task.budget, self.max_prune, name=task.id)
+        return self._contexts[task.id]
