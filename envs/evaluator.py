@@ -80,7 +80,8 @@ class ModelEvaluator:
         self.model = self.model.eval()
         example = self.data.train.x[:8]
         self.graph = build_graph(self.model, example, self.frozen)
-        self.search = SearchModel(self.model, self.graph, self.calibration_batches())
+        self.calibration = self.calibration_batches()
+        self.search = SearchModel(self.model, self.graph, self.calibration)
         self.base_search_accuracy = accuracy(self.model, self.data.search.x, self.data.search.y)
 
     @property
@@ -88,8 +89,13 @@ class ModelEvaluator:
         return self.graph.spec
 
     def calibration_batches(self) -> list[torch.Tensor]:
-        """The first train-split samples, in fixed batches (identical in both modes)."""
-        return batches_of(self.data.train.x[: self.calibration_samples], CALIBRATION_BATCH)
+        """A fixed random subset of the train split, in fixed batches (identical in both modes).
+
+        Random, not the first samples: a split stored in class order would otherwise
+        recalibrate BatchNorm on one class.
+        """
+        order = torch.randperm(len(self.data.train.x), generator=torch.Generator().manual_seed(0))
+        return batches_of(self.data.train.x[order[: self.calibration_samples]], CALIBRATION_BATCH)
 
     def proxy_accuracy(self, plan: Plan) -> float:
         """Search-split accuracy of ``plan`` in search mode (cached by executed plan)."""
@@ -117,9 +123,8 @@ class ModelEvaluator:
 
     def final_model(self, plan: Plan, finetune_steps: int, seed: int = 0, lr: float = 1e-3) -> nn.Module:
         """Export ``plan`` and recover it with a KD fine-tune on the train split."""
-        calibration = self.calibration_batches()
-        compressed = export(self.model, plan, self.data.train.x[:8], calibration, graph=self.graph)
-        return recover(compressed, self.model, self.data.train.x, finetune_steps, calibration, seed=seed, lr=lr)
+        compressed = export(self.model, plan, self.data.train.x[:8], self.calibration, graph=self.graph)
+        return recover(compressed, self.model, self.data.train.x, finetune_steps, self.calibration, seed=seed, lr=lr)
 
     def final_accuracy(self, plan: Plan, finetune_steps: int, seed: int = 0) -> float:
         """Test-split accuracy of the exported, fine-tuned plan (what reports quote)."""
