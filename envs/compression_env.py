@@ -212,7 +212,7 @@ class CompressionEnv(gym.Env):
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        lines = [f"task {self.context.name}  attempt {self._attempt + 1}/{self.attempts}"]
+        lines = [f"task {self.context.name}  attempt {min(self._attempt + 1, self.attempts)}/{self.attempts}"]
         lines.append(f"{'unit':<28} {'raw p/w/a':>16} {'kept':>9} {'w':>2} {'a':>2}")
         for d in self._decisions:
             raw = f"{d.raw.prune_ratio:.2f}/{d.raw.w_bits}/{d.raw.a_bits}"

@@ -97,15 +97,21 @@ class ModelEvaluator:
         order = torch.randperm(len(self.data.train.x), generator=torch.Generator().manual_seed(0))
         return batches_of(self.data.train.x[order[: self.calibration_samples]], CALIBRATION_BATCH)
 
-    def proxy_accuracy(self, plan: Plan) -> float:
-        """Search-split accuracy of ``plan`` in search mode (cached by executed plan)."""
-        key = plan.key()
+    def proxy_accuracy(self, plan: Plan, finetune_steps: int | None = None) -> float:
+        """Search-split accuracy of ``plan`` in search mode (cached by executed plan).
+
+        Args:
+            plan: the executed plan.
+            finetune_steps: KD steps before scoring; default ``search_finetune_steps``.
+        """
+        steps = self.search_finetune_steps if finetune_steps is None else finetune_steps
+        key = (plan.key(), steps)
         if key in self._cache:
             self.stats.cache_hits += 1
             return self._cache[key]
         start = time.perf_counter()
-        if self.search_finetune_steps:
-            compressed = self.search.finetune(plan, self.model, self.data.train.x, self.search_finetune_steps)
+        if steps:
+            compressed = self.search.finetune(plan, self.model, self.data.train.x, steps)
         else:
             compressed = self.search.apply(plan)
         value = accuracy(compressed, self.data.search.x, self.data.search.y)
@@ -114,9 +120,9 @@ class ModelEvaluator:
         self._cache[key] = value
         return value
 
-    def proxy_change(self, plan: Plan) -> float:
+    def proxy_change(self, plan: Plan, finetune_steps: int | None = None) -> float:
         """Proxy accuracy minus the original model's, on the search split (the reward)."""
-        return self.proxy_accuracy(plan) - self.base_search_accuracy
+        return self.proxy_accuracy(plan, finetune_steps) - self.base_search_accuracy
 
     def base_test_accuracy(self) -> float:
         return accuracy(self.model, self.data.test.x, self.data.test.y)

@@ -7,7 +7,8 @@ same cross-entropy loss, never normalised per network.
 
 Probe set per unit (every other unit stays at W8A8, unpruned):
     drop_w2, drop_a2, drop_w4a4, drop_prune50: proxy-accuracy change (search split, <= ~0)
-        with this unit at 2-bit weights, 2-bit activations, W4A4, or half its channels.
+        with this unit at 2-bit weights, 2-bit activations, W4A4, or half its channels,
+        after calibration only (no KD steps: probes must be cheap and are only features).
     hessian_trace: trace of the loss Hessian over the unit's weights (Hutchinson estimate,
         HAWQ-V2), on train-split samples.
     weight_count: the unit's weights, so per-parameter curvature can be derived.
@@ -113,7 +114,7 @@ def compute_probes(evaluator: ModelEvaluator, seed: int = 0) -> ModelProbes:
         half = 0.5 if unit.prunable and unit.channels // unit.channel_step >= 2 else 0.0
 
         def drop(prune: float, w: int, a: int) -> float:
-            return evaluator.proxy_change(_single_unit_plan(evaluator, unit.index, prune, w, a))
+            return evaluator.proxy_change(_single_unit_plan(evaluator, unit.index, prune, w, a), finetune_steps=0)
 
         units.append(
             UnitProbes(

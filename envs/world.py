@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
+
+from torch import nn
 
 from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext
-from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import ModelProbes, load_or_compute_probes
 from metacompress.envs.tasks import Task, resolve_hardware
-from metacompress.envs.zoo import cache_dir_for, load_zoo_model
+from metacompress.envs.zoo import default_cache_dir, load_zoo_model
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +28,11 @@ class TaskWorld:
     """Lazily built evaluators (per model) and contexts (per task).
 
     Args:
-        cache_dir: the zoo cache (default: ``METACOMPRESS_CACHE`` or ``~/.cache/metacompress``).
+        cache_dir: the zoo cache (default: ``$METACOMPRESS_CACHE/zoo`` or ``~/.cache/metacompress/zoo``).
         search_finetune_steps: KD steps in every proxy evaluation (see ``bench fidelity``).
         max_prune: the largest prune ratio any unit may take.
+        model_loader: ``model_id -> (trained model, data splits)``; default: the zoo
+            (trained and cached on first use). Tests pass tiny models here.
     """
 
     def __init__(
@@ -35,17 +40,23 @@ class TaskWorld:
         cache_dir: str | Path | None = None,
         search_finetune_steps: int = DEFAULT_SEARCH_FINETUNE_STEPS,
         max_prune: float = DEFAULT_MAX_PRUNE,
+        model_loader: Callable[[str], tuple[nn.Module, DataLike]] | None = None,
     ) -> None:
-        self.cache_dir = cache_dir_for(cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.search_finetune_steps = search_finetune_steps
         self.max_prune = max_prune
+        self.model_loader = model_loader or self._zoo_model
         self._models: dict[str, tuple[ModelEvaluator, ModelProbes]] = {}
         self._contexts: dict[str, TaskContext] = {}
 
+    def _zoo_model(self, model_id: str) -> tuple[nn.Module, DataLike]:
+        model, data, _ = load_zoo_model(model_id, self.cache_dir)
+        return model, data
+
     def model(self, model_id: str) -> tuple[ModelEvaluator, ModelProbes]:
-        """The evaluator and probes of a zoo model (trained and cached on first use)."""
+        """The evaluator and probes of a model (a zoo model is trained and cached on first use)."""
         if model_id not in self._models:
-            model, data, _ = load_zoo_model(model_id, self.cache_dir)
+            model, data = self.model_loader(model_id)
             evaluator = ModelEvaluator(model, data, search_finetune_steps=self.search_finetune_steps)
             probes = load_or_compute_probes(evaluator, self.cache_dir / f"{model_id}.probes.json")
             self._models[model_id] = (evaluator, probes)

@@ -14,6 +14,7 @@ from metacompress.compressors import (  # noqa: E402  (the version must exist fi
     load_compressed,
     save_compressed,
 )
+from metacompress.envs.registration import register_envs  # noqa: E402
 from metacompress.errors import (  # noqa: E402
     InfeasibleBudget,
     InvalidPlan,
@@ -21,6 +22,8 @@ from metacompress.errors import (  # noqa: E402
     PlanMismatch,
     UnsupportedModel,
 )
+
+register_envs()  # gymnasium.make("metacompress/Compress-v0") works after `import metacompress`
 
 __all__ = [
     "InfeasibleBudget",

@@ -13,7 +13,7 @@ import sys
 from metacompress import __version__
 from metacompress.errors import MetacompressError
 
-COMMAND_MODULES = ("bench", "hardware", "zoo")
+COMMAND_MODULES = ("bench", "hardware", "suite", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:
