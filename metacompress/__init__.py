@@ -23,9 +23,14 @@ from metacompress.errors import (  # noqa: E402
     UnsupportedModel,
 )
 
+from metacompress.api import CompressionResult, compress, splits_from_arrays  # noqa: E402
+
 register_envs()  # gymnasium.make("metacompress/Compress-v0") works after `import metacompress`
 
 __all__ = [
+    "CompressionResult",
+    "compress",
+    "splits_from_arrays",
     "InfeasibleBudget",
     "InvalidPlan",
     "MetacompressError",

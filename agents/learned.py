@@ -1,0 +1,155 @@
+"""The learned planners: a trained policy, used zero-shot or adapted with a few evaluations.
+
+- ``ZeroShotPlanner``: one deterministic rollout of the task-conditioned policy. The plan
+  is chosen without any proxy evaluation (the env still scores it, for the report).
+- ``SampleAndSelectPlanner``: the deterministic rollout plus stochastic ones until N
+  distinct plans were scored; the best by proxy is kept.
+- ``RL2Planner``: a recurrent (RecurrentPPO) policy trained on K-attempt trials (RL^2,
+  Duan et al. 2016): one episode of N attempts in which the policy sees each attempt's
+  reward and plan summary; the best attempt is kept.
+- ``ReptilePlanner``: a meta-learned initialisation (Reptile, Nichol et al. 2018)
+  fine-tuned with PPO on the new task for N episodes (support = the search-split proxy);
+  the best plan seen is kept. Reports score it on the test split (the query).
+
+Every planner follows the evaluation-counting rule of ``agents.planner``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from metacompress.agents.planner import PlanResult, ScoreBook, check_evaluations, rollout
+from metacompress.agents.policy_io import PolicyMetadata, load_policy
+from metacompress.envs.compression_env import CompressionEnv
+from metacompress.envs.context import TaskContext
+from metacompress.errors import PolicyError
+
+
+class _PolicyActor:
+    """Calls a (possibly recurrent) SB3 policy step by step through one episode."""
+
+    def __init__(self, policy: ActorCriticPolicy, deterministic: bool) -> None:
+        self.policy, self.deterministic = policy, deterministic
+        self.state = None
+        self.episode_start = np.ones((1,), dtype=bool)
+
+    def __call__(self, observation: np.ndarray, step: int = 0) -> np.ndarray:
+        action, self.state = self.policy.predict(
+            observation[None], state=self.state, episode_start=self.episode_start, deterministic=self.deterministic
+        )
+        self.episode_start = np.zeros((1,), dtype=bool)
+        return action[0]
+
+
+class ZeroShotPlanner:
+    """One deterministic rollout of a trained policy: a plan at once, no evaluations used."""
+
+    name = "zero-shot"
+
+    def __init__(self, policy: ActorCriticPolicy, metadata: PolicyMetadata) -> None:
+        self.policy, self.metadata = policy, metadata
+
+    @classmethod
+    def load(cls, path) -> "ZeroShotPlanner":
+        return cls(*load_policy(path))
+
+    def plan(self, context: TaskContext, evaluations: int = 0, seed: int = 0) -> PlanResult:
+        start = time.perf_counter()
+        plan, reward, info = rollout(context, _PolicyActor(self.policy, deterministic=True))
+        return PlanResult(
+            plan, reward, 0, time.perf_counter() - start, info["cost_ratio"],
+            {"note": "proxy measured for the report only; the plan was chosen without evaluations", "decisions": info["decisions"]},
+        )
+
+
+class SampleAndSelectPlanner(ZeroShotPlanner):
+    """Deterministic rollout + stochastic rollouts, best of N distinct plans by proxy."""
+
+    name = "few-shot-sample"
+
+    def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
+        check_evaluations(self.name, evaluations)
+        book = ScoreBook(context, evaluations, max_episodes=4 * evaluations)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            deterministic = True
+            while not book.exhausted:
+                plan, reward, _ = rollout(book.env, _PolicyActor(self.policy, deterministic))
+                book.record(plan, reward)
+                deterministic = False
+        return book.result()
+
+
+class RL2Planner(ZeroShotPlanner):
+    """A recurrent policy's N-attempt trial on the task; the best attempt is kept."""
+
+    name = "few-shot-rl2"
+
+    def __init__(self, policy: ActorCriticPolicy, metadata: PolicyMetadata) -> None:
+        if metadata.algo != "recurrent_ppo":
+            raise PolicyError(f"RL^2 needs a recurrent policy (trained with --algo rl2); this one is {metadata.algo!r}")
+        super().__init__(policy, metadata)
+
+    def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
+        check_evaluations(self.name, evaluations)
+        book = ScoreBook(context, evaluations, max_episodes=evaluations)
+        env = CompressionEnv(context, attempts=evaluations)
+        actor = _PolicyActor(self.policy, deterministic=False)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            observation, _ = env.reset(seed=seed)
+            done = False
+            while not done:
+                observation, reward, done, _, info = env.step(actor(observation))
+                if "plan" in info:
+                    book.record(info["plan"], reward)
+        return book.result()
+
+
+class _BestPlanCallback(BaseCallback):
+    """Records every finished episode's plan during a Reptile fine-tune; stops at the budget."""
+
+    def __init__(self, book: ScoreBook) -> None:
+        super().__init__()
+        self.book = book
+
+    def _on_step(self) -> bool:
+        for info, done, reward in zip(self.locals["infos"], self.locals["dones"], self.locals["rewards"]):
+            if done and "plan" in info:
+                self.book.record(info["plan"], float(reward))
+        return not self.book.exhausted
+
+
+class ReptilePlanner(ZeroShotPlanner):
+    """Fine-tune the meta-learned initialisation with PPO on the task for N episodes."""
+
+    name = "few-shot-reptile"
+
+    def __init__(self, policy: ActorCriticPolicy, metadata: PolicyMetadata, episodes_per_update: int = 5, learning_rate: float = 3e-4) -> None:
+        super().__init__(policy, metadata)
+        self.episodes_per_update, self.learning_rate = episodes_per_update, learning_rate
+
+    def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
+        from metacompress.agents.policy_io import policy_kwargs
+
+        check_evaluations(self.name, evaluations)
+        book = ScoreBook(context, evaluations, max_episodes=3 * evaluations)
+        units = len(context.decision_units)
+        with torch.random.fork_rng():
+            model = PPO(
+                "MlpPolicy", CompressionEnv(context), n_steps=units * self.episodes_per_update,
+                batch_size=units * self.episodes_per_update, n_epochs=4, gamma=1.0, gae_lambda=1.0,
+                learning_rate=self.learning_rate, seed=seed, device="cpu", policy_kwargs=policy_kwargs(self.metadata), verbose=0,
+            )
+            model.policy.load_state_dict(self.policy.state_dict())
+            model.learn(total_timesteps=units * book.max_episodes, callback=_BestPlanCallback(book))
+            if not book.exhausted:  # the adapted policy's own choice, if budget is left
+                plan, reward, _ = rollout(context, _PolicyActor(model.policy, deterministic=True))
+                book.record(plan, reward)
+        return book.result()

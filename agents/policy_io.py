@@ -1,0 +1,161 @@
+"""Saving and loading policies without pickled code: safetensors weights + JSON metadata.
+
+A saved policy is a folder with ``policy.safetensors`` (the network's tensors) and
+``policy.json`` (format, algorithm, network shape, the observation/action spec and env
+version it was trained on, and the training record). Loading checks every one of these
+against what this version of metacompress produces, so a policy for other spaces, an
+older env or a corrupt file is a clear ``PolicyError``, never a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+
+from metacompress import __version__
+from metacompress.compressors.io import atomic_directory
+from metacompress.envs.compression_env import ENV_VERSION
+from metacompress.envs.features import OBSERVATION_DIM
+from metacompress.errors import PolicyError
+
+POLICY_FORMAT = 1
+ACTION_DIM = 3
+ALGOS = ("ppo", "recurrent_ppo")
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+@dataclass(frozen=True)
+class PolicyMetadata:
+    """What a saved policy is and what it expects.
+
+    Args:
+        algo: ``"ppo"`` (feed-forward actor-critic) or ``"recurrent_ppo"`` (LSTM, RL^2).
+        net_arch: hidden layer sizes of the actor and critic MLPs.
+        activation: ``"tanh"`` or ``"relu"``.
+        lstm_hidden_size: LSTM width (recurrent only).
+        attempts: attempts per episode it was trained with (1 = zero-shot, K = RL^2 trial).
+        method: how the weights were made: ``"ppo"``, ``"rl2"`` or ``"reptile"``.
+        observation_dim / action_dim / env_version: the spaces and env it was trained on.
+        metacompress_version: package version that saved it.
+        training: the training record (config, timesteps, seconds), for people.
+    """
+
+    algo: str
+    net_arch: tuple[int, ...]
+    activation: str = "tanh"
+    lstm_hidden_size: int = 0
+    attempts: int = 1
+    method: str = "ppo"
+    observation_dim: int = OBSERVATION_DIM
+    action_dim: int = ACTION_DIM
+    env_version: int = ENV_VERSION
+    metacompress_version: str = __version__
+    training: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["net_arch"] = list(self.net_arch)
+        return {"format": POLICY_FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "PolicyMetadata":
+        try:
+            if data.get("format") != POLICY_FORMAT:
+                raise PolicyError(f"{where} has policy format {data.get('format')!r}; this version reads {POLICY_FORMAT}")
+            fields = {k: v for k, v in data.items() if k != "format"}
+            fields["net_arch"] = tuple(fields["net_arch"])
+            return cls(**fields)
+        except (KeyError, TypeError) as exc:
+            raise PolicyError(f"{where} is not a metacompress policy description ({exc}); save policies with save_policy") from exc
+
+
+def observation_space() -> gym.spaces.Box:
+    return gym.spaces.Box(-1.0, 1.0, (OBSERVATION_DIM,), np.float32)
+
+
+def action_space() -> gym.spaces.Box:
+    return gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+
+def policy_kwargs(metadata: PolicyMetadata) -> dict:
+    """SB3 ``policy_kwargs`` that rebuild the network described by ``metadata``."""
+    kwargs: dict = {
+        "net_arch": {"pi": list(metadata.net_arch), "vf": list(metadata.net_arch)},
+        "activation_fn": ACTIVATIONS[metadata.activation],
+    }
+    if metadata.algo == "recurrent_ppo":
+        kwargs["lstm_hidden_size"] = metadata.lstm_hidden_size
+    return kwargs
+
+
+def build_policy(metadata: PolicyMetadata) -> ActorCriticPolicy:
+    """An untrained policy network of the shape ``metadata`` describes (CPU, eval mode)."""
+    if metadata.algo not in ALGOS:
+        raise PolicyError(f"policy algorithm {metadata.algo!r} is unknown; this version knows {', '.join(ALGOS)}")
+    if metadata.algo == "recurrent_ppo":
+        from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy as policy_class
+    else:
+        policy_class = ActorCriticPolicy
+    policy = policy_class(observation_space(), action_space(), lambda _: 0.0, **policy_kwargs(metadata))
+    return policy.eval()
+
+
+def save_policy(policy: ActorCriticPolicy, metadata: PolicyMetadata, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``policy`` to the folder ``path`` atomically (never half-written)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    with atomic_directory(Path(path), overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp / "policy.safetensors"))
+        (tmp / "policy.json").write_text(json.dumps(metadata.to_dict(), indent=2))
+    return Path(path)
+
+
+def load_policy(path: str | Path) -> tuple[ActorCriticPolicy, PolicyMetadata]:
+    """Load a policy folder, checking it matches this version's spaces and env.
+
+    Raises:
+        PolicyError: if the folder is missing, corrupt, or made for other spaces or an
+            older env version (the message says which and how to fix it).
+    """
+    folder = Path(path)
+    description, weights = folder / "policy.json", folder / "policy.safetensors"
+    if not description.exists() or not weights.exists():
+        raise PolicyError(f"{folder} is not a saved policy (needs policy.json and policy.safetensors); train one with `metacompress train`")
+    try:
+        metadata = PolicyMetadata.from_dict(json.loads(description.read_text()), str(description))
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{description} is corrupt ({exc}); re-save or retrain the policy") from exc
+    problems = []
+    if metadata.observation_dim != OBSERVATION_DIM or metadata.action_dim != ACTION_DIM:
+        problems.append(
+            f"it expects observations of {metadata.observation_dim} and actions of {metadata.action_dim} "
+            f"values, this version has {OBSERVATION_DIM} and {ACTION_DIM}"
+        )
+    if metadata.env_version != ENV_VERSION:
+        problems.append(f"it was trained on env version {metadata.env_version}, this is version {ENV_VERSION}")
+    if problems:
+        raise PolicyError(f"policy {folder} does not fit this metacompress: {'; '.join(problems)}. Retrain it with `metacompress train`.")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PolicyError(f"{weights} is corrupt ({exc}); re-save or retrain the policy") from exc
+    policy = build_policy(metadata)
+    try:
+        policy.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise PolicyError(f"{weights} does not match the network in {description.name} ({str(exc).splitlines()[0]}); re-save the policy") from exc
+    return policy, metadata
+
+
+def copy_weights(source: ActorCriticPolicy, target: ActorCriticPolicy) -> None:
+    """Load ``source``'s weights into ``target`` (same architecture)."""
+    with torch.no_grad():
+        target.load_state_dict(source.state_dict())

@@ -1,0 +1,190 @@
+"""``compress``: the one-call Python API behind ``metacompress apply``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
+from metacompress.agents.planner import PlanResult
+from metacompress.agents.policy_io import load_policy
+from metacompress.compressors.cost import size_bits
+from metacompress.compressors.hardware import Hardware
+from metacompress.compressors.plan import Plan
+from metacompress.compressors.recovery import accuracy
+from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext
+from metacompress.envs.evaluator import DataLike, ModelEvaluator
+from metacompress.envs.probes import compute_probes
+from metacompress.envs.tasks import Budget, resolve_hardware
+from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
+from metacompress.errors import MetacompressError, PolicyError, UnsupportedModel
+from metacompress.report import decision_table
+
+DEFAULT_POLICY = Path(__file__).parent / "data" / "default_policy"
+DEFAULT_FINETUNE_STEPS = 300
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """What ``compress`` returns.
+
+    Args:
+        plan: the per-unit decisions (within budget).
+        model: the exported compressed model, recovered by a KD fine-tune.
+        decisions: one row per unit (columns in ``metacompress.report``).
+        summary: accuracies (proxy and test), cost vs budget, sizes, timings.
+        planning: the planner's own result (evaluations used, history).
+    """
+
+    plan: Plan
+    model: nn.Module
+    decisions: pd.DataFrame
+    summary: dict
+    planning: PlanResult = field(repr=False)
+
+
+def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float = 0.25, seed: int = 0):
+    """Split arrays into the train / search / test splits ``compress`` needs (seeded, stratified).
+
+    Args:
+        x: inputs, (N, ...) array or tensor (converted to float32).
+        y: integer labels, (N,).
+        search_fraction / test_fraction: shares of the samples for the search and test splits.
+    """
+    from sklearn.model_selection import train_test_split
+
+    from metacompress.envs.datasets import DatasetSplits, Split
+
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.long)
+    index = torch.arange(len(y)).numpy()
+    rest, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=y.numpy())
+    train, search = train_test_split(rest, test_size=search_fraction / (1 - test_fraction), random_state=seed, stratify=y.numpy()[rest])
+    pick = lambda i: Split(x[torch.as_tensor(i)], y[torch.as_tensor(i)])  # noqa: E731
+    return DatasetSplits("user", tuple(x.shape[1:]), int(y.max()) + 1, pick(train), pick(search), pick(test), seed)
+
+
+def _check_data(example_input: torch.Tensor, data: DataLike) -> None:
+    problems = []
+    for name in ("train", "search", "test"):
+        split = getattr(data, name, None)
+        if split is None or not hasattr(split, "x") or not hasattr(split, "y"):
+            problems.append(f"data has no {name} split with .x and .y")
+            continue
+        if tuple(split.x.shape[1:]) != tuple(example_input.shape[1:]):
+            problems.append(f"{name}.x samples have shape {tuple(split.x.shape[1:])}, the example input {tuple(example_input.shape[1:])}")
+        elif not torch.isfinite(split.x).all():
+            problems.append(f"{name}.x holds NaN or inf")
+        if len(split.x) != len(split.y):
+            problems.append(f"{name} has {len(split.x)} inputs but {len(split.y)} labels")
+    if problems:
+        raise UnsupportedModel("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
+
+
+def load_planner(policy: str | Path | None, few_shot: int):
+    """The planner for a policy folder (default: the shipped policy) and a few-shot budget."""
+    path = Path(policy) if policy else DEFAULT_POLICY
+    if policy is None and not (path / "policy.json").exists():
+        raise PolicyError(f"no default policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
+    network, metadata = load_policy(path)
+    if few_shot <= 0:
+        return ZeroShotPlanner(network, metadata)
+    if metadata.method == "rl2":
+        return RL2Planner(network, metadata)
+    if metadata.method == "reptile":
+        return ReptilePlanner(network, metadata)
+    return SampleAndSelectPlanner(network, metadata)
+
+
+def compress(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    data: DataLike,
+    hardware: str | Hardware = "m7-mcu",
+    budget: str | Budget = "latency=0.5",
+    policy: str | Path | None = None,
+    few_shot: int = 0,
+    finetune_steps: int = DEFAULT_FINETUNE_STEPS,
+    seed: int = 0,
+    frozen: tuple[str, ...] = (),
+    max_prune: float = DEFAULT_MAX_PRUNE,
+    name: str = "model",
+) -> CompressionResult:
+    """Compress ``model`` for ``hardware`` under ``budget`` with a learned policy.
+
+    The user's model is never modified. Every input is checked before the first
+    expensive step.
+
+    Args:
+        model: a trained model (Conv1d/Conv2d/Linear layers are compressed).
+        example_input: a batch it accepts, e.g. (N, C, H, W).
+        data: ``.train``/``.search``/``.test`` splits with ``.x`` and ``.y`` (train: calibration
+            and fine-tuning; search: the proxy the planner optimises; test: the report).
+        hardware: preset name, ``sample:<archetype>:<seed>``, LUT CSV path or a ``Hardware``.
+        budget: ``kind=fraction`` of the unpruned W8A8 cost, e.g. ``"latency=0.3"``.
+        policy: a policy folder (default: the policy shipped with the package).
+        few_shot: proxy evaluations to adapt with (0 = zero-shot, one rollout).
+        finetune_steps: KD steps of the final recovery (batch 128, teacher = ``model``).
+        seed: makes the whole call reproducible.
+        frozen: module paths to keep unpruned at 8 bits (the head always is).
+        max_prune: the largest prune ratio any unit may take.
+        name: how the report names the model.
+
+    Raises:
+        MetacompressError: bad input (its message names the problem and the fix),
+            ``InfeasibleBudget`` with the minimum achievable cost, ``PolicyError``.
+    """
+    start = time.perf_counter()
+    budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    target = resolve_hardware(hardware)
+    if few_shot < 0 or finetune_steps < 0:
+        raise MetacompressError(f"few_shot and finetune_steps must be >= 0, got {few_shot} and {finetune_steps}")
+    planner = load_planner(policy, few_shot)
+    _check_data(example_input, data)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
+        probes = compute_probes(evaluator, seed)
+        context = TaskContext(evaluator, probes, target, budget, max_prune, name=f"{name} on {target.name} ({budget})")
+        planned = planner.plan(context, few_shot, seed)
+        planning_seconds = time.perf_counter() - start
+        compressed = evaluator.final_model(planned.plan, finetune_steps, seed)
+    plan = planned.plan
+    spec = evaluator.spec
+    test_original = evaluator.base_test_accuracy()
+    test_compressed = accuracy(compressed, data.test.x, data.test.y)
+    cost_ratio = context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits)
+    eights = [8] * len(spec.units)
+    summary = {
+        "model": name,
+        "hardware": target.name,
+        "budget": str(budget),
+        "budget_kind": budget.kind,
+        "planner": planner.name,
+        "evaluations_used": planned.evaluations_used,
+        "seed": seed,
+        "cost_ratio": cost_ratio,
+        "budget_ratio": cost_ratio / budget.fraction,
+        "within_budget": cost_ratio <= budget.fraction * (1 + 1e-9),
+        "size_bits": size_bits(spec, plan.kept, plan.w_bits),
+        "reference_size_bits": size_bits(spec, spec.full_kept, eights),
+        "fp32_size_bits": spec.total_params * 32,
+        "search_accuracy_original": evaluator.base_search_accuracy,
+        "search_accuracy_compressed": evaluator.proxy_accuracy(plan),
+        "proxy_change": evaluator.proxy_change(plan),
+        "search_finetune_steps": evaluator.search_finetune_steps,
+        "test_accuracy_original": test_original,
+        "test_accuracy_compressed": test_compressed,
+        "test_change": test_compressed - test_original,
+        "finetune_steps": finetune_steps,
+        "planning_seconds": planning_seconds,
+        "finetune_seconds": time.perf_counter() - start - planning_seconds,
+        "total_seconds": time.perf_counter() - start,
+    }
+    decisions = decision_table(context, plan, planned.info.get("decisions"))
+    return CompressionResult(plan, compressed, decisions, summary, planned)

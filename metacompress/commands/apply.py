@@ -1,0 +1,74 @@
+"""``metacompress apply``: compress a model with a policy and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_MODEL = "mobilenetv2-w8-d1-digits"  # a held-out family: the agent never trained on it
+DEFAULT_HARDWARE = "bitfusion-edge"  # a held-out archetype
+DEFAULT_BUDGET = "bitops=0.1"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "apply",
+        help="compress a model for a hardware under a budget with a learned policy",
+        epilog="example: metacompress apply --model mobilenetv2-w8-d1-digits --hardware bitfusion-edge --budget bitops=0.1 --seed 0",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo id or path/to/file.py:factory (default {DEFAULT_MODEL})")
+    parser.add_argument("--weights", default=None, help="safetensors state dict for a file.py:factory model")
+    parser.add_argument("--hardware", default=DEFAULT_HARDWARE,
+                        help=f"preset (see `metacompress hardware list`), sample:<archetype>:<seed>, or a LUT CSV (default {DEFAULT_HARDWARE})")
+    parser.add_argument("--budget", default=DEFAULT_BUDGET, help=f"KIND=FRACTION of the unpruned W8A8 cost; KIND is latency, energy, size or bitops (default {DEFAULT_BUDGET})")
+    parser.add_argument("--policy", default=None, help="policy folder (default: the policy shipped with metacompress)")
+    parser.add_argument("--few-shot", type=int, default=0, help="proxy evaluations to adapt with (default 0: zero-shot)")
+    parser.add_argument("--finetune-steps", type=int, default=300, help="KD fine-tune steps of the final recovery (default 300)")
+    parser.add_argument("--frozen", nargs="*", default=[], help="module paths to keep unpruned at 8 bits")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0); same seed, same plan")
+    parser.add_argument("--out", default=None, help="run folder (default runs/apply-<model>-s<seed>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.set_defaults(handler=_apply)
+
+
+def _apply(args: argparse.Namespace) -> int:
+    import torch
+
+    from metacompress import __version__
+    from metacompress.api import compress
+    from metacompress.compressors.export import save_compressed
+    from metacompress.compressors.io import atomic_directory
+    from metacompress.errors import RunExists
+    from metacompress.report import markdown_report
+    from metacompress.sources import load_model_source
+
+    torch.set_num_threads(1)
+    name = Path(args.model.split(":")[0]).stem if ".py:" in args.model else args.model
+    out = Path(args.out or f"runs/apply-{name}-s{args.seed}")
+    if out.exists() and not args.overwrite:
+        raise RunExists(f"{out} already exists; choose another --out or pass --overwrite to replace it")
+    model, data, builder = load_model_source(args.model, args.weights)
+    result = compress(
+        model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy,
+        few_shot=args.few_shot, finetune_steps=args.finetune_steps, seed=args.seed, frozen=tuple(args.frozen), name=name,
+    )
+    config = {key: value for key, value in vars(args).items() if key != "handler"}
+    with atomic_directory(out, overwrite=args.overwrite) as tmp:
+        (tmp / "config.json").write_text(json.dumps({"config": config, "metacompress_version": __version__}, indent=2))
+        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2))
+        result.plan.to_json(tmp / "plan.json")
+        result.decisions.to_csv(tmp / "decisions.csv", index=False)
+        (tmp / "decisions.json").write_text(result.decisions.to_json(orient="records", indent=2))
+        (tmp / "report.md").write_text(markdown_report(result.summary, result.decisions))
+        save_compressed(result.model, tmp / "model", builder=builder)
+    s = result.summary
+    print(f"{name} on {s['hardware']} under {s['budget']} ({s['planner']}, {s['evaluations_used']} evaluations)")
+    print(f"  cost {s['cost_ratio']:.4f} of W8A8 = {s['budget_ratio']:.3f} of budget; size {s['size_bits'] / 8192:.1f} KiB "
+          f"(W8A8 {s['reference_size_bits'] / 8192:.1f} KiB)")
+    print(f"  proxy accuracy {s['search_accuracy_original']:.4f} -> {s['search_accuracy_compressed']:.4f} (search split)")
+    print(f"  test accuracy  {s['test_accuracy_original']:.4f} -> {s['test_accuracy_compressed']:.4f} "
+          f"after {s['finetune_steps']} KD steps ({s['test_change']:+.4f})")
+    print(f"  {s['total_seconds']:.1f} s; wrote {out}/ (report.md, decisions.csv, plan.json, model/)")
+    print(f"next: metacompress inspect {out} --plot {out}/decisions.png")
+    return 0

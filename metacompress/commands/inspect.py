@@ -1,0 +1,48 @@
+"""``metacompress inspect RUN``: the per-unit decisions of an apply run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TABLE_COLUMNS = ["unit", "name", "kind", "kept", "channels", "prune_ratio", "w_bits", "a_bits", "params", "macs", "cost_share", "sensitivity"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="show the per-unit decisions of an apply run (table, CSV, JSON, plot)",
+        epilog="example: metacompress inspect runs/apply-mobilenetv2-w8-d1-digits-s0 --plot decisions.png",
+    )
+    parser.add_argument("run", help="folder written by `metacompress apply`")
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")
+    parser.add_argument("--plot", default=None, help="also write a PNG chart of bits and kept channels per unit")
+    parser.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from metacompress.errors import MetacompressError
+
+    run = Path(args.run)
+    table, summary_path = run / "decisions.csv", run / "summary.json"
+    if not table.exists() or not summary_path.exists():
+        raise MetacompressError(f"{run} is not an apply run (needs decisions.csv and summary.json); run `metacompress apply` first")
+    decisions = pd.read_csv(table)
+    summary = json.loads(summary_path.read_text())
+    if args.format == "csv":
+        print(decisions.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(decisions.to_json(orient="records", indent=2))
+    else:
+        print(f"{summary['model']} on {summary['hardware']}, budget {summary['budget']}: cost {summary['budget_ratio']:.3f} of budget, "
+              f"test accuracy {summary['test_accuracy_original']:.4f} -> {summary['test_accuracy_compressed']:.4f}")
+        print(decisions[TABLE_COLUMNS].to_string(index=False))
+    if args.plot:
+        from metacompress.plotting import plot_decisions
+
+        title = f"{summary['model']} on {summary['hardware']} ({summary['budget']})"
+        print(f"wrote {plot_decisions(decisions, args.plot, title)}")
+    return 0
