@@ -11,6 +11,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import TINY_MODELS, example_input, trained_like  # noqa: E402
+from tiny_world import tiny_loader  # noqa: E402
+
+from metacompress.envs.world import TaskWorld  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +32,9 @@ def tiny(request):
 def pytest_configure(config):
     # one thread: steady timings, no oversubscription when tests run beside other work
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> TaskWorld:
+    """Tasks named by tiny model families ("resnet", "mlp", ...) on synthetic data."""
+    return TaskWorld(tmp_path_factory.mktemp("world"), search_finetune_steps=0, model_loader=tiny_loader)

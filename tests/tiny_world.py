@@ -1,17 +1,15 @@
-"""A tiny task world for env tests: untrained-but-calibrated tiny models on synthetic data.
+"""A tiny task world: untrained-but-calibrated tiny models on synthetic data.
 
-The env's mechanics (features, projection, budget, determinism) do not need trained
-models; the zoo-backed world is exercised by the slower integration tests.
+The env's mechanics (features, projection, budget, determinism) and the planners' do not
+need trained models; the zoo-backed world is exercised by the integration tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
 import torch
 
-from metacompress.envs.world import TaskWorld
 from tiny_models import TINY_MODELS, example_input, trained_like
 
 
@@ -40,8 +38,3 @@ def tiny_loader(model_id: str):
     torch.manual_seed(0)
     model = trained_like(TINY_MODELS[model_id]())
     return model, tiny_data(model)
-
-
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory) -> TaskWorld:
-    return TaskWorld(tmp_path_factory.mktemp("world"), search_finetune_steps=0, model_loader=tiny_loader)
