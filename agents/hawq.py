@@ -1,0 +1,331 @@
+"""HAWQ-V3-style baseline: Hessian-weighted perturbation per unit option, an integer program under the budget.
+
+HAWQ-V2 (Dong et al., NeurIPS 2020, section 3) scores a layer quantized to ``b`` bits by
+``Omega = Tr(H) / n * ||Q_b(W) - W||^2``, the second-order loss increase when the Hessian
+is replaced by its average eigenvalue; HAWQ-V3 (Yao et al., ICML 2021, section 3.3) picks
+each layer's precision with an integer linear program that minimises the summed
+``Omega`` under a size/BitOps/latency budget. Here an option is (prune level, weight bits,
+activation bits) per decision unit, not bits alone:
+
+- weight term: ``h_u * ||Q_w(W) - W||^2`` over the rows the option keeps, where ``h_u`` is
+  the unit's Hessian trace per weight (the probes' Hutchinson estimate, negative
+  estimates clamped to 0) and ``Q_w`` the per-channel symmetric quantizer of
+  ``compressors.quant``;
+- pruning term: the same curvature times the squared norm of the weights the removed
+  channels take away (the unit's output rows and its consumers' input columns, each
+  with its own layer's unit's ``h``), channels removed in ``removal_order``: the
+  perturbation ``delta = -W`` in HAWQ's quadratic model (our extension; the paper only
+  quantizes). Channel removal is a large perturbation and the quadratic model misjudges
+  it badly for some units (on a tiny ResNet it ranks the residual stream least
+  sensitive to pruning while its measured 50% drop is the largest), so by default each
+  unit's pruning term keeps this per-channel shape but is scaled to equal
+  ``kappa * |drop_prune50|`` at the probe's 50% (``calibrate_pruning=False`` keeps the
+  pure Hessian term);
+- activation term (HAWQ-V3 sets activation bits together with weight bits but ranks by
+  the weight term; we need a separate signal): the unit's measured 2-bit activation
+  probe ``|drop_a2|`` scaled by ``4^-(a-2)`` (uniform quantization noise power falls 4x
+  per bit), times ``kappa``.
+
+``kappa`` converts measured accuracy drops into the Hessian terms' loss units, once per
+model: the summed Hessian prediction of the 2-bit-weight and 50%-pruning probes over
+the summed measured drops. Probe drops are floored at half the search split's accuracy
+resolution, so a drop too small to measure does not divide by zero.
+
+Costs are coupled: a layer's cost depends on its own unit's option and on its input
+units' kept channels. Each option is priced by its marginal cost with every other unit
+at a reference (the unpruned W8A8 model in round 1, the previous round's solution
+after that); if the true cost of a solution exceeds the budget, the ILP budget is
+tightened by the overshoot and the problem re-solved, a few rounds; the cheapest-
+sensitivity solution that truly fits wins. The plan is then fed through a
+``CompressionEnv`` episode like every planner's, whose projection guarantees the budget
+even if no round fit. Choosing the plan needs no proxy evaluation; scoring it through the
+env is the one evaluation ``evaluations_used`` counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from metacompress.agents.planner import PlanResult, ScoreBook, as_env_choice, check_evaluations, executed_vectors
+from metacompress.agents.search_baselines import PRUNE_STEP, executed_bit_levels, prune_grid
+from metacompress.compressors.cost import total_cost
+from metacompress.compressors.plan import kept_channels_for
+from metacompress.compressors.quant import quantize_weight
+from metacompress.compressors.spec import ModelSpec
+from metacompress.envs.compression_env import choice_to_action
+from metacompress.envs.context import TaskContext
+from metacompress.envs.projection import FEASIBILITY_TOLERANCE, Choice
+
+ILP_ROUNDS = 6
+ILP_SECONDS = 30.0  # per solve; HiGHS returns its best feasible point if it hits the limit
+TIE_BREAK = 1e-6  # relative weight of "compress less" among options of equal sensitivity
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    """The distinct executed options of one decision unit and their sensitivities.
+
+    Args:
+        unit: the unit's index in the model spec.
+        choices: one raw choice per option (what the env is fed).
+        executed: (kept, w bits, a bits) the env executes for each choice.
+        sensitivity: HAWQ-style loss increase of each option (see the module docstring).
+    """
+
+    unit: int
+    choices: tuple[Choice, ...]
+    executed: tuple[tuple[int, int, int], ...]
+    sensitivity: np.ndarray
+
+
+@dataclass(frozen=True)
+class HawqSolution:
+    """The ILP's choice per decision unit, its objective, its true cost ratio and the rounds run.
+
+    ``trace`` holds every round's (true cost ratio, objective, fits).
+    """
+
+    choices: tuple[Choice, ...]
+    objective: float
+    cost_ratio: float
+    fits: bool
+    trace: tuple[tuple[float, float, bool], ...]
+
+
+def _per_channel(values: torch.Tensor, indices: torch.Tensor) -> np.ndarray:
+    """Sum per-row (or per-column) values into the unit's channels: indices (C, k)."""
+    return values[indices].sum(dim=1).double().numpy()
+
+
+@dataclass
+class _UnitTerms:
+    """Per-channel HAWQ terms of one unit, before the options are priced."""
+
+    quant: dict[int, np.ndarray]  # bits -> h * squared quantization error per channel
+    removal: np.ndarray  # h * squared norm each channel's removal takes away
+    order: np.ndarray  # channels, least important first
+
+
+def _unit_terms(context: TaskContext, unit_index: int, h: list[float], bit_levels: list[int]) -> _UnitTerms:
+    """Curvature-weighted quantization error and removal norm of each channel of a unit."""
+    evaluator = context.evaluator
+    unit = context.spec.units[unit_index]
+    graph = evaluator.graph.units[unit_index]
+    unit_of = {layer.name: layer.unit for layer in context.spec.layers}
+    quant = {b: np.zeros(unit.channels) for b in bit_levels}
+    removal = np.zeros(unit.channels)
+    with torch.no_grad():
+        for target in graph.targets:
+            if target.module not in unit_of:  # BatchNorm and other non-quantized owners
+                continue
+            w = evaluator.model.get_submodule(target.module).weight.detach()
+            curvature = h[unit_of[target.module]]
+            if target.role == "in":  # the consumers' input columns: (C_in, ...) after the transpose
+                removal += curvature * _per_channel((w**2).transpose(0, 1).reshape(w.shape[1], -1).sum(dim=1), target.indices)
+                continue
+            rows = w.reshape(w.shape[0], -1)
+            removal += curvature * _per_channel((rows**2).sum(dim=1), target.indices)
+            for b in bit_levels:
+                error = ((quantize_weight(w, b) - w) ** 2).reshape(w.shape[0], -1).sum(dim=1)
+                quant[b] += curvature * _per_channel(error, target.indices)
+    return _UnitTerms(quant, removal, graph.removal_order.numpy())
+
+
+def unit_options(context: TaskContext, prune_step: float = PRUNE_STEP, calibrate_pruning: bool = True) -> list[UnitOptions]:
+    """Every decision unit's distinct options with their HAWQ-style sensitivities.
+
+    Args:
+        context: the task.
+        prune_step: spacing of the prune levels offered to prunable units.
+        calibrate_pruning: rescale each unit's pruning term so that at the probe's 50%
+            it equals ``kappa * |drop_prune50|`` (see the module docstring); False keeps
+            the pure Hessian term.
+    """
+    probes = context.probes.units
+    h = [max(p.hessian_trace, 0.0) / p.weight_count if p.weight_count else 0.0 for p in probes]
+    floor = 0.5 / max(len(context.evaluator.data.search.y), 1)
+    bit_levels = executed_bit_levels(context)
+    predicted, measured, tables = 0.0, 0.0, []
+    for unit in context.decision_units:
+        terms = _unit_terms(context, unit.index, h, bit_levels)
+        probe = probes[unit.index]
+        probe_kept = kept_channels_for(unit, 0.5) if unit.prunable and unit.channels // unit.channel_step >= 2 else unit.channels
+        at_probe = float(terms.removal[terms.order[: unit.channels - probe_kept]].sum())
+        predicted += float(terms.quant[min(bit_levels)].sum()) + at_probe
+        measured += max(-probe.drop_w2, floor) + (max(-probe.drop_prune50, floor) if probe_kept < unit.channels else 0.0)
+        seen: dict[tuple[int, int, int], Choice] = {}
+        rows = []
+        for ratio in prune_grid(context.max_prune, prune_step) if unit.prunable else [0.0]:
+            for w_bits in bit_levels:
+                for a_bits in bit_levels:
+                    choice = as_env_choice(choice_to_action(Choice(ratio, w_bits, a_bits), context.max_prune), context)
+                    executed = context.projector.execute(unit, choice)
+                    if executed in seen:
+                        continue
+                    seen[executed] = choice
+                    kept, we, ae = executed
+                    kept_mask = np.ones(unit.channels, dtype=bool)
+                    kept_mask[terms.order[: unit.channels - kept]] = False
+                    removed = float(terms.removal[~kept_mask].sum())
+                    rows.append((float(terms.quant[we][kept_mask].sum()), removed, max(-probe.drop_a2, floor) * 4.0 ** -(ae - 2)))
+        prune_drop = max(-probe.drop_prune50, floor)
+        tables.append((unit.index, tuple(seen.values()), tuple(seen), np.asarray(rows), at_probe, prune_drop))
+    # kappa: predicted loss per unit of measured accuracy drop (2-bit and 50% probes); no curvature: probes alone rank
+    kappa = predicted / measured if predicted > 0 else 1.0
+    result = []
+    for index, choices, executed, rows, at_probe, prune_drop in tables:
+        prune_scale = kappa * prune_drop / at_probe if calibrate_pruning and at_probe > 0 else 1.0
+        result.append(UnitOptions(index, choices, executed, rows[:, 0] + prune_scale * rows[:, 1] + kappa * rows[:, 2]))
+    return result
+
+
+def _tie_break(context: TaskContext, options: list[UnitOptions]) -> list[np.ndarray]:
+    """A tiny penalty on compression so equal-sensitivity options resolve to the gentler one."""
+    scale = TIE_BREAK * max(max(float(o.sensitivity.max()) for o in options), 1e-30)
+    penalties = []
+    for o in options:
+        unit = context.spec.units[o.unit]
+        penalties.append(
+            np.asarray([(1 - k / unit.channels) + (8 - w) / 6 + (8 - a) / 6 for k, w, a in o.executed]) * scale
+        )
+    return penalties
+
+
+def _affected_spec(spec: ModelSpec, unit: int) -> ModelSpec:
+    """The model restricted to the layers whose cost a unit's option changes (its own and its consumers)."""
+    layers = tuple(l for l in spec.layers if l.unit == unit or any(u == unit for u, _ in l.in_units))
+    return replace(spec, layers=layers, fixed_fp32_params=0, fingerprint="")
+
+
+def _marginal_costs(context: TaskContext, options: list[UnitOptions], partial: list[ModelSpec], reference) -> list[np.ndarray]:
+    """Each option's cost change from the reference, every other unit held at the reference."""
+    kind, hw = context.budget.kind, context.hardware
+    costs = []
+    for o, sub in zip(options, partial):
+        kept, w, a = (list(v) for v in reference)
+        base = total_cost(sub, kind, kept, w, a, hw)
+        row = []
+        for k, wb, ab in o.executed:
+            kept[o.unit], w[o.unit], a[o.unit] = k, wb, ab
+            row.append(total_cost(sub, kind, kept, w, a, hw) - base)
+        costs.append(np.asarray(row) / context.reference_cost)
+    return costs
+
+
+def _undominated(objective: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Indices of the options no other option beats on both objective and cost.
+
+    A dominated option is never needed in an optimal solution of this multiple-choice
+    knapsack, so dropping it shrinks the ILP (343 options per unit to a few dozen) exactly.
+    """
+    order = np.lexsort((objective, cost))
+    keep, best = [], np.inf
+    for i in order:
+        if objective[i] < best:
+            keep.append(i)
+            best = objective[i]
+    return np.asarray(keep)
+
+
+def _solve_ilp(objective: list[np.ndarray], costs: list[np.ndarray], limit: float) -> list[int] | None:
+    """One-hot option per unit minimising the objective with summed cost <= limit (HiGHS)."""
+    kept = [_undominated(o, c) for o, c in zip(objective, costs)]
+    sizes = [len(k) for k in kept]
+    n = sum(sizes)
+    starts = np.cumsum([0] + sizes[:-1])
+    one_hot = np.zeros((len(sizes), n))
+    for row, (start, size) in enumerate(zip(starts, sizes)):
+        one_hot[row, start : start + size] = 1.0
+    constraints = [
+        LinearConstraint(one_hot, 1.0, 1.0),
+        LinearConstraint(np.concatenate([c[k] for c, k in zip(costs, kept)])[None, :], -np.inf, limit),
+    ]
+    res = milp(
+        np.concatenate([o[k] for o, k in zip(objective, kept)]),
+        constraints=constraints,
+        integrality=np.ones(n),
+        bounds=Bounds(0, 1),
+        options={"time_limit": ILP_SECONDS},
+    )
+    if res.x is None:
+        return None
+    return [int(k[np.argmax(res.x[start : start + size])]) for k, start, size in zip(kept, starts, sizes)]
+
+
+def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = ILP_ROUNDS) -> HawqSolution:
+    """The ILP over the units' options under the budget, re-linearised and re-budgeted for a few rounds.
+
+    Round 1 prices options around the unpruned W8A8 model; each later round prices them
+    around the previous solution (exact there) and moves the ILP's budget by the previous
+    solution's true overshoot (tighter) or undershoot (looser). The feasible solution
+    with the lowest summed sensitivity wins; if none fits, the last one (the env's
+    projection then makes it fit).
+    """
+    spec = context.spec
+    partial = [_affected_spec(spec, o.unit) for o in options]
+    objective = [o.sensitivity + t for o, t in zip(options, _tie_break(context, options))]
+    eights = [8] * len(spec.units)
+    reference = (list(spec.full_kept), eights, eights)
+    limit = context.budget.fraction
+    best: HawqSolution | None = None
+    trace: list[tuple[float, float, bool]] = []
+    for _ in range(rounds):
+        base = total_cost(spec, context.budget.kind, *reference, context.hardware) / context.reference_cost
+        picks = _solve_ilp(objective, _marginal_costs(context, options, partial, reference), limit - base)
+        if picks is None:
+            break
+        choices = tuple(o.choices[i] for o, i in zip(options, picks))
+        vectors = executed_vectors(context, choices)
+        ratio = context.cost_ratio(*vectors)
+        fits = ratio <= context.budget.fraction * (1 + FEASIBILITY_TOLERANCE)
+        value = float(sum(o.sensitivity[i] for o, i in zip(options, picks)))
+        trace.append((ratio, value, fits))
+        last = HawqSolution(choices, value, ratio, fits, tuple(trace))
+        if fits and (best is None or value < best.objective):
+            best = last
+        limit -= ratio - context.budget.fraction
+        reference = vectors
+    if best is not None:
+        return replace(best, trace=tuple(trace))
+    if trace:
+        return replace(last, trace=tuple(trace))
+    most = tuple(context.projector.most_compressed(u) for u in context.decision_units)
+    return HawqSolution(most, float("nan"), context.cost_ratio(*executed_vectors(context, most)), True, ())
+
+
+@dataclass(frozen=True)
+class HawqPlanner:
+    """HAWQ-V3-style planner: sensitivity-weighted integer program, then one env episode.
+
+    Args:
+        prune_step: spacing of the prune levels offered to each prunable unit.
+        rounds: ILP re-linearisation/tightening rounds (see the module docstring).
+        calibrate_pruning: scale the pruning term to the measured 50% probe (default) or
+            keep the pure Hessian term (``False``).
+        name: label in reports.
+    """
+
+    prune_step: float = PRUNE_STEP
+    rounds: int = ILP_ROUNDS
+    calibrate_pruning: bool = True
+    name: str = "hawq"
+
+    def solve(self, context: TaskContext) -> HawqSolution:
+        """The ILP's choices for ``context`` (no proxy evaluation)."""
+        return solve_hawq(context, unit_options(context, self.prune_step, self.calibrate_pruning), self.rounds)
+
+    def plan(self, context: TaskContext, evaluations: int = 1, seed: int = 0) -> PlanResult:
+        """Solve the ILP and score its plan through one env episode (``evaluations`` >= 1; uses 1).
+
+        ``seed`` is unused: sensitivities and HiGHS are deterministic.
+        """
+        check_evaluations(self.name, evaluations)
+        book = ScoreBook(context, 1, 1)
+        solution = self.solve(context)
+        actions = np.stack([choice_to_action(c, context.max_prune) for c in solution.choices])
+        book.run(actions)
+        return book.result(ilp_objective=solution.objective, ilp_cost_ratio=solution.cost_ratio, ilp_fits=solution.fits, ilp_trace=[list(t) for t in solution.trace])

@@ -1,0 +1,229 @@
+"""The planner seam: anything that turns a task into a plan, and the episode every plan goes through.
+
+A planner is anything with ``plan(context, evaluations, seed) -> PlanResult`` (DESIGN.md
+section 6): the learned agents, the HAWQ-style ILP, the best uniform setting, random and
+evolutionary search and per-task DDPG all meet here. Every planner produces its plan by
+feeding raw actions through a ``CompressionEnv`` episode (``rollout``), so all of them
+are scored by the same evaluator and kept within budget by the same AMC-style projection
+as the learned agent: no planner can report a plan that does not fit.
+
+Counting evaluations (one rule for every planner): a planner's ``evaluations_used`` is the
+number of *distinct executed plans* it had scored. Scoring the same plan again is free,
+as it is in the evaluator's cache. The count is the planner's own, not the evaluator's
+``stats.evaluations``, so it does not depend on what other planners already cached on a
+shared evaluator (a cold cache turns each counted plan into exactly one real evaluation;
+``info["new_evaluations"]`` reports how many real evaluations this call caused).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from metacompress.compressors.plan import Plan
+from metacompress.envs.compression_env import CompressionEnv, action_to_choice
+from metacompress.envs.context import TaskContext
+from metacompress.envs.projection import FEASIBILITY_TOLERANCE, Choice
+from metacompress.errors import MetacompressError
+
+Actions = np.ndarray | Sequence[np.ndarray] | Callable[[np.ndarray, int], np.ndarray]
+
+
+class EvaluationBudgetError(MetacompressError):
+    """A planner was given fewer proxy evaluations than it needs to produce a plan."""
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a planner returns for one task.
+
+    Args:
+        plan: the chosen plan (within budget: it came out of a ``CompressionEnv`` episode).
+        proxy_change: its proxy accuracy change on the search split (a fraction, <= ~0).
+        evaluations_used: distinct plans this planner scored (see the module docstring).
+        wall_seconds: wall time of the ``plan`` call, evaluations included.
+        cost_ratio: the plan's cost as a fraction of the unpruned W8A8 cost.
+        info: method-specific details (``episodes``, ``new_evaluations``, ``history`` of
+            proxy changes in evaluation order, ...).
+    """
+
+    plan: Plan
+    proxy_change: float
+    evaluations_used: int
+    wall_seconds: float
+    cost_ratio: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.evaluations_used < 0 or self.wall_seconds < 0:
+            raise MetacompressError(
+                f"a PlanResult needs evaluations_used >= 0 and wall_seconds >= 0, got {self.evaluations_used} "
+                f"and {self.wall_seconds}"
+            )
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Anything that plans one task with at most ``evaluations`` proxy evaluations."""
+
+    name: str
+
+    def plan(self, context: TaskContext, evaluations: int, seed: int) -> PlanResult: ...
+
+
+def rollout(context: TaskContext | CompressionEnv, actions: Actions) -> tuple[Plan, float, dict[str, Any]]:
+    """Run one ``CompressionEnv`` episode and return (plan, reward, final info).
+
+    Args:
+        context: the task, or an env already built on it (reused across rollouts).
+        actions: raw actions in [-1, 1]^3, one per decision unit (an (n, 3) array or a
+            sequence), or a callable ``(observation, step) -> action`` (e.g. a policy).
+
+    Returns:
+        The executed plan, the reward (proxy accuracy change) and the last step's info
+        (``plan``, ``cost_ratio``, ``decisions``, ...).
+
+    Raises:
+        MetacompressError: if an action sequence does not hold one action per decision unit.
+    """
+    env = context if isinstance(context, CompressionEnv) else CompressionEnv(context)
+    observation, _ = env.reset()
+    units = len(env.context.decision_units)
+    if not callable(actions) and len(actions) != units:
+        raise MetacompressError(f"rollout needs one action per decision unit ({units}), got {len(actions)}")
+    for step in range(units):
+        action = actions(observation, step) if callable(actions) else actions[step]
+        observation, reward, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
+    if not terminated:
+        raise MetacompressError("the episode did not end after the last decision unit; was the env built with attempts > 1?")
+    return info["plan"], float(reward), info
+
+
+def executed_vectors(context: TaskContext, choices: Sequence[Choice]) -> tuple[list[int], list[int], list[int]]:
+    """Per-unit (kept, w bits, a bits) the env executes for ``choices`` if projection never acts.
+
+    Frozen units stay whole at 8 bits. If the resulting plan fits the budget, every step of
+    an episode fed these choices passes the projection untouched (costs are monotone, so
+    each step's check, with later units at maximum compression, costs no more), and the
+    episode executes exactly these vectors.
+    """
+    kept, w_bits, a_bits = context.projector.initial_vectors()
+    for unit, choice in zip(context.decision_units, choices):
+        kept[unit.index], w_bits[unit.index], a_bits[unit.index] = context.projector.execute(unit, choice)
+    return kept, w_bits, a_bits
+
+
+def fits_budget(context: TaskContext, kept: Sequence[int], w_bits: Sequence[int], a_bits: Sequence[int]) -> bool:
+    """Whether a plan's vectors meet the budget (with the projector's tolerance)."""
+    return context.projector.cost(kept, w_bits, a_bits) <= context.budget_cost * (1 + FEASIBILITY_TOLERANCE)
+
+
+def as_env_choice(action: np.ndarray, context: TaskContext) -> Choice:
+    """The choice the env reads from a raw action (float32, as the env receives it)."""
+    return action_to_choice(np.asarray(action, dtype=np.float32), context.max_prune)
+
+
+def check_evaluations(name: str, evaluations: int, minimum: int = 1) -> None:
+    """Raise ``EvaluationBudgetError`` unless ``evaluations`` is an integer >= ``minimum``."""
+    if isinstance(evaluations, bool) or not isinstance(evaluations, (int, np.integer)) or evaluations < minimum:
+        raise EvaluationBudgetError(
+            f"{name} needs at least {minimum} proxy evaluation(s) to produce a plan, got evaluations={evaluations!r}; "
+            f"pass an integer >= {minimum}"
+        )
+
+
+class ScoreBook:
+    """The plans one ``plan`` call has scored: its evaluation count, history and best plan.
+
+    Args:
+        context: the task.
+        budget: evaluations (distinct plans) allowed.
+        max_episodes: episodes allowed in all (repeats of a scored plan are free but still
+            take an episode; this bounds the loop on tasks with few distinct plans).
+    """
+
+    def __init__(self, context: TaskContext, budget: int, max_episodes: int) -> None:
+        self.context = context
+        self.budget = int(budget)
+        self.max_episodes = int(max_episodes)
+        self.env = CompressionEnv(context)
+        self.scores: dict[tuple, float] = {}
+        self.history: list[float] = []
+        self.episodes = 0
+        self.best: tuple[float, Plan, np.ndarray | None] | None = None
+        self._start = time.perf_counter()
+        self._evaluator_start = context.evaluator.stats.evaluations
+
+    @property
+    def used(self) -> int:
+        return len(self.scores)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.budget or self.episodes >= self.max_episodes
+
+    def run(self, actions: np.ndarray) -> float:
+        """Score raw actions (n, 3) through one env episode; returns the proxy change."""
+        plan, reward, _ = rollout(self.env, actions)
+        self.record(plan, reward, np.asarray(actions, dtype=np.float32))
+        return reward
+
+    def record(self, plan: Plan, reward: float, actions: np.ndarray | None = None) -> None:
+        """Count one finished episode; the first plan with the highest proxy stays best."""
+        self.episodes += 1
+        key = plan.key()
+        if key not in self.scores:
+            self.scores[key] = reward
+            self.history.append(reward)
+        if self.best is None or reward > self.best[0]:
+            self.best = (reward, plan, actions)
+
+    def result(self, **info: Any) -> PlanResult:
+        """The best plan as a ``PlanResult`` (``info`` adds method-specific entries)."""
+        if self.best is None:
+            raise MetacompressError("no episode was run, so there is no plan; give the planner at least one evaluation")
+        reward, plan, actions = self.best
+        info.update(
+            episodes=self.episodes,
+            new_evaluations=self.context.evaluator.stats.evaluations - self._evaluator_start,
+            history=list(self.history),
+        )
+        if actions is not None:
+            info["actions"] = actions.tolist()
+        return PlanResult(
+            plan=plan,
+            proxy_change=reward,
+            evaluations_used=self.used,
+            wall_seconds=time.perf_counter() - self._start,
+            cost_ratio=self.context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits),
+            info=info,
+        )
+
+
+def compare_on_context(context: TaskContext, planners: Sequence[Planner], evaluations: int, seed: int = 0):
+    """Run each planner on one task; one row per planner (pandas DataFrame).
+
+    Columns: ``method``, ``proxy_change``, ``evaluations_used``, ``new_evaluations``,
+    ``wall_seconds``, ``cost_ratio``, ``budget_fraction``, ``within_budget``.
+    """
+    import pandas as pd
+
+    rows = []
+    for planner in planners:
+        result = planner.plan(context, evaluations, seed)
+        rows.append(
+            {
+                "method": planner.name,
+                "proxy_change": result.proxy_change,
+                "evaluations_used": result.evaluations_used,
+                "new_evaluations": result.info.get("new_evaluations"),
+                "wall_seconds": result.wall_seconds,
+                "cost_ratio": result.cost_ratio,
+                "budget_fraction": context.budget.fraction,
+                "within_budget": result.cost_ratio <= context.budget.fraction * (1 + FEASIBILITY_TOLERANCE),
+            }
+        )
+    return pd.DataFrame(rows)
