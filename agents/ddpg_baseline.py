@@ -169,7 +169,10 @@ class DDPGPlanner:
         if self.sigma < 0 or not self.hidden or min(self.hidden) < 1:
             problems.append(f"sigma {self.sigma} must be >= 0 and hidden {self.hidden} non-empty positive widths")
         if problems:
-            raise MetacompressError("DDPGPlanner settings are invalid: " + "; ".join(problems) + "; the AMC defaults are warmup_fraction=0.25, decay=0.95, sigma=0.5, hidden=(300, 300)")
+            raise MetacompressError(
+                "DDPGPlanner settings are invalid: " + "; ".join(problems)
+                + "; the AMC defaults are warmup_fraction=0.25, decay=0.95, sigma=0.5, hidden=(300, 300)"
+            )
 
     def schedule(self, episodes: int) -> tuple[int, float]:
         """(warm-up episodes, per-episode noise decay) for an episode budget.

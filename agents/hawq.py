@@ -34,9 +34,10 @@ resolution, so a drop too small to measure does not divide by zero.
 Costs are coupled: a layer's cost depends on its own unit's option and on its input
 units' kept channels. Each option is priced by its marginal cost with every other unit
 at a reference (the unpruned W8A8 model in round 1, the previous round's solution
-after that); if the true cost of a solution exceeds the budget, the ILP budget is
-tightened by the overshoot and the problem re-solved, a few rounds; the cheapest-
-sensitivity solution that truly fits wins. The plan is then fed through a
+after that); the ILP's budget then moves by the previous solution's true overshoot
+(tighter) or undershoot (looser) and the problem is re-solved, a few rounds; the
+lowest-sensitivity solution that truly fits wins. Options that another option of the
+same unit beats on both sensitivity and cost are dropped before each solve (exact). The plan is then fed through a
 ``CompressionEnv`` episode like every planner's, whose projection guarantees the budget
 even if no round fit. Choosing the plan needs no proxy evaluation; scoring it through the
 env is the one evaluation ``evaluations_used`` counts.
@@ -328,4 +329,9 @@ class HawqPlanner:
         solution = self.solve(context)
         actions = np.stack([choice_to_action(c, context.max_prune) for c in solution.choices])
         book.run(actions)
-        return book.result(ilp_objective=solution.objective, ilp_cost_ratio=solution.cost_ratio, ilp_fits=solution.fits, ilp_trace=[list(t) for t in solution.trace])
+        return book.result(
+            ilp_objective=solution.objective,
+            ilp_cost_ratio=solution.cost_ratio,
+            ilp_fits=solution.fits,
+            ilp_trace=[list(t) for t in solution.trace],
+        )

@@ -91,8 +91,8 @@ class UniformPlanner:
                     action = choice_to_action(Choice(ratio, w_bits, a_bits), context.max_prune)
                     vectors = executed_vectors(context, [as_env_choice(action, context)] * n)
                     if fits_budget(context, *vectors):
-                        key = tuple(map(tuple, vectors))
-                        found.setdefault(key, UniformCandidate(ratio, w_bits, a_bits, context.cost_ratio(*vectors), np.tile(action, (n, 1))))
+                        candidate = UniformCandidate(ratio, w_bits, a_bits, context.cost_ratio(*vectors), np.tile(action, (n, 1)))
+                        found.setdefault(tuple(map(tuple, vectors)), candidate)
                         break
         settings = list(found.values())
         undominated = [
@@ -155,7 +155,10 @@ class EvolutionPlanner:
     two parents by tournament selection, uniform crossover of whole per-unit genes, then
     Gaussian mutation of the genes of about one unit (at least one), clipped to [-1, 1].
     A child replaces the population's worst member if it scores better (elitist, so the
-    best plan found is never lost). Plans go through the env's projection like any other.
+    best plan found is never lost). A child whose executed plan was already scored (free,
+    but a wasted episode: a converged population, or raw genes the projection overrides)
+    doubles the mutation scale of the next child, up to 1; a new plan resets it. Plans go
+    through the env's projection like any other.
 
     Args:
         population: population size (capped at the evaluation budget).
@@ -185,7 +188,10 @@ class EvolutionPlanner:
         if not 0.0 <= self.crossover_rate <= 1.0:
             problems.append(f"crossover_rate {self.crossover_rate} outside [0, 1]")
         if problems:
-            raise MetacompressError("EvolutionPlanner settings are invalid: " + "; ".join(problems) + "; e.g. population=16, tournament=3, mutation_sigma=0.15, crossover_rate=0.9")
+            raise MetacompressError(
+                "EvolutionPlanner settings are invalid: " + "; ".join(problems)
+                + "; e.g. population=16, tournament=3, mutation_sigma=0.15, crossover_rate=0.9"
+            )
 
     def plan(self, context: TaskContext, evaluations: int, seed: int = 0) -> PlanResult:
         """Evolve for ``evaluations`` distinct plans; return the best."""
@@ -200,9 +206,12 @@ class EvolutionPlanner:
             genome = rng.uniform(-1.0, 1.0, (n, 3)).astype(np.float32)
             fitness.append(book.run(genome))
             genomes.append(genome)
+        sigma = self.mutation_sigma
         while not book.exhausted:
-            child = self._child(rng, genomes, fitness)
+            child = self._child(rng, genomes, fitness, sigma)
+            scored = book.used
             score = book.run(child)
+            sigma = self.mutation_sigma if book.used > scored else min(2.0 * sigma, 1.0)
             worst = int(np.argmin(fitness))
             if score > fitness[worst]:
                 genomes[worst], fitness[worst] = child, score
@@ -212,7 +221,7 @@ class EvolutionPlanner:
         contestants = rng.choice(len(fitness), size=min(self.tournament, len(fitness)), replace=False)
         return int(max(contestants, key=lambda i: (fitness[i], -i)))
 
-    def _child(self, rng: np.random.Generator, genomes: list[np.ndarray], fitness: list[float]) -> np.ndarray:
+    def _child(self, rng: np.random.Generator, genomes: list[np.ndarray], fitness: list[float], sigma: float) -> np.ndarray:
         first = genomes[self._select(rng, fitness)]
         n = first.shape[0]
         if rng.random() < self.crossover_rate:
@@ -222,5 +231,5 @@ class EvolutionPlanner:
             child = first.copy()
         mutate = rng.random(n) < 1.0 / n
         mutate[rng.integers(n)] = True
-        child = child + mutate[:, None] * rng.normal(0.0, self.mutation_sigma, child.shape)
+        child = child + mutate[:, None] * rng.normal(0.0, sigma, child.shape)
         return np.clip(child, -1.0, 1.0).astype(np.float32)

@@ -162,7 +162,11 @@ def test_uniform_returns_the_best_undominated_uniform_setting(context):
         if c.prune_ratio > 0:
             action = choice_to_action(Choice(c.prune_ratio - planner.prune_step, c.w_bits, c.a_bits), context.max_prune)
             assert not fits_budget(context, *executed_vectors(context, [as_env_choice(action, context)] * n))
-    assert not any(o is not c and o.w_bits >= c.w_bits and o.a_bits >= c.a_bits and o.prune_ratio <= c.prune_ratio for c in candidates for o in candidates)
+    dominated = [
+        c for c in candidates for o in candidates
+        if o is not c and o.w_bits >= c.w_bits and o.a_bits >= c.a_bits and o.prune_ratio <= c.prune_ratio
+    ]
+    assert dominated == []
 
 
 def test_uniform_with_few_evaluations_tries_the_largest_settings_first(context):
@@ -170,6 +174,12 @@ def test_uniform_with_few_evaluations_tries_the_largest_settings_first(context):
     result = UniformPlanner().plan(context, 2)
     assert result.evaluations_used == 2
     assert [c.cost_ratio for c in candidates] == sorted((c.cost_ratio for c in candidates), reverse=True)
+    assert result.info["history"] == [rollout(context, c.actions)[1] for c in candidates[:2]]
+
+
+def test_evolution_spends_its_whole_budget_on_distinct_plans(context):
+    result = EvolutionPlanner(population=4).plan(context, 30, seed=0)
+    assert result.evaluations_used == 30 and result.info["episodes"] < 4 * 30
 
 
 def _with_trace(context: TaskContext, unit: int, factor: float) -> TaskContext:
