@@ -163,7 +163,7 @@ def unit_options(context: TaskContext, prune_step: float = PRUNE_STEP, calibrate
         for ratio in prune_grid(context.max_prune, prune_step) if unit.prunable else [0.0]:
             for w_bits in bit_levels:
                 for a_bits in bit_levels:
-                    choice = as_env_choice(choice_to_action(Choice(ratio, w_bits, a_bits), context.max_prune), context)
+                    choice = as_env_choice(choice_to_action(Choice(ratio, w_bits, a_bits), context), context)
                     executed = context.projector.execute(unit, choice)
                     if executed in seen:
                         continue
@@ -327,7 +327,7 @@ class HawqPlanner:
         check_evaluations(self.name, evaluations)
         book = ScoreBook(context, 1, 1)
         solution = self.solve(context)
-        actions = np.stack([choice_to_action(c, context.max_prune) for c in solution.choices])
+        actions = np.stack([choice_to_action(c, context) for c in solution.choices])
         book.run(actions)
         return book.result(
             ilp_objective=solution.objective,

@@ -123,7 +123,7 @@ def fits_budget(context: TaskContext, kept: Sequence[int], w_bits: Sequence[int]
 
 def as_env_choice(action: np.ndarray, context: TaskContext) -> Choice:
     """The choice the env reads from a raw action (float32, as the env receives it)."""
-    return action_to_choice(np.asarray(action, dtype=np.float32), context.max_prune)
+    return action_to_choice(np.asarray(action, dtype=np.float32), context)
 
 
 def check_evaluations(name: str, evaluations: int, minimum: int = 1) -> None:

@@ -88,7 +88,7 @@ class UniformPlanner:
         for w_bits in executed_bit_levels(context):
             for a_bits in executed_bit_levels(context):
                 for ratio in prune_grid(context.max_prune, self.prune_step):
-                    action = choice_to_action(Choice(ratio, w_bits, a_bits), context.max_prune)
+                    action = choice_to_action(Choice(ratio, w_bits, a_bits), context)
                     vectors = executed_vectors(context, [as_env_choice(action, context)] * n)
                     if fits_budget(context, *vectors):
                         candidate = UniformCandidate(ratio, w_bits, a_bits, context.cost_ratio(*vectors), np.tile(action, (n, 1)))

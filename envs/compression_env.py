@@ -17,18 +17,37 @@ ENV_VERSION = 1
 BIT_LEVELS = MAX_BITS - MIN_BITS + 1
 
 
-def action_to_choice(action: np.ndarray, max_prune: float) -> Choice:
-    """Map an action in [-1, 1]^3 to (prune ratio, w bits, a bits); bits by equal-width bins (HAQ)."""
-    u = (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
-    bits = [MIN_BITS + min(int(x * BIT_LEVELS), BIT_LEVELS - 1) for x in u[1:]]
-    return Choice(float(u[0]) * max_prune, bits[0], bits[1])
+def action_to_choice(action: np.ndarray, context: TaskContext) -> Choice:
+    """Map an action in [-1, 1]^3 to (prune ratio, w bits, a bits) around the task's anchor.
+
+    Each coordinate moves a compression level in [0, 1] piecewise-linearly: 0 keeps the
+    anchor's level (the uniform setting that just fits the budget), +1 goes to maximum
+    compression, -1 to none. Levels become a prune ratio (``level * max_prune``) and bits
+    (``8 - level * 6`` in seven equal-width bins, HAQ's mapping).
+    """
+    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    anchor = context.anchor_levels
+    levels = np.where(a >= 0, anchor + a * (1.0 - anchor), anchor * (1.0 + a))
+    return levels_to_choice(levels, context.max_prune)
 
 
-def choice_to_action(choice: Choice, max_prune: float) -> np.ndarray:
-    """The centre of the action bin that maps to ``choice`` (inverse of ``action_to_choice``)."""
-    prune = choice.prune_ratio / max_prune if max_prune else 0.0
-    bits = [(b - MIN_BITS + 0.5) / BIT_LEVELS for b in (choice.w_bits, choice.a_bits)]
-    return (np.asarray([prune, *bits]) * 2.0 - 1.0).astype(np.float32)
+def levels_to_choice(levels: np.ndarray, max_prune: float) -> Choice:
+    """Compression levels in [0, 1]^3 (0 = none, 1 = most) to a choice."""
+    bits = [MAX_BITS - min(int(level * BIT_LEVELS), BIT_LEVELS - 1) for level in levels[1:]]
+    return Choice(float(levels[0]) * max_prune, bits[0], bits[1])
+
+
+def choice_to_action(choice: Choice, context: TaskContext) -> np.ndarray:
+    """The action that maps to ``choice`` (bits at their bin centre): inverse of ``action_to_choice``."""
+    levels = [choice.prune_ratio / context.max_prune if context.max_prune else 0.0]
+    levels += [(MAX_BITS - b + 0.5) / BIT_LEVELS for b in (choice.w_bits, choice.a_bits)]
+    action = []
+    for level, anchor in zip(levels, context.anchor_levels):
+        if level >= anchor:
+            action.append((level - anchor) / (1.0 - anchor) if anchor < 1.0 else 0.0)
+        else:
+            action.append(level / anchor - 1.0)
+    return np.clip(np.asarray(action), -1.0, 1.0).astype(np.float32)
 
 
 @dataclass
@@ -52,9 +71,12 @@ class CompressionEnv(gym.Env):
         transfers across models and hardware is tabled in ``metacompress.envs.features``.
     Action:
         ``Box(-1, 1, (3,))`` mapped to (prune ratio in [0, max_prune], weight bits 2-8,
-        activation bits 2-8): ``(a + 1) / 2`` scales the ratio and picks one of seven
-        equal-width bit bins (HAQ's mapping). Channels are removed in whole channel steps;
-        bits are rounded up to what the hardware executes.
+        activation bits 2-8) *around the task's anchor*: the uniform setting that just
+        fits the budget (``TaskContext.anchor_levels``). Action 0 keeps the anchor's
+        compression level in that coordinate, +1 compresses it fully, -1 not at all
+        (``action_to_choice``). So an untrained policy starts from a feasible uniform plan
+        and learns where to deviate. Bits use seven equal-width bins (HAQ's mapping);
+        channels go in whole channel steps; bits round up to what the hardware executes.
     Budget projection:
         AMC-style, during the episode: a choice is executed only if the plan still fits
         with every later unit at maximum compression; otherwise it moves toward this unit's
@@ -73,7 +95,7 @@ class CompressionEnv(gym.Env):
         ``accuracy_change``, ``cost_ratio`` (of unpruned W8A8), ``budget_ratio`` (of the
         budget, <= 1), ``attempt``.
     Version history:
-        1: first release.
+        1: first release (actions relative to the budget's uniform anchor).
 
     Args:
         context: the task (see ``envs.context.TaskContext``); ``None`` builds the default
@@ -121,7 +143,7 @@ class CompressionEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         ctx = self.context
         unit = ctx.decision_units[self._t]
-        raw = action_to_choice(action, ctx.max_prune)
+        raw = action_to_choice(action, ctx)
         executed, (kept, w_bits, a_bits) = ctx.projector.project(unit, raw, self._kept, self._w, self._a)
         self._decisions.append(_Decision(unit.name, raw, executed, kept, unit.channels, w_bits, a_bits))
         self._previous = np.asarray(

@@ -55,9 +55,10 @@ class TaskContext:
         self.projector = BudgetProjector(spec, hardware, budget.kind, self.budget_cost, max_prune)
         self.projector.check_feasible(name)
         self.decision_units = self.projector.decision_units
+        self.anchor_levels = self._anchor_levels()
         self.unit_features = unit_features(spec, hardware, budget.kind, probes, self.decision_units)
         minimum_fraction = self.projector.minimum_cost() / self.reference_cost
-        self.budget_features = budget_features(budget.kind, budget.fraction, minimum_fraction)
+        self.budget_features = budget_features(budget.kind, budget.fraction, minimum_fraction, float(self.anchor_levels[0]))
         self.embedding = hardware_embedding(hardware).astype(np.float32)
         shares = np.zeros(len(spec.units))
         for layer, cost in zip(spec.layers, layer_costs(spec, budget.kind, spec.full_kept, eights, eights, hardware)):
@@ -70,6 +71,30 @@ class TaskContext:
     @property
     def spec(self):
         return self.evaluator.spec
+
+    def uniform_fits(self, levels: np.ndarray) -> bool:
+        """Whether every decision unit at compression ``levels`` (prune, w, a) fits the budget."""
+        from metacompress.envs.compression_env import levels_to_choice
+
+        choice = levels_to_choice(levels, self.max_prune)
+        kept, w, a = self.projector.initial_vectors()
+        for unit in self.decision_units:
+            kept[unit.index], w[unit.index], a[unit.index] = self.projector.execute(unit, choice)
+        return self.projector.cost(kept, w, a) <= self.budget_cost * (1 + 1e-9)
+
+    def _anchor_levels(self) -> np.ndarray:
+        """The least compression level, equal in every coordinate that prices this budget,
+        at which a uniform plan fits: where actions are centred (bisection; cost is monotone).
+        Activation bits stay at level 0 for size budgets, which they do not change."""
+        moves_a = float(self.projector.moves_a_bits)
+        levels = lambda level: np.asarray([level, level, level * moves_a])  # noqa: E731
+        if self.uniform_fits(levels(0.0)):
+            return levels(0.0)
+        low, high = 0.0, 1.0
+        for _ in range(30):
+            middle = (low + high) / 2
+            low, high = (low, middle) if self.uniform_fits(levels(middle)) else (middle, high)
+        return levels(high)
 
     def cost_ratio(self, kept, w_bits, a_bits) -> float:
         """A plan's cost as a fraction of the unpruned W8A8 cost."""

@@ -32,18 +32,20 @@ index  feature                 definition (why it transfers)
 26-29  budget_kind             one-hot: latency, energy, size, bitops
 30     budget_fraction         budget / unpruned W8A8 cost
 31     minimum_fraction        most compressed plan's cost / unpruned W8A8 cost
-32     progress                decision index / decisions
-33     cost_if_rest_min        plan cost with every later unit at maximum compression / budget
+32     anchor_level            compression level (0-1) of the uniform plan that just fits:
+                               where action 0 points (see ``CompressionEnv``)
+33     progress                decision index / decisions
+34     cost_if_rest_min        plan cost with every later unit at maximum compression / budget
                                (what is committed so far, plus the unavoidable rest; <= 1)
-34     cost_if_rest_full       plan cost with later units uncompressed W8A8 / budget / 4
-35     rest_reference_share    share of the W8A8 cost in this and later units
-36-38  previous_action         previous executed prune / max prune, (w - 2) / 6, (a - 2) / 6
-39     trial_attempt           attempt index / attempts (trial mode; 0 otherwise)
-40     trial_last_reward       last attempt's reward (accuracy change)
-41     trial_best_reward       best attempt's reward so far
-42-44  trial_last_plan         last attempt's mean prune / max prune, mean (w-2)/6, mean (a-2)/6
-45     trial_last_cost         last attempt's cost / budget
-46-    hardware                HELP-style hardware embedding (``hardware.embedding``)
+35     cost_if_rest_full       plan cost with later units uncompressed W8A8 / budget / 4
+36     rest_reference_share    share of the W8A8 cost in this and later units
+37-39  previous_action         previous executed prune / max prune, (w - 2) / 6, (a - 2) / 6
+40     trial_attempt           attempt index / attempts (trial mode; 0 otherwise)
+41     trial_last_reward       last attempt's reward (accuracy change)
+42     trial_best_reward       best attempt's reward so far
+43-45  trial_last_plan         last attempt's mean prune / max prune, mean (w-2)/6, mean (a-2)/6
+46     trial_last_cost         last attempt's cost / budget
+47-    hardware                HELP-style hardware embedding (``hardware.embedding``)
 =====  ======================  ==========================================================
 """
 
@@ -59,7 +61,7 @@ from metacompress.compressors.spec import ModelSpec, UnitSpec
 from metacompress.envs.probes import ModelProbes
 
 UNIT_FEATURES = 26
-BUDGET_FEATURES = 6
+BUDGET_FEATURES = 7
 DYNAMIC_FEATURES = 7
 TRIAL_FEATURES = 7
 OBSERVATION_DIM = UNIT_FEATURES + BUDGET_FEATURES + DYNAMIC_FEATURES + TRIAL_FEATURES + EMBEDDING_DIM
@@ -127,7 +129,8 @@ def unit_features(
     return np.clip(np.asarray(rows, dtype=np.float32), -1.0, 1.0)
 
 
-def budget_features(kind: str, budget_fraction: float, minimum_fraction: float) -> np.ndarray:
-    """Indices 26-31: budget kind one-hot, target and minimum as fractions of W8A8."""
+def budget_features(kind: str, budget_fraction: float, minimum_fraction: float, anchor_level: float) -> np.ndarray:
+    """Indices 26-32: budget kind one-hot, target and minimum as fractions of W8A8, anchor level."""
     one_hot = [float(kind == k) for k in BUDGET_KINDS]
-    return np.clip(np.asarray(one_hot + [budget_fraction, minimum_fraction], dtype=np.float32), -1.0, 1.0)
+    values = one_hot + [budget_fraction, minimum_fraction, anchor_level]
+    return np.clip(np.asarray(values, dtype=np.float32), -1.0, 1.0)

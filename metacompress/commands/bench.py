@@ -22,6 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     core.add_argument("--json", action="store_true", help="print the result as JSON")
     core.set_defaults(handler=_core)
 
+    env = kinds.add_parser(
+        "env",
+        help="episodes per second and the env's own overhead share on reference tasks",
+        epilog="example: metacompress bench env --episodes 40 --seed 0",
+    )
+    env.add_argument("--episodes", type=int, default=40, help="random-action episodes per task (default 40)")
+    env.add_argument("--seed", type=int, default=0, help="action seed (default 0)")
+    env.add_argument("--search-finetune-steps", type=int, default=None, help="KD steps per evaluation (default: the env default)")
+    env.set_defaults(handler=_env)
+
 
 def _core(args: argparse.Namespace) -> int:
     from metacompress.benchmarks.core import CoreBenchConfig, run_core_bench
@@ -39,4 +49,19 @@ def _core(args: argparse.Namespace) -> int:
     print(f"  same, fake quantizers on     {result.latency_pruned_simulated_ms:10.2f} ms   (simulation overhead, not deployment)")
     print(f"  forward, {config.search_samples} search samples  {result.forward_search_split_ms:10.1f} ms")
     print(f"  one search-mode evaluation   {result.search_evaluation_ms:10.1f} ms   = {result.evaluation_over_forward:.2f}x a forward pass (target <= 2x)")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    import torch
+
+    from metacompress.benchmarks.env import run_env_bench, summarize
+
+    torch.set_num_threads(1)
+    rows = run_env_bench(args.episodes, args.seed, args.search_finetune_steps)
+    print(f"{'task':<58} {'units':>5} {'eps/s':>7} {'steps/s':>8} {'eval ms':>8} {'overhead':>9}")
+    for r in rows:
+        print(f"{r.task:<58} {r.units:>5} {r.episodes_per_second:7.2f} {r.steps_per_second:8.1f} {r.ms_per_evaluation:8.1f} {r.overhead_share:9.1%}")
+    total = summarize(rows)
+    print(f"mean: {total['episodes_per_second']:.2f} episodes/s per core, env overhead {total['overhead_share']:.1%} of episode time (target <= 25%)")
     return 0

@@ -160,7 +160,7 @@ def test_uniform_returns_the_best_undominated_uniform_setting(context):
     for c in candidates:
         assert c.cost_ratio <= BUDGET.fraction
         if c.prune_ratio > 0:
-            action = choice_to_action(Choice(c.prune_ratio - planner.prune_step, c.w_bits, c.a_bits), context.max_prune)
+            action = choice_to_action(Choice(c.prune_ratio - planner.prune_step, c.w_bits, c.a_bits), context)
             assert not fits_budget(context, *executed_vectors(context, [as_env_choice(action, context)] * n))
     dominated = [
         c for c in candidates for o in candidates

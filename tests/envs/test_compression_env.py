@@ -97,7 +97,7 @@ def test_meta_env_samples_tasks_by_seed(tiny_world):
 def test_infeasible_action_is_projected_and_logged(tiny_world):
     env = CompressionEnv(tiny_world.context(Task("vgg", "bismo-edge", Budget("bitops", 0.05))))
     env.reset(seed=0)
-    _, _, _, _, info = env.step(np.array([-1.0, 1.0, 1.0], dtype=np.float32))  # no pruning, W8A8: too dear
+    _, _, _, _, info = env.step(-np.ones(3, dtype=np.float32))  # no compression at all: too dear
     raw_prune, raw_w, raw_a = info["raw_action"]
     kept, w_bits, a_bits = info["executed_action"]
     assert raw_prune == 0 and (raw_w, raw_a) == (8, 8)
@@ -138,3 +138,24 @@ def test_render_ansi_shows_decisions(tiny_world):
     env.step(np.zeros(3, dtype=np.float32))
     text = env.render()
     assert "stem.0+1" in text and "kept" in text
+
+
+def test_zero_action_is_the_uniform_anchor_that_fits(tiny_world):
+    from metacompress.envs.compression_env import action_to_choice, choice_to_action
+
+    context = tiny_world.context(Task("resnet", "bismo-edge", Budget("bitops", 0.2)))
+    assert context.uniform_fits(context.anchor_levels)
+    assert not context.uniform_fits(context.anchor_levels - 0.02)  # the least compression that fits
+    trace, _, info = run_episode(CompressionEnv(context), seed=0)
+    env = CompressionEnv(context)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(np.zeros(3, dtype=np.float32))
+    anchor = action_to_choice(np.zeros(3), context)
+    assert all(row["raw_w_bits"] == anchor.w_bits for row in info["decisions"])  # projection never acted
+    assert info["budget_ratio"] <= 1
+    for choice in [anchor, action_to_choice(np.array([0.5, -0.3, 0.9]), context)]:
+        again = action_to_choice(choice_to_action(choice, context), context)
+        assert (again.w_bits, again.a_bits) == (choice.w_bits, choice.a_bits)
+        assert abs(again.prune_ratio - choice.prune_ratio) < 1e-6
