@@ -15,20 +15,49 @@ from metacompress.envs.meta_env import MetaCompressEnv  # noqa: E402
 from metacompress.envs.suite import TaskSuite, default_suite  # noqa: E402
 from metacompress.envs.tasks import Budget, Task, resolve_hardware  # noqa: E402
 from metacompress.envs.world import TaskWorld  # noqa: E402
+from metacompress.envs.datasets import DATASETS, DatasetSplits, Split, load_dataset  # noqa: E402
+from metacompress.envs.families import FAMILIES, Family, build_model  # noqa: E402
+from metacompress.envs.zoo import (  # noqa: E402
+    QUICK,
+    ZOO,
+    ZooEntry,
+    ZooRecord,
+    build_zoo,
+    default_cache_dir,
+    get_entry,
+    load_zoo_model,
+    zoo_table,
+)
 
 __all__ = [
     "COMPRESS_ID",
+    "DATASETS",
     "ENV_VERSION",
+    "FAMILIES",
     "META_COMPRESS_ID",
+    "QUICK",
+    "ZOO",
     "Budget",
     "CompressionEnv",
+    "DatasetSplits",
+    "Family",
     "MetaCompressEnv",
     "ModelEvaluator",
+    "Split",
     "Task",
     "TaskContext",
     "TaskSuite",
     "TaskWorld",
+    "ZooEntry",
+    "ZooRecord",
+    "build_model",
+    "build_zoo",
+    "default_cache_dir",
     "default_suite",
+    "get_entry",
+    "load_dataset",
+    "load_zoo_model",
     "register_envs",
     "resolve_hardware",
+    "zoo_table",
 ]

@@ -41,3 +41,11 @@ class PolicyError(MetacompressError):
 
 class RunExists(MetacompressError):
     """An output directory already exists and ``--overwrite`` was not given."""
+
+
+class UnknownName(MetacompressError):
+    """A name (dataset, model family, zoo model) is not in its registry; the message lists close matches."""
+
+
+class ZooError(MetacompressError):
+    """A zoo model is not cached and building was not allowed, or it missed its accuracy floor."""
