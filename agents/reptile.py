@@ -70,11 +70,11 @@ def train_reptile(config: TrainConfig, tasks: list[Task], out: Path, resume: boo
         if timesteps >= next_checkpoint:
             next_checkpoint += config.checkpoint_every
             write_checkpoint({"policy": meta_policy.state_dict(), "iteration": iteration, "num_timesteps": timesteps}, out / "checkpoints", timesteps)
-        if timesteps >= next_eval:
+        if monitored and timesteps >= next_eval:
             next_eval += config.eval_every
             monitor_heldout(meta_policy, monitored, world, timesteps, out / "metrics.csv", logger)
         logger.dump(timesteps)
     bar.close()
     write_checkpoint({"policy": meta_policy.state_dict(), "iteration": iteration, "num_timesteps": timesteps}, out / "checkpoints", timesteps)
-    final = monitor_heldout(meta_policy, monitored, world, timesteps, out / "metrics.csv", logger)
+    final = monitor_heldout(meta_policy, monitored, world, timesteps, out / "metrics.csv", logger) if monitored else {}
     return meta_policy, timesteps, final

@@ -140,6 +140,8 @@ def monitoring_tasks(config: TrainConfig) -> list[Task]:
     """A fixed, seeded sample of held-out tasks (quick runs prefer small models)."""
     from metacompress.envs._zoo_catalog import QUICK
 
+    if config.eval_tasks <= 0:
+        return []
     heldout = default_suite().split("heldout")
     if config.models:
         quick = {e.id for e in QUICK}
@@ -311,15 +313,17 @@ def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, 
         model.num_timesteps = int(state["num_timesteps"])
         log.info("resumed %s at %d steps", checkpoint, model.num_timesteps)
     world = TaskWorld(search_finetune_steps=config.search_finetune_steps)
-    monitor = _HeldoutMonitor(monitoring_tasks(config), world, config.eval_every, out / "metrics.csv")
-    callbacks = CallbackList([_Checkpointer(out / "checkpoints", config.checkpoint_every), monitor])
+    monitored = monitoring_tasks(config)
+    callbacks = [_Checkpointer(out / "checkpoints", config.checkpoint_every)]
+    if monitored:
+        callbacks.append(_HeldoutMonitor(monitored, world, config.eval_every, out / "metrics.csv"))
     remaining = config.timesteps - model.num_timesteps
     try:
         if remaining > 0:
-            model.learn(remaining, callback=callbacks, progress_bar=progress, reset_num_timesteps=checkpoint is None, tb_log_name=config.algo)
+            model.learn(remaining, callback=CallbackList(callbacks), progress_bar=progress,
+                        reset_num_timesteps=checkpoint is None, tb_log_name=config.algo)
         save_checkpoint(model, out / "checkpoints")
-        monitor.init_callback(model)
-        final = monitor.evaluate()
+        final = monitor_heldout(model.policy, monitored, world, model.num_timesteps, out / "metrics.csv") if monitored else {}
     finally:
         venv.close()
     return model.policy, model.num_timesteps, final

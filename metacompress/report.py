@@ -75,6 +75,11 @@ def decision_table(context: TaskContext, plan: Plan, raw_decisions: list[dict] |
     return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
 
 
+def read_decisions(path) -> pd.DataFrame:
+    """Read a ``decisions.csv`` back (unit names stay strings, e.g. Sequential indices "1")."""
+    return pd.read_csv(path, dtype={"name": str, "kind": str})
+
+
 def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
     """The ``report.md`` of an apply run: accuracy, cost vs budget, time, per-layer table."""
     lines = [

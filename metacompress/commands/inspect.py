@@ -22,15 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from metacompress.errors import MetacompressError
+    from metacompress.report import read_decisions
 
     run = Path(args.run)
     table, summary_path = run / "decisions.csv", run / "summary.json"
     if not table.exists() or not summary_path.exists():
         raise MetacompressError(f"{run} is not an apply run (needs decisions.csv and summary.json); run `metacompress apply` first")
-    decisions = pd.read_csv(table)
+    decisions = read_decisions(table)
     summary = json.loads(summary_path.read_text())
     if args.format == "csv":
         print(decisions.to_csv(index=False), end="")
