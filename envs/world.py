@@ -21,7 +21,10 @@ from metacompress.envs.zoo import default_cache_dir, load_zoo_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEARCH_FINETUNE_STEPS = 10
+# Calibration only (BatchNorm + activation ranges), no KD steps: `bench fidelity` measured
+# Spearman 0.82 (mean of 3 models) against the final fine-tuned accuracy, vs 0.85 with 10
+# KD steps at 5-8x the cost per evaluation; on 2 cores the cheaper reward buys more episodes.
+DEFAULT_SEARCH_FINETUNE_STEPS = 0
 
 
 class TaskWorld:

@@ -32,6 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     env.add_argument("--search-finetune-steps", type=int, default=None, help="KD steps per evaluation (default: the env default)")
     env.set_defaults(handler=_env)
 
+    fidelity = kinds.add_parser(
+        "fidelity",
+        help="Spearman correlation of the proxy with the final fine-tuned test accuracy, per recovery setting",
+        epilog="example: metacompress bench fidelity --plans 50 --seed 0",
+    )
+    fidelity.add_argument("--plans", type=int, default=20, help="random plans per model (default 20: 60 over the three models)")
+    fidelity.add_argument("--final-steps", type=int, default=200, help="KD steps of the final fine-tune (default 200)")
+    fidelity.add_argument("--seed", type=int, default=0, help="seed of the random plans (default 0)")
+    fidelity.set_defaults(handler=_fidelity)
+
 
 def _core(args: argparse.Namespace) -> int:
     from metacompress.benchmarks.core import CoreBenchConfig, run_core_bench
@@ -64,4 +74,24 @@ def _env(args: argparse.Namespace) -> int:
         print(f"{r.task:<58} {r.units:>5} {r.episodes_per_second:7.2f} {r.steps_per_second:8.1f} {r.ms_per_evaluation:8.1f} {r.overhead_share:9.1%}")
     total = summarize(rows)
     print(f"mean: {total['episodes_per_second']:.2f} episodes/s per core, env overhead {total['overhead_share']:.1%} of episode time (target <= 25%)")
+    return 0
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from metacompress.benchmarks.fidelity import FIDELITY_MODELS, run_fidelity
+
+    torch.set_num_threads(1)
+    bar = tqdm(total=args.plans * len(FIDELITY_MODELS), desc="final fine-tunes")
+    rows = run_fidelity(plans_per_model=args.plans, final_steps=args.final_steps, seed=args.seed, progress=lambda: bar.update())
+    bar.close()
+    print(f"{'model':<24} {'plans':>5} {'KD steps in proxy':>17} {'spearman':>9} {'ms/eval':>8} {'final acc':>9}")
+    for r in rows:
+        print(f"{r.model:<24} {r.plans:>5} {r.search_finetune_steps:>17} {r.spearman:9.3f} {r.ms_per_evaluation:8.1f} {r.final_mean:9.3f}")
+    by_steps: dict[int, list[float]] = {}
+    for r in rows:
+        by_steps.setdefault(r.search_finetune_steps, []).append(r.spearman)
+    print("mean spearman: " + ", ".join(f"{k} KD steps {sum(v) / len(v):.3f}" for k, v in by_steps.items()))
     return 0
