@@ -10,7 +10,8 @@ Cache layout (one folder, default ``$METACOMPRESS_CACHE/zoo`` or
 ``~/.cache/metacompress/zoo``), per model:
     ``<id>.safetensors``: the state dict (safetensors: loading runs no pickled code);
     ``<id>.json``: the entry, accuracies, params, MACs, train seconds, the sha256 of the
-    safetensors file and the package and torch versions that made it.
+    safetensors file, and the package version, torch version and training revision
+    that made it (a record of another training revision is rebuilt, not served).
 Both are written atomically (temp file, then rename) and the JSON last, so a model
 counts as cached only once both files are complete: an interruption loses at most the
 model being trained.
@@ -36,7 +37,7 @@ from metacompress import __version__
 from metacompress.compressors.io import write_bytes_atomic, write_text_atomic
 from metacompress.envs._training import TRAINING_REVISION, accuracy, count_macs, count_params, train_model
 from metacompress.envs._zoo_catalog import QUICK, ZOO, ZooEntry, get_entry, reseed
-from metacompress.envs.datasets import DatasetSplits, load_dataset
+from metacompress.envs.datasets import DatasetSplits, Split, load_dataset
 from metacompress.envs.families import build_model
 from metacompress.errors import CacheCorrupted, ZooError
 
@@ -175,7 +176,7 @@ def _train_entry(entry: ZooEntry) -> tuple[nn.Module, DatasetSplits, float]:
     train = splits.train
     if entry.max_train_samples is not None and entry.max_train_samples < len(train):
         keep = torch.randperm(len(train), generator=generator)[: entry.max_train_samples]
-        train = type(train)(train.x[keep], train.y[keep])
+        train = Split(train.x[keep], train.y[keep])
     start = time.perf_counter()
     train_model(
         model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from metacompress.errors import MetacompressError
@@ -87,7 +88,10 @@ def run_list(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(frame.to_csv(index=False), end="")
         return 0
-    print(frame.to_string(index=False, formatters={"params": "{:,}".format, "macs": "{:,}".format,
-                                                   "test_accuracy": "{:.4f}".format}))
+    print(f"{'id':<28} {'family':<12} {'dataset':<8} {'params':>9} {'MACs':>11} {'test acc':>9} cached")
+    for row in frame.itertuples():
+        accuracy = "-" if math.isnan(row.test_accuracy) else f"{row.test_accuracy:.4f}"  # NaN: not cached
+        print(f"{row.id:<28} {row.family:<12} {row.dataset:<8} {row.params:>9,} {row.macs:>11,} {accuracy:>9} "
+              f"{'yes' if row.cached else 'no'}")
     print(f"\n{len(frame)} models, {int(frame['cached'].sum())} cached")
     return 0
