@@ -140,7 +140,7 @@ DATASETS: dict[str, DatasetInfo] = {
             test_size=450,
             source="UCI Optical Recognition of Handwritten Digits (Alpaydin & Kaynak), bundled with scikit-learn (load_digits)",
             licence="CC BY 4.0 (UCI); shipped in scikit-learn, BSD-3-Clause",
-            note="1,797 samples in total, so search and test hold 450 each (under 1,000).",
+            note="1,797 samples (scikit-learn ships UCI's test portion), so search and test hold 450 each.",
         ),
         DatasetInfo(
             name="mnist1d",
