@@ -17,6 +17,7 @@ Probe set per unit (every other unit stays at W8A8, unpruned):
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class UnitProbes:
 
 @dataclass(frozen=True)
 class ModelProbes:
-    """Probes of every unit of one model, bound to it by the spec fingerprint."""
+    """Probes of every unit of one model, bound to its structure and weights by a fingerprint."""
 
     fingerprint: str
     units: tuple[UnitProbes, ...]
@@ -126,14 +127,23 @@ def compute_probes(evaluator: ModelEvaluator, seed: int = 0) -> ModelProbes:
                 weight_count=weight_count,
             )
         )
-    return ModelProbes(spec.fingerprint, tuple(units))
+    return ModelProbes(probe_fingerprint(evaluator), tuple(units))
+
+
+def probe_fingerprint(evaluator: ModelEvaluator) -> str:
+    """Structure and weights of the model: a retrained model never reuses stale probes."""
+    digest = hashlib.sha256(evaluator.spec.fingerprint.encode())
+    for name, tensor in sorted(evaluator.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_or_compute_probes(evaluator: ModelEvaluator, cache_path: Path | None, seed: int = 0) -> ModelProbes:
-    """Probes from ``cache_path`` if present and made for this model, else computed and cached."""
+    """Probes from ``cache_path`` if present and made for this very model, else computed and cached."""
     if cache_path is not None and cache_path.exists():
         probes = ModelProbes.from_json(cache_path.read_text(), str(cache_path))
-        if probes.fingerprint == evaluator.spec.fingerprint:
+        if probes.fingerprint == probe_fingerprint(evaluator):
             return probes
     probes = compute_probes(evaluator, seed)
     if cache_path is not None:
