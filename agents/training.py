@@ -55,7 +55,12 @@ class TrainConfig:
         timesteps: environment steps (one step = one unit decision).
         seed: seeds the suite sampling, the envs and the networks.
         models: restrict training tasks to these zoo models (empty = all of the split).
+        max_model_macs: leave out the split's models above this many MACs per sample (their
+            proxy costs 1-3 s on one core; on 2 cores the 60-minute budget buys more
+            tasks without them). 0 keeps every model.
         n_envs: parallel environments; ``vec_env`` = ``subproc`` or ``dummy``.
+        log_std_init: initial log std of the Gaussian policy; -1 explores near the anchor
+            (action 0, the uniform plan that fits) rather than across the whole range.
         attempts: attempts per episode for ``rl2``.
         reptile_updates / reptile_step: inner PPO updates per task and outer step size.
         eval_every / eval_tasks: monitoring cadence (steps) and number of held-out tasks.
@@ -68,6 +73,7 @@ class TrainConfig:
     timesteps: int = 120_000
     seed: int = 0
     models: tuple[str, ...] = ()
+    max_model_macs: int = 3_000_000
     n_envs: int = 2
     vec_env: str = "subproc"
     n_steps: int = 256
@@ -78,6 +84,7 @@ class TrainConfig:
     gae_lambda: float = 0.95
     ent_coef: float = 0.0
     net_arch: tuple[int, ...] = (128, 128)
+    log_std_init: float = -1.0
     lstm_hidden_size: int = 64
     attempts: int = 4
     reptile_updates: int = 4
@@ -128,9 +135,13 @@ class EnvFactory:
 
 def training_tasks(config: TrainConfig) -> list[Task]:
     """The tasks of ``config.split``, restricted to ``config.models`` if given."""
+    from metacompress.envs.suite import model_spec
+
     tasks = default_suite().split(config.split)
     if config.models:
         tasks = [t for t in tasks if t.model in config.models]
+    if config.max_model_macs:
+        tasks = [t for t in tasks if model_spec(t.model).macs() <= config.max_model_macs]
     if not tasks:
         raise MetacompressError(f"no {config.split} tasks use models {list(config.models)}; see `metacompress suite list`")
     return tasks
@@ -298,7 +309,7 @@ def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, 
     common = dict(
         n_steps=config.n_steps, batch_size=config.batch_size, n_epochs=config.n_epochs, learning_rate=config.learning_rate,
         gamma=config.gamma, gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, device="cpu",
-        tensorboard_log=str(out / "tb"), policy_kwargs=policy_kwargs(metadata), verbose=0,
+        tensorboard_log=str(out / "tb"), policy_kwargs={**policy_kwargs(metadata), "log_std_init": config.log_std_init}, verbose=0,
     )
     if config.algo == "rl2":
         from sb3_contrib import RecurrentPPO
