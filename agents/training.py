@@ -70,7 +70,7 @@ class TrainConfig:
 
     algo: str = "ppo"
     split: str = "train"
-    timesteps: int = 120_000
+    timesteps: int = 200_000
     seed: int = 0
     models: tuple[str, ...] = ()
     max_model_macs: int = 3_000_000
