@@ -42,6 +42,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fidelity.add_argument("--seed", type=int, default=0, help="seed of the random plans (default 0)")
     fidelity.set_defaults(handler=_fidelity)
 
+    agents = kinds.add_parser(
+        "agents",
+        help="learned agent (zero-/few-shot) vs baselines on held-out tasks: CSV, summary.md with CIs and win-rates, plot",
+        description="Runs every (task, method, seed); see metacompress.benchmarks.compare for exactly what each preset runs.",
+        epilog="example: metacompress bench agents --preset quick --policy runs/train-quick-ppo-s0/policy --seeds 0",
+    )
+    agents.add_argument("--preset", choices=["quick", "full"], default="quick",
+                        help="quick: 6 held-out tasks, <= 10 min; full: all held-out tasks x 3 seeds, <= 2 h on 2 cores (default quick)")
+    agents.add_argument("--split", choices=["heldout", "train"], default="heldout", help="suite split (default heldout; train only to debug)")
+    agents.add_argument("--methods", default=None,
+                        help="comma list, e.g. zero-shot,hawq,random-300 (default: the preset's; <kind>-<N> sets N evaluations)")
+    agents.add_argument("--seeds", "--seed", default=None, help="comma list of seeds, e.g. 0,1,2 (default: quick 0, full 0,1,2)")
+    agents.add_argument("--policy", default=None, help="PPO policy folder for zero-shot and few-shot-sample (default: the shipped policy, if any)")
+    agents.add_argument("--rl2-policy", default=None, help="recurrent policy folder for few-shot-rl2 (skipped if not given)")
+    agents.add_argument("--reptile-policy", default=None, help="Reptile policy folder for few-shot-reptile (skipped if not given)")
+    agents.add_argument("--finetune-steps", type=int, default=None, help="KD steps of the final fine-tune of every plan (default: full 300, quick 100)")
+    agents.add_argument("--tasks", type=int, default=None, help="run only the first N tasks of the ordering (cheapest first per novelty)")
+    agents.add_argument("--workers", type=int, default=None, help="worker processes (default: full 2, quick 1)")
+    agents.add_argument("--no-limits", action="store_true", help="ignore the preset's per-method task/seed limits (much longer)")
+    agents.add_argument("--out", default=None, help="run folder (default runs/bench-<preset>-s<seeds>)")
+    agents.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    agents.add_argument("--dry-run", action="store_true", help="list the runs and the estimated time, run nothing")
+    agents.set_defaults(handler=_agents)
+
 
 def _core(args: argparse.Namespace) -> int:
     from metacompress.benchmarks.core import CoreBenchConfig, run_core_bench
@@ -94,4 +118,56 @@ def _fidelity(args: argparse.Namespace) -> int:
     for r in rows:
         by_steps.setdefault(r.search_finetune_steps, []).append(r.spearman)
     print("mean spearman: " + ", ".join(f"{k} KD steps {sum(v) / len(v):.3f}" for k, v in by_steps.items()))
+    return 0
+
+
+def _int_list(text: str | None) -> tuple[int, ...] | None:
+    from metacompress.benchmarks.compare import BenchConfigError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BenchConfigError(f"--seeds {text!r} is not a comma list of integers; write e.g. 0,1,2") from None
+
+
+def _agents(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from metacompress.api import DEFAULT_POLICY
+    from metacompress.benchmarks import compare
+    from metacompress.benchmarks.compare_report import runs_table, write_run
+    from metacompress.benchmarks.methods import PolicyPaths
+
+    torch.set_num_threads(1)
+    paths = PolicyPaths(*(Path(p) if p else None for p in (args.policy, args.rl2_policy, args.reptile_policy)))
+    config = compare.AgentsBenchConfig(
+        preset=args.preset, split=args.split, methods=tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
+        seeds=_int_list(args.seeds), policies=paths, finetune_steps=args.finetune_steps, tasks=args.tasks,
+        workers=args.workers, limits=not args.no_limits,
+    )
+    bench = compare.prepare(compare.with_defaults(config, DEFAULT_POLICY))
+    out = Path(args.out) if args.out else compare.default_out(bench)
+    compare.check_out(out, args.overwrite)
+    for note in bench.notes:
+        print(f"note: {note}")
+    if args.dry_run:
+        print(runs_table(bench))
+        print(f"{len(bench.runs)} runs on {len(bench.tasks)} tasks; estimated {bench.estimated_seconds / 60:.0f} min "
+              f"with {bench.workers} worker(s) on an otherwise idle machine "
+              "(metacompress.benchmarks.costs; a busy machine takes up to 2x)")
+        print(f"command: {bench.command(out)}")
+        return 0
+    start = time.perf_counter()
+    with tqdm(total=len(bench.runs), desc="(task, method, seed) runs") as bar:
+        frame = compare.run_bench(bench, progress=bar.update)
+    seconds = time.perf_counter() - start
+    summary = write_run(out, bench, frame, seconds, args.overwrite)
+    print(summary)
+    print(f"wrote {out}/results.csv, summary.md, accuracy_vs_evaluations.png in {seconds / 60:.1f} min")
     return 0
