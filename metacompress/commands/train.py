@@ -21,7 +21,7 @@ PRESETS = {
 
 # The few-shot agents' recipes under --preset default: smaller budgets (RecurrentPPO's
 # learner is ~10x slower per step; Reptile runs its inner loops in one process).
-ALGO_DEFAULTS = {"rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8}, "reptile": {"timesteps": 60_000}}
+ALGO_DEFAULTS = {"rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8}, "reptile": {"timesteps": 300_000}}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
