@@ -3,7 +3,10 @@
 - ``ZeroShotPlanner``: one deterministic rollout of the task-conditioned policy. The plan
   is chosen without any proxy evaluation (the env still scores it, for the report).
 - ``SampleAndSelectPlanner``: the deterministic rollout plus stochastic ones until N
-  distinct plans were scored; the best by proxy is kept.
+  distinct plans were scored; the best by proxy is kept. Stochastic rollouts add
+  Gaussian noise of a fixed width to the policy's (clipped) mean action: a trained
+  policy's own Gaussian often sits far outside [-1, 1] on some coordinate (e.g. "never
+  prune"), where its samples all clip to the same action and yield the same plan.
 - ``RL2Planner``: a recurrent (RecurrentPPO) policy trained on K-attempt trials (RL^2,
   Duan et al. 2016): one episode of N attempts in which the policy sees each attempt's
   reward and plan summary; the best attempt is kept.
@@ -32,10 +35,17 @@ from metacompress.errors import PolicyError
 
 
 class _PolicyActor:
-    """Calls a (possibly recurrent) SB3 policy step by step through one episode."""
+    """Calls a (possibly recurrent) SB3 policy step by step through one episode.
 
-    def __init__(self, policy: ActorCriticPolicy, deterministic: bool) -> None:
-        self.policy, self.deterministic = policy, deterministic
+    Args:
+        policy: the network.
+        deterministic: act with the mean action (else sample the policy's Gaussian).
+        noise: if > 0, act with the clipped mean plus N(0, noise^2) drawn from ``rng``
+            (exploration of fixed width around the policy's choice).
+    """
+
+    def __init__(self, policy: ActorCriticPolicy, deterministic: bool, noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
+        self.policy, self.deterministic, self.noise, self.rng = policy, deterministic or noise > 0, noise, rng
         self.state = None
         self.episode_start = np.ones((1,), dtype=bool)
 
@@ -44,6 +54,8 @@ class _PolicyActor:
             observation[None], state=self.state, episode_start=self.episode_start, deterministic=self.deterministic
         )
         self.episode_start = np.zeros((1,), dtype=bool)
+        if self.noise > 0:
+            return np.clip(action[0], -1.0, 1.0) + self.rng.normal(0.0, self.noise, action[0].shape).astype(np.float32)
         return action[0]
 
 
@@ -69,20 +81,20 @@ class ZeroShotPlanner:
 
 
 class SampleAndSelectPlanner(ZeroShotPlanner):
-    """Deterministic rollout + stochastic rollouts, best of N distinct plans by proxy."""
+    """Deterministic rollout + noisy rollouts around it, best of N distinct plans by proxy."""
 
     name = "few-shot-sample"
+    noise = 0.35  # action-space std of the exploration around the policy's mean action
 
     def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
         check_evaluations(self.name, evaluations)
         book = ScoreBook(context, evaluations, max_episodes=4 * evaluations)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            deterministic = True
-            while not book.exhausted:
-                plan, reward, _ = rollout(book.env, _PolicyActor(self.policy, deterministic))
-                book.record(plan, reward)
-                deterministic = False
+        rng = np.random.default_rng(seed)
+        plan, reward, _ = rollout(book.env, _PolicyActor(self.policy, deterministic=True))
+        book.record(plan, reward)
+        while not book.exhausted:
+            plan, reward, _ = rollout(book.env, _PolicyActor(self.policy, deterministic=True, noise=self.noise, rng=rng))
+            book.record(plan, reward)
         return book.result()
 
 
