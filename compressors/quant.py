@@ -124,7 +124,7 @@ def _calibrate_range(values: torch.Tensor, bits: int) -> tuple[float, int]:
     lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
     if hi - lo < _TINY:
         return 1.0, 0
-    counts = torch.histc(values.double(), bins=HISTOGRAM_BINS, min=lo, max=hi)
+    counts = torch.histc(values, bins=HISTOGRAM_BINS, min=lo, max=hi).double()
     width = (hi - lo) / HISTOGRAM_BINS
     centers = torch.arange(HISTOGRAM_BINS, dtype=torch.float64) * width + lo + width / 2
     best: tuple[float, float, int] | None = None
