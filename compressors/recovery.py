@@ -46,9 +46,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> 
 
 @torch.no_grad()
 def calibrate(model: nn.Module, quantizers: dict[str, ActivationQuantizer], a_bits: dict[str, int], batches: Sequence[torch.Tensor]) -> None:
-    """BatchNorm recalibration on every batch, then MSE-calibrated input ranges at each
-    layer's bits from the first batch (a batch holds plenty of activations per layer, and
-    the range search is the costliest part of an evaluation after the forward passes).
+    """BatchNorm recalibration, then MSE-calibrated input ranges at each layer's bits.
 
     Args:
         model: in eval mode, weights already (fake-)quantized.
@@ -62,7 +60,7 @@ def calibrate(model: nn.Module, quantizers: dict[str, ActivationQuantizer], a_bi
     recalibrate_batchnorm(model, batches)
     for q in quantizers.values():
         q.start_observing()
-    for x in batches[:1]:
+    for x in batches:
         model(x)
     for name, q in quantizers.items():
         q.finish_observing(a_bits[name])
