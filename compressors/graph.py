@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch_pruning as tp
@@ -366,9 +366,9 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
     for unit, unit_graph in candidates:
         for step in _divisors(unit.channels):
             if step == unit.channels:
-                units[unit.index] = _replace(unit, prunable=False, reason="no channel step prunes it consistently")
+                units[unit.index] = replace(unit, prunable=False, reason="no channel step prunes it consistently")
                 break
-            trial_unit = _replace(unit, channel_step=step)
+            trial_unit = replace(unit, channel_step=step)
             info = _GroupInfo(list(unit.layers), unit_graph.targets, [], 0, unit.channels)
             unit_graph.removal_order = _rank_channels(reference, info, step)
             removed = unit_graph.removed_channels(trial_unit, unit.channels - step)
@@ -401,7 +401,7 @@ def _prunes_consistently(model, example_input, unit_graphs: list[UnitGraph], rem
         with torch.no_grad():
             expected, actual = masked(example_input), pruned(example_input)
     except Exception as exc:  # Torch-Pruning could not follow this group at this step
-        log.debug("trial prune of %s failed: %s", unit_graph.root, exc)
+        log.debug("trial prune of %s failed: %s", [g.root for g in unit_graphs], exc)
         return False
     scale = expected.abs().max().clamp_min(1.0)
     return expected.shape == actual.shape and bool(((expected - actual).abs().max() / scale) < EQUIVALENCE_TOL)
@@ -411,16 +411,8 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _replace(unit: UnitSpec, **changes) -> UnitSpec:
-    from dataclasses import replace
-
-    return replace(unit, **changes)
-
-
 def _with_in_fixed(spec: ModelSpec, units: list[UnitSpec]) -> tuple[LayerSpec, ...]:
     """Fill each layer's ``in_fixed``: input features no unit prunes (e.g. image channels)."""
-    from dataclasses import replace
-
     out = []
     for layer in spec.layers:
         fed = sum(units[u].channels * k for u, k in layer.in_units)
