@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     agents.add_argument("--policy", default=None, help="PPO policy folder for zero-shot and few-shot-sample (default: the shipped policy, if any)")
     agents.add_argument("--rl2-policy", default=None, help="recurrent policy folder for few-shot-rl2 (skipped if not given)")
     agents.add_argument("--reptile-policy", default=None, help="Reptile policy folder for few-shot-reptile (skipped if not given)")
-    agents.add_argument("--finetune-steps", type=int, default=None, help="KD steps of the final fine-tune of every plan (default: full 300, quick 100)")
+    agents.add_argument("--finetune-steps", type=int, default=None, help="KD steps of the final fine-tune of every plan (default 100)")
     agents.add_argument("--tasks", type=int, default=None, help="run only the first N tasks of the ordering (cheapest first per novelty)")
     agents.add_argument("--workers", type=int, default=None, help="worker processes (default: full 2, quick 1)")
     agents.add_argument("--no-limits", action="store_true", help="ignore the preset's per-method task/seed limits (much longer)")
