@@ -25,7 +25,10 @@ from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
 from metacompress.errors import MetacompressError, PolicyError, UnsupportedModel
 from metacompress.report import decision_table
 
-DEFAULT_POLICY = Path(__file__).parent / "data" / "default_policy"
+SHIPPED_POLICIES = Path(__file__).parent / "data"
+DEFAULT_POLICY = SHIPPED_POLICIES / "default_policy"
+DEFAULT_RL2_POLICY = SHIPPED_POLICIES / "rl2_policy"
+DEFAULT_REPTILE_POLICY = SHIPPED_POLICIES / "reptile_policy"
 DEFAULT_FINETUNE_STEPS = 300
 
 

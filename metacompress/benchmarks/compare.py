@@ -50,6 +50,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from metacompress.api import DEFAULT_POLICY, DEFAULT_REPTILE_POLICY, DEFAULT_RL2_POLICY, SHIPPED_POLICIES
 from metacompress.benchmarks.costs import estimated_run_seconds, evaluation_seconds
 from metacompress.benchmarks.methods import (
     STANDARD_METHODS,
@@ -96,6 +97,7 @@ class Preset:
 _THIRTY = ("few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "random-30", "evolution-30")
 _TENFOLD = ("ddpg-300", "random-300", "evolution-300")
 _ORACLE = "oracle-evolution-2000"
+SHIPPED = PolicyPaths(DEFAULT_POLICY, DEFAULT_RL2_POLICY, DEFAULT_REPTILE_POLICY)
 PRESETS = {
     "quick": Preset(6, (0,), STANDARD_METHODS, 100, tuple((m, 3, 1) for m in (*_TENFOLD, _ORACLE)), workers=2),
     "full": Preset(None, (0, 1, 2), STANDARD_METHODS, 100,
@@ -169,7 +171,7 @@ class BenchPlan:
         if c.tasks is not None:
             parts += ["--tasks", str(c.tasks)]
         for flag, path in (("--policy", c.policies.policy), ("--rl2-policy", c.policies.rl2), ("--reptile-policy", c.policies.reptile)):
-            if path is not None:
+            if path is not None and not _is_shipped(path):  # shipped policies are the defaults: no flag needed
                 parts += [flag, str(path)]
         if not c.limits:
             parts.append("--no-limits")
@@ -391,9 +393,20 @@ def default_out(bench: BenchPlan) -> Path:
     return Path("runs") / f"bench-{bench.config.preset}-s{'-'.join(map(str, bench.seeds))}"
 
 
-def with_defaults(config: AgentsBenchConfig, default_policy: Path) -> AgentsBenchConfig:
-    """Fill the zero-/few-shot policy with the shipped default when none was given."""
-    if config.policies.policy is None and (default_policy / "policy.json").exists():
-        return replace(config, policies=replace(config.policies, policy=default_policy))
-    return config
+def with_defaults(config: AgentsBenchConfig) -> AgentsBenchConfig:
+    """Fill each policy folder not given with the shipped one, if the package ships it."""
+    filled = {
+        which: given if given is not None or not (default / "policy.json").exists() else default
+        for which, given, default in ((w, config.policies.get(w), SHIPPED.get(w)) for w in ("policy", "rl2", "reptile"))
+    }
+    return replace(config, policies=PolicyPaths(**filled))
+
+
+def _is_shipped(path: Path) -> bool:
+    return path.resolve().parent == SHIPPED_POLICIES.resolve()
+
+
+def policy_label(path: Path) -> str:
+    """How reports name a policy folder: shipped ones by their place in the package."""
+    return f"metacompress/data/{path.name} (shipped)" if _is_shipped(path) else str(path)
 

@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma list, e.g. zero-shot,hawq,random-300 (default: the preset's; <kind>-<N> sets N evaluations)")
     agents.add_argument("--seeds", "--seed", default=None, help="comma list of seeds, e.g. 0,1,2 (default: quick 0, full 0,1,2)")
     agents.add_argument("--policy", default=None, help="PPO policy folder for zero-shot and few-shot-sample (default: the shipped policy, if any)")
-    agents.add_argument("--rl2-policy", default=None, help="recurrent policy folder for few-shot-rl2 (skipped if not given)")
-    agents.add_argument("--reptile-policy", default=None, help="Reptile policy folder for few-shot-reptile (skipped if not given)")
+    agents.add_argument("--rl2-policy", default=None, help="recurrent policy folder for few-shot-rl2 (default: the shipped one)")
+    agents.add_argument("--reptile-policy", default=None, help="Reptile policy folder for few-shot-reptile (default: the shipped one)")
     agents.add_argument("--finetune-steps", type=int, default=None, help="KD steps of the final fine-tune of every plan (default 100)")
     agents.add_argument("--tasks", type=int, default=None, help="run only the first N tasks of the ordering (cheapest first per novelty)")
     agents.add_argument("--workers", type=int, default=None, help="worker processes (default: full 2, quick 1)")
@@ -139,7 +139,6 @@ def _agents(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from metacompress.api import DEFAULT_POLICY
     from metacompress.benchmarks import compare
     from metacompress.benchmarks.compare_report import runs_table, write_run
     from metacompress.benchmarks.methods import PolicyPaths
@@ -151,7 +150,7 @@ def _agents(args: argparse.Namespace) -> int:
         seeds=_int_list(args.seeds), policies=paths, finetune_steps=args.finetune_steps, tasks=args.tasks,
         workers=args.workers, limits=not args.no_limits,
     )
-    bench = compare.prepare(compare.with_defaults(config, DEFAULT_POLICY))
+    bench = compare.prepare(compare.with_defaults(config))
     out = Path(args.out) if args.out else compare.default_out(bench)
     compare.check_out(out, args.overwrite)
     for note in bench.notes:

@@ -180,14 +180,28 @@ def test_two_workers_give_the_rows_of_one(tmp_path, policy_dir):
     assert len(ticks) == 4 and parallel[["task", "method", *numbers]].equals(serial[["task", "method", *numbers]])
 
 
-def test_dry_run_lists_the_quick_preset_and_skips_methods_without_a_policy(policy_dir, tmp_path, monkeypatch, capsys):
+def test_dry_run_lists_the_quick_preset_with_the_shipped_policies(policy_dir, tmp_path, monkeypatch, capsys):
     from metacompress.cli import main
 
     monkeypatch.setenv("METACOMPRESS_CACHE", str(tmp_path / "cache"))  # the suite is generated from structure only
     out = tmp_path / "bench-quick-s0"
     assert main(["bench", "agents", "--dry-run", "--policy", str(policy_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    assert "skipped" not in printed  # RL^2 and Reptile use the policies shipped in metacompress/data
+    # 8 methods on 6 tasks + the 4 expensive ones on the first 3 tasks
+    assert "60 runs on 6 tasks" in printed and not out.exists()
+    command = printed[printed.index("command: "):]
+    assert command.startswith("command: metacompress bench agents --preset quick --split heldout")
+    assert f"--policy {policy_dir}" in command and "--rl2-policy" not in command  # shipped ones are the defaults
+
+
+def test_dry_run_skips_methods_without_a_policy(policy_dir, tmp_path, monkeypatch, capsys):
+    from metacompress.benchmarks import compare
+    from metacompress.cli import main
+
+    monkeypatch.setenv("METACOMPRESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compare, "SHIPPED", PolicyPaths(*(tmp_path / name for name in ("a", "b", "c"))))  # ships none
+    assert main(["bench", "agents", "--dry-run", "--policy", str(policy_dir), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
     assert "note: skipped few-shot-rl2-30: no policy given" in printed and "note: skipped few-shot-reptile-30" in printed
-    # 6 methods on 6 tasks + the 4 expensive ones on the first 3 tasks
-    assert "48 runs on 6 tasks" in printed and not out.exists()
-    assert "command: metacompress bench agents --preset quick --split heldout" in printed
+    assert "48 runs on 6 tasks" in printed
