@@ -20,8 +20,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from metacompress.compressors.quant import ActivationQuantizer, quantize_weight
+from metacompress.errors import MetacompressError
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+KD_BATCH_SIZE = 128
 
 
 @torch.no_grad()
@@ -83,7 +85,7 @@ def distill(
     inputs: torch.Tensor,
     w_bits: dict[str, int],
     steps: int,
-    batch_size: int = 128,
+    batch_size: int = KD_BATCH_SIZE,
     lr: float = 1e-3,
     temperature: float = 2.0,
     seed: int = 0,
@@ -134,6 +136,13 @@ def distill(
 
 
 @torch.no_grad()
+def steps_for_epochs(epochs: float, samples: int, batch_size: int = KD_BATCH_SIZE) -> int:
+    """KD steps that show the student ``epochs`` passes' worth of ``samples`` (rounded up)."""
+    if epochs < 0:
+        raise MetacompressError(f"fine-tune epochs must be >= 0, got {epochs}")
+    return math.ceil(epochs * samples / batch_size)
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` in eval mode on (x, y)."""
     model.eval()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
-from metacompress.agents.planner import PlanResult
+from metacompress.agents.planner import Planner, PlanResult
 from metacompress.agents.policy_io import load_policy
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
@@ -117,6 +117,7 @@ def compress(
     frozen: tuple[str, ...] = (),
     max_prune: float = DEFAULT_MAX_PRUNE,
     name: str = "model",
+    planner: Planner | None = None,
 ) -> CompressionResult:
     """Compress ``model`` for ``hardware`` under ``budget`` with a learned policy.
 
@@ -137,6 +138,9 @@ def compress(
         frozen: module paths to keep unpruned at 8 bits (the head always is).
         max_prune: the largest prune ratio any unit may take.
         name: how the report names the model.
+        planner: plan with this instead of a policy (e.g. ``HawqPlanner()`` or
+            ``EvolutionPlanner()``; ``few_shot`` is then its evaluation budget), so a
+            baseline gets exactly the same evaluator, projection and report.
 
     Raises:
         MetacompressError: bad input (its message names the problem and the fix),
@@ -147,7 +151,9 @@ def compress(
     target = resolve_hardware(hardware)
     if few_shot < 0 or finetune_steps < 0:
         raise MetacompressError(f"few_shot and finetune_steps must be >= 0, got {few_shot} and {finetune_steps}")
-    planner = load_planner(policy, few_shot)
+    if planner is not None and policy is not None:
+        raise MetacompressError("pass a policy or a planner, not both: the planner would ignore the policy")
+    planner = planner or load_planner(policy, few_shot)
     _check_data(example_input, data)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -71,9 +71,10 @@ def test_apply_on_a_user_file_model_then_inspect(cache, policy, capsys):
 
 def test_apply_on_a_zoo_model_and_refusals(cache, policy, capsys):
     args = ["apply", "--model", "mlp-w64-d1-digits", "--hardware", "bismo-edge", "--budget", "bitops=0.1",
-            "--policy", str(policy), "--finetune-steps", "5", "--out", "runs/z"]
+            "--policy", str(policy), "--finetune-epochs", "0.5", "--out", "runs/z"]
     assert main(args) == 0
-    assert json.loads((cache / "runs" / "z" / "summary.json").read_text())["within_budget"]
+    summary = json.loads((cache / "runs" / "z" / "summary.json").read_text())
+    assert summary["within_budget"] and summary["finetune_steps"] == 4  # half of digits' 897 train samples, batch 128
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main(args[:-2] + ["--budget", "bitops=0.001", "--out", "runs/y"]) == 2
     assert "the most compressed plan" in capsys.readouterr().err
@@ -81,6 +82,12 @@ def test_apply_on_a_zoo_model_and_refusals(cache, policy, capsys):
     assert "budget kind 'speed' is unknown" in capsys.readouterr().err
     assert main(args[:-2] + ["--policy", str(cache), "--out", "runs/w"]) == 2
     assert "not a saved policy" in capsys.readouterr().err
+    baseline = ["apply", "--model", "mlp-w64-d1-digits", "--hardware", "bismo-edge", "--budget", "bitops=0.1", "--finetune-steps", "1"]
+    assert main(baseline + ["--method", "hawq", "--out", "runs/h"]) == 0
+    summary = json.loads((cache / "runs" / "h" / "summary.json").read_text())
+    assert summary["planner"] == "hawq" and summary["within_budget"] and summary["evaluations_used"] <= 1
+    assert main(baseline + ["--method", "zero-shot", "--out", "runs/v"]) == 2
+    assert "use --policy DIR and --few-shot N" in capsys.readouterr().err
 
 
 def test_compress_is_reproducible_and_never_mutates_the_model(cache, policy):

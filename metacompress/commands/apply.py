@@ -24,7 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", default=DEFAULT_BUDGET, help=f"KIND=FRACTION of the unpruned W8A8 cost; KIND is latency, energy, size or bitops (default {DEFAULT_BUDGET})")
     parser.add_argument("--policy", default=None, help="policy folder (default: the policy shipped with metacompress)")
     parser.add_argument("--few-shot", type=int, default=0, help="proxy evaluations to adapt with (default 0: zero-shot)")
-    parser.add_argument("--finetune-steps", type=int, default=300, help="KD fine-tune steps of the final recovery (default 300)")
+    parser.add_argument("--method", default=None,
+                        help="plan with a baseline instead of the policy: uniform, hawq, ddpg-N, random-N or evolution-N "
+                             "(N proxy evaluations; DDPG: episodes)")
+    recovery = parser.add_mutually_exclusive_group()
+    recovery.add_argument("--finetune-steps", type=int, default=None, help="KD fine-tune steps of the final recovery (default 300)")
+    recovery.add_argument("--finetune-epochs", type=float, default=None,
+                          help="the final recovery as passes over the train split instead (steps = epochs x samples / 128)")
     parser.add_argument("--frozen", nargs="*", default=[], help="module paths to keep unpruned at 8 bits")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0); same seed, same plan")
     parser.add_argument("--out", default=None, help="run folder (default runs/apply-<model>-s<seed>)")
@@ -32,13 +38,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_apply)
 
 
+def _baseline(args: argparse.Namespace):
+    """The ``--method`` planner and its evaluation budget; the learned modes stay with --policy/--few-shot."""
+    from metacompress.benchmarks.methods import build_planner, parse_method
+    from metacompress.errors import MetacompressError
+
+    method = parse_method(args.method)
+    if method.learned:
+        raise MetacompressError(f"--method {args.method} is a learned mode: use --policy DIR and --few-shot N instead")
+    if args.policy or args.few_shot:
+        raise MetacompressError(f"--method {args.method} replaces --policy/--few-shot (its evaluations are in its name); drop them")
+    return build_planner(method, {}), method.evaluations
+
+
 def _apply(args: argparse.Namespace) -> int:
     import torch
 
     from metacompress import __version__
-    from metacompress.api import compress
+    from metacompress.api import DEFAULT_FINETUNE_STEPS, compress
     from metacompress.compressors.export import save_compressed
     from metacompress.compressors.io import atomic_directory
+    from metacompress.compressors.recovery import steps_for_epochs
     from metacompress.errors import RunExists
     from metacompress.report import markdown_report
     from metacompress.sources import load_model_source
@@ -49,9 +69,14 @@ def _apply(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise RunExists(f"{out} already exists; choose another --out or pass --overwrite to replace it")
     model, data, builder = load_model_source(args.model, args.weights)
+    if args.finetune_epochs is not None:
+        finetune_steps = steps_for_epochs(args.finetune_epochs, len(data.train.x))
+    else:
+        finetune_steps = DEFAULT_FINETUNE_STEPS if args.finetune_steps is None else args.finetune_steps
+    planner, few_shot = _baseline(args) if args.method else (None, args.few_shot)
     result = compress(
-        model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy,
-        few_shot=args.few_shot, finetune_steps=args.finetune_steps, seed=args.seed, frozen=tuple(args.frozen), name=name,
+        model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
+        few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), name=name,
     )
     config = {key: value for key, value in vars(args).items() if key != "handler"}
     with atomic_directory(out, overwrite=args.overwrite) as tmp:
