@@ -89,11 +89,23 @@ def _check_data(example_input: torch.Tensor, data: DataLike) -> None:
         raise UnsupportedModel("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
 
 
+SHIPPED_NAMES = {"default": DEFAULT_POLICY, "rl2": DEFAULT_RL2_POLICY, "reptile": DEFAULT_REPTILE_POLICY}
+
+
+def policy_path(policy: str | Path | None) -> Path:
+    """A policy folder, or a shipped policy by name (``default``, ``rl2``, ``reptile``) unless such a folder exists here."""
+    if policy is None:
+        return DEFAULT_POLICY
+    if str(policy) in SHIPPED_NAMES and not Path(policy).exists():
+        return SHIPPED_NAMES[str(policy)]
+    return Path(policy)
+
+
 def load_planner(policy: str | Path | None, few_shot: int):
     """The planner for a policy folder (default: the shipped policy) and a few-shot budget."""
-    path = Path(policy) if policy else DEFAULT_POLICY
-    if policy is None and not (path / "policy.json").exists():
-        raise PolicyError(f"no default policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
+    path = policy_path(policy)
+    if path.parent == SHIPPED_POLICIES and not (path / "policy.json").exists():
+        raise PolicyError(f"no policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
     network, metadata = load_policy(path)
     if few_shot <= 0:
         return ZeroShotPlanner(network, metadata)
@@ -131,7 +143,8 @@ def compress(
             and fine-tuning; search: the proxy the planner optimises; test: the report).
         hardware: preset name, ``sample:<archetype>:<seed>``, LUT CSV path or a ``Hardware``.
         budget: ``kind=fraction`` of the unpruned W8A8 cost, e.g. ``"latency=0.3"``.
-        policy: a policy folder (default: the policy shipped with the package).
+        policy: a policy folder, or a shipped one by name: ``default`` (PPO, the default),
+            ``rl2`` or ``reptile`` (few-shot adaptation with those meta-learners).
         few_shot: proxy evaluations to adapt with (0 = zero-shot, one rollout).
         finetune_steps: KD steps of the final recovery (batch 128, teacher = ``model``).
         seed: makes the whole call reproducible.

@@ -100,6 +100,8 @@ def test_compress_is_reproducible_and_never_mutates_the_model(cache, policy):
     second = compress(model, data.train.x[:8], data, **kwargs)
     assert first.plan == second.plan and first.summary["within_budget"]
     assert first.planning.evaluations_used <= 3
+    shipped = compress(model, data.train.x[:8], data, **{**kwargs, "policy": "rl2", "finetune_steps": 0})
+    assert shipped.summary["planner"] == "few-shot-rl2" and shipped.summary["within_budget"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(Exception, match="samples have shape"):
         compress(model, torch.zeros(2, 5), data, **kwargs)
