@@ -135,7 +135,6 @@ def distill(
             parametrize.remove_parametrizations(student.get_submodule(name), "weight", leave_parametrized=True)
 
 
-@torch.no_grad()
 def steps_for_epochs(epochs: float, samples: int, batch_size: int = KD_BATCH_SIZE) -> int:
     """KD steps that show the student ``epochs`` passes' worth of ``samples`` (rounded up)."""
     if epochs < 0:
@@ -143,6 +142,7 @@ def steps_for_epochs(epochs: float, samples: int, batch_size: int = KD_BATCH_SIZ
     return math.ceil(epochs * samples / batch_size)
 
 
+@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` in eval mode on (x, y)."""
     model.eval()

@@ -26,9 +26,8 @@ from metacompress.errors import MetacompressError, PolicyError, UnsupportedModel
 from metacompress.report import decision_table
 
 SHIPPED_POLICIES = Path(__file__).parent / "data"
-DEFAULT_POLICY = SHIPPED_POLICIES / "default_policy"
-DEFAULT_RL2_POLICY = SHIPPED_POLICIES / "rl2_policy"
-DEFAULT_REPTILE_POLICY = SHIPPED_POLICIES / "reptile_policy"
+SHIPPED_NAMES = {name: SHIPPED_POLICIES / f"{name}_policy" for name in ("default", "rl2", "reptile")}
+DEFAULT_POLICY = SHIPPED_NAMES["default"]
 DEFAULT_FINETUNE_STEPS = 300
 
 
@@ -89,7 +88,9 @@ def _check_data(example_input: torch.Tensor, data: DataLike) -> None:
         raise UnsupportedModel("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
 
 
-SHIPPED_NAMES = {"default": DEFAULT_POLICY, "rl2": DEFAULT_RL2_POLICY, "reptile": DEFAULT_REPTILE_POLICY}
+def is_shipped(path: Path) -> bool:
+    """True for a policy folder inside the package's ``data`` (one of ``SHIPPED_NAMES``)."""
+    return path.resolve().parent == SHIPPED_POLICIES.resolve()
 
 
 def policy_path(policy: str | Path | None) -> Path:
@@ -104,7 +105,7 @@ def policy_path(policy: str | Path | None) -> Path:
 def load_planner(policy: str | Path | None, few_shot: int):
     """The planner for a policy folder (default: the shipped policy) and a few-shot budget."""
     path = policy_path(policy)
-    if path.parent == SHIPPED_POLICIES and not (path / "policy.json").exists():
+    if is_shipped(path) and not (path / "policy.json").exists():
         raise PolicyError(f"no policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
     network, metadata = load_policy(path)
     if few_shot <= 0:

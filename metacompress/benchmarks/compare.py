@@ -50,9 +50,10 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from metacompress.api import DEFAULT_POLICY, DEFAULT_REPTILE_POLICY, DEFAULT_RL2_POLICY, SHIPPED_POLICIES
+from metacompress.api import SHIPPED_NAMES, is_shipped
 from metacompress.benchmarks.costs import estimated_run_seconds, evaluation_seconds
 from metacompress.benchmarks.methods import (
+    POLICY_FLAGS,
     STANDARD_METHODS,
     Method,
     PolicyPaths,
@@ -97,7 +98,7 @@ class Preset:
 _THIRTY = ("few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "random-30", "evolution-30")
 _TENFOLD = ("ddpg-300", "random-300", "evolution-300")
 _ORACLE = "oracle-evolution-2000"
-SHIPPED = PolicyPaths(DEFAULT_POLICY, DEFAULT_RL2_POLICY, DEFAULT_REPTILE_POLICY)
+SHIPPED = PolicyPaths(SHIPPED_NAMES["default"], SHIPPED_NAMES["rl2"], SHIPPED_NAMES["reptile"])
 PRESETS = {
     "quick": Preset(6, (0,), STANDARD_METHODS, 100, tuple((m, 3, 1) for m in (*_TENFOLD, _ORACLE)), workers=2),
     "full": Preset(None, (0, 1, 2), STANDARD_METHODS, 100,
@@ -170,9 +171,9 @@ class BenchPlan:
                  "--finetune-steps", str(self.finetune_steps), "--workers", str(self.workers)]
         if c.tasks is not None:
             parts += ["--tasks", str(c.tasks)]
-        for flag, path in (("--policy", c.policies.policy), ("--rl2-policy", c.policies.rl2), ("--reptile-policy", c.policies.reptile)):
-            if path is not None and not _is_shipped(path):  # shipped policies are the defaults: no flag needed
-                parts += [flag, str(path)]
+        for which, path in c.policies.items():
+            if path is not None and not is_shipped(path):  # shipped policies are the defaults: no flag needed
+                parts += [POLICY_FLAGS[which], str(path)]
         if not c.limits:
             parts.append("--no-limits")
         return " ".join(shlex.quote(p) for p in parts + ["--out", str(out)])
@@ -395,18 +396,14 @@ def default_out(bench: BenchPlan) -> Path:
 
 def with_defaults(config: AgentsBenchConfig) -> AgentsBenchConfig:
     """Fill each policy folder not given with the shipped one, if the package ships it."""
-    filled = {
-        which: given if given is not None or not (default / "policy.json").exists() else default
-        for which, given, default in ((w, config.policies.get(w), SHIPPED.get(w)) for w in ("policy", "rl2", "reptile"))
-    }
-    return replace(config, policies=PolicyPaths(**filled))
+    def filled(which: str, given: Path | None) -> Path | None:
+        shipped = SHIPPED.get(which)
+        return given if given is not None or not (shipped / "policy.json").exists() else shipped
 
-
-def _is_shipped(path: Path) -> bool:
-    return path.resolve().parent == SHIPPED_POLICIES.resolve()
+    return replace(config, policies=PolicyPaths(**{which: filled(which, given) for which, given in config.policies.items()}))
 
 
 def policy_label(path: Path) -> str:
     """How reports name a policy folder: shipped ones by their place in the package."""
-    return f"metacompress/data/{path.name} (shipped)" if _is_shipped(path) else str(path)
+    return f"metacompress/data/{path.name} (shipped)" if is_shipped(path) else str(path)
 

@@ -221,9 +221,7 @@ def _header(bench, seconds: float) -> list[str]:
         f"proxy: search split after {DEFAULT_SEARCH_FINETUNE_STEPS} KD steps (calibration only when 0)",
         f"wall time {seconds / 60:.1f} min with {bench.workers} worker(s) (estimated {bench.estimated_seconds / 60:.0f} min); "
         f"metacompress {__version__}, env version {ENV_VERSION}",
-        "policies: " + ", ".join(f"{which} {policy_label(path)}" for which, path in
-                                 (("ppo", bench.config.policies.policy), ("rl2", bench.config.policies.rl2),
-                                  ("reptile", bench.config.policies.reptile)) if path is not None),
+        "policies: " + ", ".join(f"{which} {policy_label(path)}" for which, path in bench.config.policies.items() if path is not None),
     ]
 
 

@@ -102,6 +102,10 @@ class PolicyPaths:
     def get(self, which: str) -> Path | None:
         return getattr(self, which)
 
+    def items(self) -> list[tuple[str, Path | None]]:
+        """``(which, folder)`` for ``policy``, ``rl2`` and ``reptile``, in that order."""
+        return [(which, self.get(which)) for which in POLICY_FLAGS]
+
 
 def missing_policies(methods: list[Method], paths: PolicyPaths) -> tuple[list[Method], list[str]]:
     """Split methods into the runnable ones and notes on those skipped for want of a policy folder."""

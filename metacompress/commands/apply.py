@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="plan with a baseline instead of the policy: uniform, hawq, ddpg-N, random-N or evolution-N "
                              "(N proxy evaluations; DDPG: episodes)")
     recovery = parser.add_mutually_exclusive_group()
-    recovery.add_argument("--finetune-steps", type=int, default=None, help="KD fine-tune steps of the final recovery (default 300)")
+    recovery.add_argument("--finetune-steps", type=int, default=300, help="KD fine-tune steps of the final recovery (default 300)")
     recovery.add_argument("--finetune-epochs", type=float, default=None,
                           help="the final recovery as passes over the train split instead (steps = epochs x samples / 128)")
     parser.add_argument("--frozen", nargs="*", default=[], help="module paths to keep unpruned at 8 bits")
@@ -55,7 +55,7 @@ def _apply(args: argparse.Namespace) -> int:
     import torch
 
     from metacompress import __version__
-    from metacompress.api import DEFAULT_FINETUNE_STEPS, compress
+    from metacompress.api import compress
     from metacompress.compressors.export import save_compressed
     from metacompress.compressors.io import atomic_directory
     from metacompress.compressors.recovery import steps_for_epochs
@@ -69,10 +69,8 @@ def _apply(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise RunExists(f"{out} already exists; choose another --out or pass --overwrite to replace it")
     model, data, builder = load_model_source(args.model, args.weights)
-    if args.finetune_epochs is not None:
-        finetune_steps = steps_for_epochs(args.finetune_epochs, len(data.train.x))
-    else:
-        finetune_steps = DEFAULT_FINETUNE_STEPS if args.finetune_steps is None else args.finetune_steps
+    epochs = args.finetune_epochs
+    finetune_steps = args.finetune_steps if epochs is None else steps_for_epochs(epochs, len(data.train.x))
     planner, few_shot = _baseline(args) if args.method else (None, args.few_shot)
     result = compress(
         model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
