@@ -17,10 +17,12 @@ from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.recovery import accuracy
-from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import compute_probes
-from metacompress.envs.tasks import Budget, resolve_hardware
+from metacompress.compressors.budget import Budget
+from metacompress.envs.tasks import resolve_hardware
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
 from metacompress.errors import MetacompressError, PolicyError, UnsupportedModel
 from metacompress.report import decision_table
@@ -60,7 +62,7 @@ def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float
     """
     from sklearn.model_selection import train_test_split
 
-    from metacompress.envs.datasets import DatasetSplits, Split
+    from metacompress.envs.zoo.datasets import DatasetSplits, Split
 
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.long)

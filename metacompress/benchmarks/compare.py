@@ -62,7 +62,7 @@ from metacompress.benchmarks.methods import (
     missing_policies,
     parse_method,
 )
-from metacompress.envs.projection import FEASIBILITY_TOLERANCE
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
 from metacompress.errors import MetacompressError, RunExists

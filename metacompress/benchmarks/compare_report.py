@@ -209,7 +209,7 @@ def plot_accuracy_vs_evaluations(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def _header(bench, seconds: float) -> list[str]:
-    from metacompress import __version__
+    from metacompress._version import __version__
     from metacompress.envs.compression_env import ENV_VERSION
     from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
 
@@ -243,7 +243,7 @@ def write_run(out: Path, bench, frame: pd.DataFrame, seconds: float, overwrite: 
     """
     import json
 
-    from metacompress import __version__
+    from metacompress._version import __version__
     from metacompress.compressors.io import atomic_directory
     from metacompress.envs.compression_env import ENV_VERSION
 

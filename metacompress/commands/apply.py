@@ -54,7 +54,7 @@ def _baseline(args: argparse.Namespace):
 def _apply(args: argparse.Namespace) -> int:
     import torch
 
-    from metacompress import __version__
+    from metacompress._version import __version__
     from metacompress.api import compress
     from metacompress.compressors.export import save_compressed
     from metacompress.compressors.io import atomic_directory

@@ -22,7 +22,8 @@ from metacompress.benchmarks.compare import (
 from metacompress.benchmarks.compare_report import mean_ci, summary_markdown, win_rates, write_run
 from metacompress.benchmarks.methods import Method, PolicyPaths, UnknownMethod, parse_method
 from metacompress.envs.suite import SuiteTask
-from metacompress.envs.tasks import Budget, Task
+from metacompress.compressors.budget import Budget
+from metacompress.envs.tasks import Task
 from metacompress.errors import PolicyError, RunExists
 
 TASKS = [
