@@ -7,7 +7,8 @@ PlanResult``) and produces its plan through a ``CompressionEnv`` episode (``roll
 from metacompress.agents.ddpg_baseline import DDPGPlanner, TruncatedNormalSchedule
 from metacompress.agents.hawq import HawqPlanner, HawqSolution, UnitOptions, solve_hawq, unit_options
 from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
-from metacompress.agents.planner import Planner, PlanResult, ScoreBook, compare_on_context, rollout
+from metacompress.agents.planner import Planner, PlanResult, ScoreBook, rollout
+from metacompress.agents.registry import PlannerEvaluation, build_planner, evaluate_planner, load_planner, parse_method
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformCandidate, UniformPlanner
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "HawqPlanner",
     "HawqSolution",
     "PlanResult",
+    "PlannerEvaluation",
     "Planner",
     "RL2Planner",
     "RandomSearchPlanner",
@@ -27,7 +29,10 @@ __all__ = [
     "UniformPlanner",
     "UnitOptions",
     "ZeroShotPlanner",
-    "compare_on_context",
+    "build_planner",
+    "evaluate_planner",
+    "load_planner",
+    "parse_method",
     "rollout",
     "solve_hawq",
     "unit_options",

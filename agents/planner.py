@@ -26,7 +26,6 @@ import numpy as np
 from metacompress.compressors.plan import Plan
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.context import TaskContext
-from metacompress.compressors.budget import FEASIBILITY_TOLERANCE
 from metacompress.errors import EvaluationBudgetError, MetacompressError
 
 Actions = np.ndarray | Sequence[np.ndarray] | Callable[[np.ndarray, int], np.ndarray]
@@ -173,29 +172,3 @@ class ScoreBook:
             cost_ratio=self.context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits),
             info=info,
         )
-
-
-def compare_on_context(context: TaskContext, planners: Sequence[Planner], evaluations: int, seed: int = 0):
-    """Run each planner on one task; one row per planner (pandas DataFrame).
-
-    Columns: ``method``, ``proxy_change``, ``evaluations_used``, ``new_evaluations``,
-    ``wall_seconds``, ``cost_ratio``, ``budget_fraction``, ``within_budget``.
-    """
-    import pandas as pd
-
-    rows = []
-    for planner in planners:
-        result = planner.plan(context, evaluations, seed)
-        rows.append(
-            {
-                "method": planner.name,
-                "proxy_change": result.proxy_change,
-                "evaluations_used": result.evaluations_used,
-                "new_evaluations": result.info.get("new_evaluations"),
-                "wall_seconds": result.wall_seconds,
-                "cost_ratio": result.cost_ratio,
-                "budget_fraction": context.budget.fraction,
-                "within_budget": result.cost_ratio <= context.budget.fraction * (1 + FEASIBILITY_TOLERANCE),
-            }
-        )
-    return pd.DataFrame(rows)

@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from metacompress.benchmarks.compare import policy_label
-from metacompress.benchmarks.methods import parse_method
+from metacompress.agents.registry import parse_method, policy_label
 
 CONFIDENCE = 0.95
 TIE_TOLERANCE = 1e-9  # accuracy changes closer than this are equal (one test sample is >= 1e-4)

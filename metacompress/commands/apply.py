@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _baseline(args: argparse.Namespace):
     """The ``--method`` planner and its evaluation budget; the learned modes stay with --policy/--few-shot."""
-    from metacompress.benchmarks.methods import build_planner, parse_method
+    from metacompress.agents.registry import build_planner, parse_method
     from metacompress.errors import MetacompressError
 
     method = parse_method(args.method)

@@ -17,7 +17,7 @@ from metacompress.agents import (
     RandomSearchPlanner,
     TruncatedNormalSchedule,
     UniformPlanner,
-    compare_on_context,
+    evaluate_planner,
     rollout,
 )
 from metacompress.compressors.hardware import get_hardware
@@ -237,8 +237,14 @@ def test_rollout_takes_a_policy_callable_and_checks_action_count(context):
         rollout(context, np.zeros((1, 3), dtype=np.float32))
 
 
-def test_compare_on_context_reports_one_row_per_planner(context):
-    frame = compare_on_context(context, [UniformPlanner(), HawqPlanner(), RandomSearchPlanner()], evaluations=3, seed=0)
-    assert list(frame["method"]) == ["uniform", "hawq", "random"]
-    assert frame["within_budget"].all()
-    assert (frame["evaluations_used"] <= 3).all()
+def test_evaluate_planner_plans_then_recovers_and_scores_on_test(context):
+    finals: dict = {}
+    for planner in (UniformPlanner(), HawqPlanner(), RandomSearchPlanner()):
+        scored = evaluate_planner(context, planner, 3, seed=0, finetune_steps=2, finals=finals, cold_cache=True)
+        plan = scored.result.plan
+        assert context.projector.fits(plan.kept, plan.w_bits, plan.a_bits)
+        assert scored.result.cost_ratio <= BUDGET.fraction * (1 + FEASIBILITY_TOLERANCE)
+        assert scored.result.evaluations_used <= 3 and 0.0 <= scored.final_accuracy <= 1.0
+    alone = evaluate_planner(context, HawqPlanner(), 1, seed=0, finetune_steps=2)
+    assert alone.final_model is not None
+    assert alone.final_accuracy == finals[(alone.result.plan.key(), 2, 0)][0]  # same plan, same recovery, same score
