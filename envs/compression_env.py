@@ -8,11 +8,18 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from metacompress.compressors.budget import UnitChoice
-from metacompress.compressors.plan import MIN_BITS, Plan
+from metacompress.compressors.budget import PlanVectors, UnitChoice
+from metacompress.compressors.plan import Plan
 from metacompress.envs.actions import ActionCodec
 from metacompress.envs.context import TaskContext
-from metacompress.envs.features import NETWORK_OBSERVATION_DIM, OBSERVATION_DIM, TRIAL_FEATURES, table_window
+from metacompress.envs.features import (
+    NETWORK_OBSERVATION_DIM,
+    OBSERVATION_DIM,
+    TRIAL_FEATURES,
+    executed_levels,
+    observe,
+    trial_features,
+)
 from metacompress.errors import MetacompressError
 
 ENV_VERSION = 1
@@ -132,9 +139,7 @@ class CompressionEnv(gym.Env):
         raw = self.codec.choice(action, self._t)
         executed, (kept, w_bits, a_bits) = ctx.projector.project(unit, raw, self._kept, self._w, self._a)
         self._decisions.append(_Decision(unit.name, raw, executed, kept, unit.channels, w_bits, a_bits))
-        self._previous = np.asarray(
-            [(1 - kept / unit.channels) / ctx.max_prune, (w_bits - MIN_BITS) / 6, (a_bits - MIN_BITS) / 6], dtype=np.float32
-        )
+        self._previous = executed_levels(unit, kept, w_bits, a_bits, ctx.max_prune)
         info: dict[str, Any] = {
             "unit": unit.name,
             "raw_action": (raw.prune_ratio, raw.w_bits, raw.a_bits),
@@ -157,19 +162,10 @@ class CompressionEnv(gym.Env):
         cost_ratio = ctx.cost_ratio(plan.kept, plan.w_bits, plan.a_bits)
         self._attempt += 1
         self._best_reward = max(self._best_reward, change)
-        decisions = self._decisions
-        self._trial = np.asarray(
-            [
-                self._attempt / self.attempts,
-                change,
-                self._best_reward,
-                np.mean([(1 - d.kept / d.channels) / ctx.max_prune for d in decisions]),
-                np.mean([(d.w_bits - MIN_BITS) / 6 for d in decisions]),
-                np.mean([(d.a_bits - MIN_BITS) / 6 for d in decisions]),
-                cost_ratio / ctx.budget.fraction,
-            ],
-            dtype=np.float32,
-        ).clip(-1.0, 1.0) if self.attempts > 1 else self._trial
+        if self.attempts > 1:
+            levels = [(d.kept, d.channels, d.w_bits, d.a_bits) for d in self._decisions]
+            self._trial = trial_features(self._attempt / self.attempts, change, self._best_reward, levels, ctx.max_prune,
+                                         cost_ratio / ctx.budget.fraction)
         info.update(
             plan=plan,
             proxy_accuracy=ctx.evaluator.base_search_accuracy + change,
@@ -183,27 +179,8 @@ class CompressionEnv(gym.Env):
 
     # observation and rendering ----------------------------------------------------------
     def _observe(self) -> np.ndarray:
-        ctx = self.context
-        t = self._t
-        n = len(ctx.decision_units)
-        rest_full = list(self._kept), list(self._w), list(self._a)
-        for unit in ctx.decision_units[t:]:
-            rest_full[0][unit.index], rest_full[1][unit.index], rest_full[2][unit.index] = unit.channels, 8, 8
-        dynamic = np.asarray(
-            [
-                t / n,
-                ctx.projector.cost(self._kept, self._w, self._a) / ctx.budget_cost,
-                ctx.projector.cost(*rest_full) / ctx.budget_cost / 4,
-                ctx.rest_shares[t],
-                *self._previous,
-            ],
-            dtype=np.float32,
-        ).clip(-1.0, 1.0)
-        step = np.concatenate([ctx.unit_features[t], ctx.budget_features, dynamic, self._trial, ctx.embedding])
-        if self.observation == "step":
-            return step
-        anchor = self.codec.anchor_of(t).astype(np.float32)
-        return np.concatenate([step, anchor, table_window(ctx.network_table, n, t)])
+        vectors = PlanVectors(self._kept, self._w, self._a)
+        return observe(self.context, self._t, vectors, self._previous, self._trial, self.observation)
 
     def _decision_rows(self) -> list[dict]:
         return [

@@ -63,10 +63,11 @@ import math
 
 import numpy as np
 
-from metacompress.compressors.budget import BudgetProjector, reference_vectors
+from metacompress.compressors.budget import BudgetProjector, PlanVectors, reference_vectors
 from metacompress.compressors.cost import BUDGET_KINDS
 from metacompress.compressors.hardware import EMBEDDING_DIM
-from metacompress.compressors.plan import kept_channels_for
+from metacompress.compressors.plan import MIN_BITS, kept_channels_for
+from metacompress.compressors.spec import UnitSpec
 from metacompress.envs.probes import ModelProbes
 
 UNIT_FEATURES = 26
@@ -164,3 +165,60 @@ def table_window(table: np.ndarray, decisions: int, position: int) -> np.ndarray
     window = table[start : start + TABLE_UNITS].copy()
     window[position - start, -2] = 1.0
     return window.reshape(-1)
+
+
+def executed_levels(unit: UnitSpec, kept: int, w_bits: int, a_bits: int, max_prune: float) -> np.ndarray:
+    """Indices 37-39 after ``unit`` executed: its prune / max prune, (w - 2) / 6, (a - 2) / 6."""
+    return np.asarray([(1 - kept / unit.channels) / max_prune, (w_bits - MIN_BITS) / 6, (a_bits - MIN_BITS) / 6], dtype=np.float32)
+
+
+def trial_features(
+    progress: float, change: float, best: float, decisions: list[tuple[int, int, int, int]], max_prune: float, budget_ratio: float
+) -> np.ndarray:
+    """Indices 40-46 after a finished attempt; ``decisions`` holds (kept, channels, w bits, a bits) per unit."""
+    return np.asarray(
+        [
+            progress,
+            change,
+            best,
+            np.mean([(1 - kept / channels) / max_prune for kept, channels, _, _ in decisions]),
+            np.mean([(w - MIN_BITS) / 6 for _, _, w, _ in decisions]),
+            np.mean([(a - MIN_BITS) / 6 for _, _, _, a in decisions]),
+            budget_ratio,
+        ],
+        dtype=np.float32,
+    ).clip(-1.0, 1.0)
+
+
+def observe(context, t: int, vectors: PlanVectors, previous: np.ndarray, trial: np.ndarray, observation: str) -> np.ndarray:
+    """The observation at decision ``t``: static rows, budget, dynamic 33-39, trial 40-46, hardware, and the network block.
+
+    Args:
+        context: the task (a ``TaskContext``).
+        t: index of the unit about to be decided.
+        vectors: decided units' values, maximum compression for the rest.
+        previous: ``executed_levels`` of the last decision (zeros at the first).
+        trial: the last ``trial_features`` (zeros outside trial mode).
+        observation: ``"step"`` or ``"network"``.
+    """
+    ctx = context
+    n = len(ctx.decision_units)
+    kept, w, a = vectors
+    rest_full = list(kept), list(w), list(a)
+    for unit in ctx.decision_units[t:]:
+        rest_full[0][unit.index], rest_full[1][unit.index], rest_full[2][unit.index] = unit.channels, 8, 8
+    dynamic = np.asarray(
+        [
+            t / n,
+            ctx.projector.cost(kept, w, a) / ctx.budget_cost,
+            ctx.projector.cost(*rest_full) / ctx.budget_cost / 4,
+            ctx.rest_shares[t],
+            *previous,
+        ],
+        dtype=np.float32,
+    ).clip(-1.0, 1.0)
+    step = np.concatenate([ctx.unit_features[t], ctx.budget_features, dynamic, trial, ctx.embedding])
+    if observation == "step":
+        return step
+    anchor = ctx.codec.anchor_of(t).astype(np.float32)
+    return np.concatenate([step, anchor, table_window(ctx.network_table, n, t)])

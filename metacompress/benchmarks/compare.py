@@ -63,7 +63,7 @@ from metacompress.agents.registry import (
     missing_policies,
     parse_method,
 )
-from metacompress.compressors.budget import FEASIBILITY_TOLERANCE
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
 from metacompress.errors import BenchConfigError, MetacompressError, RunExists
@@ -72,7 +72,7 @@ NOVELTIES = ("family", "hardware", "budget")
 COLUMNS = (
     "task", "model", "hardware", "budget", "novelty", "method", "seed", "evaluation_budget", "evaluations_used",
     "proxy_change", "final_change", "final_accuracy", "base_test_accuracy", "cost_ratio", "budget_fraction",
-    "budget_used", "budget_satisfied", "planning_seconds", "finetune_seconds", "finetune_steps",
+    "budget_used", "budget_satisfied", "regime", "planning_seconds", "finetune_seconds", "finetune_steps",
 )
 
 
@@ -290,11 +290,19 @@ def execute_runs(world: TaskWorld, runs: Sequence[Run], policies: dict[str, tupl
             "base_test_accuracy": base, "cost_ratio": result.cost_ratio, "budget_fraction": fraction,
             "budget_used": result.cost_ratio / fraction,
             "budget_satisfied": bool(result.cost_ratio <= fraction * (1 + FEASIBILITY_TOLERANCE)),
+            "regime": budget_regime(context),
             "planning_seconds": planning, "finetune_seconds": finetune_seconds, "finetune_steps": finetune_steps,
         })
         if progress is not None:
             progress()
     return rows
+
+
+def budget_regime(context) -> str:
+    """``moderate`` if a uniform W4A4 plan (or gentler) fits the budget, the range users deploy; else ``tight``."""
+    projector = context.projector
+    w4a4 = projector.executed_vectors([UnitChoice(0.0, 4, 4)] * len(projector.decision_units))
+    return "moderate" if projector.fits(*w4a4) else "tight"
 
 
 def results_frame(rows: Sequence[dict]) -> pd.DataFrame:

@@ -46,6 +46,7 @@ def method_summary(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "method": method, "runs": len(group), "proxy_change": proxy, "proxy_ci95": proxy_ci,
             "final_change": final, "final_ci95": final_ci, "budget_satisfied": float(group["budget_satisfied"].mean()),
+            "budget_used": float(group["budget_used"].mean()),
             "evaluations": float(group["evaluations_used"].mean()), "planning_seconds": float(group["planning_seconds"].mean()),
             "finetune_seconds": float(group["finetune_seconds"].mean()),
         })
@@ -53,8 +54,8 @@ def method_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rank(novelty: str) -> tuple[int, str]:
-    """Novelties in the suite's order (family, hardware, budget), anything else after."""
-    order = ("family", "hardware", "budget")
+    """Novelties in the suite's order (family, hardware, budget), then regimes, anything else after."""
+    order = ("family", "hardware", "budget", "moderate", "tight")
     return (order.index(novelty), "") if novelty in order else (len(order), str(novelty))
 
 
@@ -115,12 +116,23 @@ def target_lines(frame: pd.DataFrame) -> list[str]:
             lines.append(f"- {a}: {what}: not measured ({a} and {b} share no (task, seed))")
         else:
             lines.append(f"- {a}: {what}: {'yes' if met(diff) else 'NO'} (paired mean diff {diff * 100:+.2f} points over {pairs} runs)")
-    hawq = win_rates(frame[frame["method"].isin(["zero-shot", "hawq"])])
-    if len(hawq) and hawq["pairs"].iloc[0]:
-        rate = hawq["win_rate"].iloc[0]
-        lines.append(f"- zero-shot: win-rate >= 60% against hawq: {'yes' if rate >= 0.6 else 'NO'} ({rate:.1%} over {hawq['pairs'].iloc[0]} pairs)")
-    else:
-        lines.append("- zero-shot: win-rate >= 60% against hawq: not measured")
+    checks = [("zero-shot", "hawq", "mean final change at least 1 point above hawq's", lambda d: d >= 0.01)]
+    checks += [(m, "evolution-300", "mean final change above evolution-300's", lambda d: d > 0) for m in few_shot]
+    for a, b, what, met in checks:
+        diff, pairs = _paired_mean_diff(frame, a, b)
+        verdict = "not measured" if pairs == 0 else f"{'yes' if met(diff) else 'NO'} (paired mean diff {diff * 100:+.2f} points over {pairs} runs)"
+        lines.append(f"- {a}: {what}: {verdict}")
+    by_novelty = win_rates(frame[frame["method"].isin(["zero-shot", "uniform"])], by="novelty")
+    if len(by_novelty):
+        cells = ", ".join(f"{n} {d * 100:+.2f}" for n, d in zip(by_novelty["novelty"], by_novelty["mean_diff"]))
+        lines.append(f"- zero-shot: above the best uniform setting in every novelty: {'yes' if (by_novelty['mean_diff'] > 0).all() else 'NO'} ({cells})")
+    for method, bar in [("zero-shot", 0.6)] + [(m, 0.7) for m in few_shot]:
+        hawq = win_rates(frame[frame["method"].isin([method, "hawq"])])
+        if len(hawq) and hawq["pairs"].iloc[0]:
+            rate = hawq["win_rate"].iloc[0]
+            lines.append(f"- {method}: win-rate >= {bar:.0%} against hawq: {'yes' if rate >= bar else 'NO'} ({rate:.1%} over {hawq['pairs'].iloc[0]} pairs)")
+        else:
+            lines.append(f"- {method}: win-rate >= {bar:.0%} against hawq: not measured")
     return lines
 
 
@@ -137,6 +149,7 @@ def summary_table(summary: pd.DataFrame) -> str:
         "proxy change (pts, 95% CI)": [_pm(m, h) for m, h in zip(summary["proxy_change"], summary["proxy_ci95"])],
         "final change (pts, 95% CI)": [_pm(m, h) for m, h in zip(summary["final_change"], summary["final_ci95"])],
         "budget satisfied": [f"{v:.0%}" for v in summary["budget_satisfied"]],
+        "budget used": [f"{v:.1%}" for v in summary["budget_used"]],
         "evaluations": [f"{v:.1f}" for v in summary["evaluations"]],
         "planning s": [f"{v:.1f}" for v in summary["planning_seconds"]],
         "fine-tune s": [f"{v:.1f}" for v in summary["finetune_seconds"]],
@@ -170,7 +183,10 @@ def summary_markdown(frame: pd.DataFrame, command: str, notes: Sequence[str], he
         _win_table(win_rates(frame), None), "",
         "### By novelty", "",
         _win_table(win_rates(frame, by="novelty"), "novelty"), "",
-        "## Targets (issue 7)", "",
+        "### By budget regime", "",
+        "moderate: a uniform W4A4 plan fits the budget (the W8A8-to-W4A4 range users deploy); tight: it does not.", "",
+        _win_table(win_rates(frame, by="regime"), "regime"), "",
+        "## Targets (issues 7 and 12)", "",
         *target_lines(frame), "",
     ]
     return "\n".join(lines)

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fidelity.add_argument("--plans", type=int, default=20, help="random plans per model (default 20: 60 over the three models)")
     fidelity.add_argument("--final-steps", type=int, default=200, help="KD steps of the final fine-tune (default 200)")
     fidelity.add_argument("--seed", type=int, default=0, help="seed of the random plans (default 0)")
+    fidelity.add_argument("--near-solver", action="store_true",
+                          help="plans around the solver's plan (where planners compete) instead of random plans; adds the "
+                               "correlation among the plans within 5 points of the best")
     fidelity.set_defaults(handler=_fidelity)
 
     agents = kinds.add_parser(
@@ -109,11 +112,13 @@ def _fidelity(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     bar = tqdm(total=args.plans * len(FIDELITY_MODELS), desc="final fine-tunes")
-    rows = run_fidelity(plans_per_model=args.plans, final_steps=args.final_steps, seed=args.seed, progress=lambda: bar.update())
+    rows = run_fidelity(plans_per_model=args.plans, final_steps=args.final_steps, seed=args.seed, progress=lambda: bar.update(),
+                        near_solver=args.near_solver)
     bar.close()
-    print(f"{'model':<24} {'plans':>5} {'KD steps in proxy':>17} {'spearman':>9} {'ms/eval':>8} {'final acc':>9}")
+    print(f"{'model':<24} {'plans':>5} {'KD steps in proxy':>17} {'spearman':>9} {'ms/eval':>8} {'final acc':>9} {'good':>5} {'spearman good':>13}")
     for r in rows:
-        print(f"{r.model:<24} {r.plans:>5} {r.search_finetune_steps:>17} {r.spearman:9.3f} {r.ms_per_evaluation:8.1f} {r.final_mean:9.3f}")
+        print(f"{r.model:<24} {r.plans:>5} {r.search_finetune_steps:>17} {r.spearman:9.3f} {r.ms_per_evaluation:8.1f} "
+              f"{r.final_mean:9.3f} {r.good_plans:>5} {r.good_spearman:13.3f}")
     by_steps: dict[int, list[float]] = {}
     for r in rows:
         by_steps.setdefault(r.search_finetune_steps, []).append(r.spearman)
