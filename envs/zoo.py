@@ -37,6 +37,7 @@ from metacompress import __version__
 from metacompress.compressors.io import write_bytes_atomic, write_text_atomic
 from metacompress.envs._training import TRAINING_REVISION, accuracy, count_macs, count_params, train_model
 from metacompress.envs._zoo_catalog import QUICK, ZOO, ZooEntry, get_entry, reseed
+from metacompress.envs.archspec import build_arch
 from metacompress.envs.datasets import DatasetSplits, Split, load_dataset
 from metacompress.envs.families import build_model
 from metacompress.errors import CacheCorrupted, ZooError
@@ -95,7 +96,7 @@ class ZooRecord:
     def from_dict(cls, data: dict) -> ZooRecord:
         """The record of a parsed ``<id>.json`` (the ``format`` key is ignored)."""
         fields = {key: value for key, value in data.items() if key not in ("format", "entry")}
-        return cls(entry=ZooEntry(**data["entry"]), **fields)
+        return cls(entry=ZooEntry.from_dict(data["entry"]), **fields)
 
     @classmethod
     def from_json(cls, text: str) -> ZooRecord:
@@ -165,6 +166,8 @@ def _make_model(entry: ZooEntry) -> nn.Module:
     touching the caller's global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(entry.seed)
+        if entry.arch is not None:
+            return build_arch(entry.arch, entry.input_shape, entry.num_classes)
         return build_model(entry.family, entry.input_shape, entry.num_classes, entry.width, entry.depth)
 
 

@@ -49,3 +49,7 @@ class UnknownName(MetacompressError):
 
 class ZooError(MetacompressError):
     """A zoo model is not cached and building was not allowed, or it missed its accuracy floor."""
+
+
+class InvalidArch(MetacompressError):
+    """A generated-architecture spec breaks the grammar or does not fit the input it is built for."""
