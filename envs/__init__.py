@@ -17,6 +17,8 @@ from metacompress.envs.tasks import Budget, Task, resolve_hardware  # noqa: E402
 from metacompress.envs.world import TaskWorld  # noqa: E402
 from metacompress.envs.datasets import DATASETS, DatasetSplits, Split, load_dataset  # noqa: E402
 from metacompress.envs.families import FAMILIES, Family, build_model  # noqa: E402
+from metacompress.envs.archspec import ArchSpec, BlockSpec, build_arch  # noqa: E402
+from metacompress.envs.generator import build_generated, generated_entries, sample_arch  # noqa: E402
 from metacompress.envs.zoo import (  # noqa: E402
     QUICK,
     ZOO,
@@ -30,6 +32,8 @@ from metacompress.envs.zoo import (  # noqa: E402
 )
 
 __all__ = [
+    "ArchSpec",
+    "BlockSpec",
     "COMPRESS_ID",
     "DATASETS",
     "ENV_VERSION",
@@ -50,14 +54,18 @@ __all__ = [
     "TaskWorld",
     "ZooEntry",
     "ZooRecord",
+    "build_arch",
+    "build_generated",
     "build_model",
     "build_zoo",
     "default_cache_dir",
     "default_suite",
+    "generated_entries",
     "get_entry",
     "load_dataset",
     "load_zoo_model",
     "register_envs",
     "resolve_hardware",
+    "sample_arch",
     "zoo_table",
 ]

@@ -119,6 +119,9 @@ class BlockSpec:
 class ArchSpec:
     """A whole generated network; frozen, hashable and JSON round-tripping.
 
+    Equal specs build the same architecture (the fields are the whole structure); to
+    compare with a hand-written network, use ``layer_signature`` on both modules.
+
     Args:
         input_kind: ``"image"`` (``(C, H, W)`` input) or ``"sequence"`` (``(C, L)``).
         stem: the first conv block (kind ``conv``), or ``None`` for an MLP, which starts
@@ -147,8 +150,8 @@ class ArchSpec:
         first_mlp = kinds.index("mlp") if "mlp" in kinds else len(kinds)
         if any(kind != "mlp" for kind in kinds[first_mlp:]):
             problems.append(f"mlp blocks must come after every conv block, got {kinds}")
-        if self.stem is None and set(kinds) != {"mlp"}:
-            problems.append(f"without a stem every block must be 'mlp', got {kinds}")
+        if self.stem is None and (set(kinds) != {"mlp"} or self.pool != "flatten"):
+            problems.append(f"without a stem the network is an MLP: every block 'mlp' and pool 'flatten', got {kinds}, {self.pool!r}")
         if self.input_kind == "image" and "dilated" in kinds:
             problems.append("'dilated' blocks are 1-D: use them for sequence input only")
         if problems:
@@ -161,13 +164,6 @@ class ArchSpec:
     @property
     def mlp_blocks(self) -> tuple[BlockSpec, ...]:
         return tuple(block for block in self.blocks if block.kind == "mlp")
-
-    def signature(self) -> tuple:
-        """The structure as one tuple: input kind, then per block (stem first) its kind,
-        width, kernel, stride, expansion, groups, dilation and norm, then the pool. Two
-        specs with equal signatures build the same architecture."""
-        blocks = ((self.stem,) if self.stem else ()) + self.blocks
-        return (self.input_kind, *(tuple(asdict(block).values()) for block in blocks), self.pool)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -284,7 +280,7 @@ def check_fits(spec: ArchSpec, input_shape: tuple[int, ...]) -> list[str]:
     """Every reason ``spec`` cannot take inputs of ``input_shape`` (empty if it can)."""
     kind = {2: "sequence", 3: "image"}.get(len(input_shape))
     if kind != spec.input_kind:
-        return [f"a {spec.input_kind} spec needs {'(C, H, W)' if spec.input_kind == 'image' else '(C, L)'} input, got {input_shape}"]
+        return [f"the spec is for {spec.input_kind} input {'(C, H, W)' if spec.input_kind == 'image' else '(C, L)'}, got {input_shape}"]
     channels = input_shape[0]
     for block in ((spec.stem,) if spec.stem else ()) + spec.conv_blocks:
         if block.kind == "grouped" and (channels % block.groups or block.width % block.groups):

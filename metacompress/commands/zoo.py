@@ -65,7 +65,7 @@ def _selected(args: argparse.Namespace):
     if args.ids and chosen:
         raise MetacompressError("give either ids or --quick/--all/--generated N, not both")
     if not (args.ids or chosen):
-        raise MetacompressError("say which models to build: --quick, --all, --generated N, or zoo ids (see `metacompress zoo list`)")
+        raise MetacompressError("say which models to build: --quick, --all, or zoo ids (see `metacompress zoo list`), or --generated N")
     if args.generated is not None and args.generated < 1:
         raise MetacompressError(f"--generated N needs N >= 1, got {args.generated}")
     entries = (

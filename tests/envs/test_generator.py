@@ -141,7 +141,7 @@ def test_bad_specs_and_entries_name_the_problem():
         build_arch(grouped, (1, 8, 8), 10)
     with pytest.raises(ZooError, match="'generated' needs an arch"):
         ZooEntry("gen-x", "generated", "digits", width=8, depth=2, epochs=1)
-    with pytest.raises(ZooError, match=r"image spec needs \(C, H, W\) input"):
+    with pytest.raises(ZooError, match=r"spec is for image input \(C, H, W\), got \(1, 40\)"):
         replace(generated_entry(0), dataset="mnist1d")
 
 
