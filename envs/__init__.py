@@ -18,6 +18,8 @@ from metacompress.envs.world import TaskWorld
 register_envs()
 
 __all__ = [
+    "ArchSpec",
+    "BlockSpec",
     "COMPRESS_ID",
     "DEMO_TASK",
     "ENV_VERSION",

@@ -69,3 +69,7 @@ class UnknownMethod(MetacompressError):
 
 class BenchConfigError(MetacompressError):
     """A benchmark configuration is invalid (every problem is listed in one message)."""
+
+
+class InvalidArch(MetacompressError):
+    """A generated-architecture spec breaks the grammar or does not fit the input it is built for."""

@@ -39,6 +39,7 @@ from metacompress.envs.zoo.training import TRAINING_REVISION, model_accuracy, mo
 from metacompress.envs.zoo.catalog import ZOO, ZooEntry, get_entry
 from metacompress.envs.zoo.datasets import DatasetSplits, Split, load_dataset
 from metacompress.envs.zoo.families import build_model
+from metacompress.envs.zoo.archspec import build_arch
 from metacompress.errors import CacheCorrupted, ZooError
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class ZooRecord:
     def from_dict(cls, data: dict) -> ZooRecord:
         """The record of a parsed ``<id>.json`` (the ``format`` key is ignored)."""
         fields = {key: value for key, value in data.items() if key not in ("format", "entry")}
-        return cls(entry=ZooEntry(**data["entry"]), **fields)
+        return cls(entry=ZooEntry.from_dict(data["entry"]), **fields)
 
     @classmethod
     def from_json(cls, text: str) -> ZooRecord:
@@ -151,6 +152,8 @@ def _make_model(entry: ZooEntry) -> nn.Module:
     touching the caller's global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(entry.seed)
+        if entry.arch is not None:
+            return build_arch(entry.arch, entry.input_shape, entry.num_classes)
         return build_model(entry.family, entry.input_shape, entry.num_classes, entry.width, entry.depth)
 
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Callable
 from difflib import get_close_matches
 
+from metacompress.envs.zoo.archspec import GENERATED_FAMILY, ArchSpec, check_fits
 from metacompress.envs.zoo.datasets import DATASETS
 from metacompress.envs.zoo.families import FAMILIES
 from metacompress.errors import UnknownName, ZooError
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SEED_SUFFIX = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")
+ID_RESOLVERS: dict[str, Callable[[str], "ZooEntry | None"]] = {}
+"""Id prefix -> resolver for entries made on demand (``gen-``: the architecture generator registers itself)."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class ZooEntry:
 
     Args:
         id: unique name, also the cache file stem (lower case, digits, ``.``, ``_``, ``-``).
-        family: a key of ``FAMILIES``.
+        family: a key of ``FAMILIES``, or ``"generated"`` for a network of ``arch``.
         dataset: a key of ``DATASETS`` that the family fits.
         width: the family's width knob, >= 1.
         depth: the family's depth knob, >= 1.
@@ -39,6 +43,8 @@ class ZooEntry:
             stay fast); ``None`` for the whole train split.
         min_test_accuracy: floor on test accuracy in [0, 1]: building fails below it, so
             every zoo model is good enough for compression to have something to lose.
+        arch: the architecture of a ``"generated"`` entry (``envs/zoo/generator.py``);
+            ``None`` for a family's model.
     """
 
     id: str
@@ -53,12 +59,17 @@ class ZooEntry:
     weight_decay: float = 1e-4
     max_train_samples: int | None = None
     min_test_accuracy: float = 0.0
+    arch: ArchSpec | None = None
 
     def __post_init__(self) -> None:
         problems = []
         if not _ID.match(self.id):
             problems.append("the id may hold only lower-case letters, digits, '.', '_' and '-'")
-        if self.family not in FAMILIES:
+        if (self.family == GENERATED_FAMILY) != (self.arch is not None):
+            problems.append(f"family {GENERATED_FAMILY!r} needs an arch and no other family takes one")
+        elif self.arch is not None:
+            problems += check_fits(self.arch, DATASETS[self.dataset].input_shape) if self.dataset in DATASETS else []
+        elif self.family not in FAMILIES:
             problems.append(f"unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
         if self.dataset not in DATASETS:
             problems.append(f"unknown dataset {self.dataset!r} (known: {', '.join(DATASETS)})")
@@ -79,6 +90,12 @@ class ZooEntry:
         if problems:
             raise ZooError(f"invalid zoo entry {self.id!r}: " + "; ".join(problems))
 
+    @classmethod
+    def from_dict(cls, data: dict) -> ZooEntry:
+        """The entry of ``asdict(entry)`` (``arch`` as a dict or absent, as in older records)."""
+        arch = data.get("arch")
+        return cls(**{**data, "arch": ArchSpec.from_dict(arch) if arch else None})
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return DATASETS[self.dataset].input_shape
@@ -95,7 +112,8 @@ def entry_id(family: str, width: int, depth: int, dataset: str, seed: int = 0) -
 
 def reseed(entry: ZooEntry, seed: int) -> ZooEntry:
     """The same recipe with another seed (new weights, batch order and data split) and id."""
-    return replace(entry, seed=seed, id=entry_id(entry.family, entry.width, entry.depth, entry.dataset, seed))
+    base = entry.id.removesuffix(f"-s{entry.seed}") if entry.seed else entry.id
+    return replace(entry, seed=seed, id=base + (f"-s{seed}" if seed else ""))
 
 
 # Test-accuracy floors per (family, dataset): the lowest accuracy the recipes below
@@ -208,6 +226,8 @@ QUICK: tuple[ZooEntry, ...] = tuple(
 def get_entry(model_id: str) -> ZooEntry:
     """The zoo entry named ``model_id``; a ``-s<seed>`` suffix selects another seed.
 
+    Generated networks resolve too: ``gen-0007-shapes`` is ``generator.generated_entry(7, "shapes")``.
+
     Raises:
         UnknownName: if no entry has that id; the message lists the closest ids.
     """
@@ -216,6 +236,9 @@ def get_entry(model_id: str) -> ZooEntry:
     match = _SEED_SUFFIX.match(model_id)
     if match and match["base"] in ZOO_BY_ID:
         return reseed(ZOO_BY_ID[match["base"]], int(match["seed"]))
+    for prefix, resolve in ID_RESOLVERS.items():
+        if model_id.startswith(prefix) and (resolved := resolve(model_id)) is not None:
+            return resolved
     close = get_close_matches(model_id, ZOO_BY_ID, n=5, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "run `metacompress zoo list` to see every id."
     raise UnknownName(f"no zoo model {model_id!r}; {hint}")

@@ -18,7 +18,7 @@ Conventions every family follows, because the compressor relies on them:
 
 Adding a family is one place: write its ``nn.Module`` and a builder, then add a
 ``Family`` to ``FAMILIES``. The CLI and the tests pick it up from there; its trained
-models are lines in the zoo catalogue (``envs/_zoo_catalog.py``).
+models are lines in the zoo catalogue (``envs/zoo/catalog.py``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     zoo = subparsers.add_parser(
         "zoo",
         help="train, cache and list the model zoo",
-        description="The model zoo: trained models of six families the agent learns to compress.",
+        description="The model zoo: trained models of six families, and procedurally generated networks, that the agent learns to compress.",
     )
     actions = zoo.add_subparsers(dest="zoo_action", required=True, metavar="ACTION")
 
@@ -23,11 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the models the cache lacks (resumable; verifies cached files)",
         description="Train and cache zoo models. Cached models are skipped after a hash check, so an "
         "interrupted build resumes where it stopped.",
-        epilog="example: metacompress zoo build --quick   (then: metacompress zoo build --all)",
+        epilog="example: metacompress zoo build --quick   (then: metacompress zoo build --all, --generated 200)",
     )
     which = build.add_mutually_exclusive_group()
     which.add_argument("--quick", action="store_true", help="the quick subset: one small model per family")
     which.add_argument("--all", action="store_true", help="every model of the zoo")
+    which.add_argument("--generated", type=int, metavar="N", default=None,
+                       help="generated networks 0..N-1 (envs/zoo/generator.py); one below its floor is cached and "
+                       "reported as skipped, not an error")
     build.add_argument("ids", nargs="*", metavar="ID", help="zoo ids to build, e.g. resnet-w16-d2-mnist")
     build.add_argument("--force", action="store_true", help="retrain and overwrite models that are already cached")
     build.add_argument("--seed", type=int, default=None,
@@ -41,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: metacompress zoo list --format csv > zoo.csv",
     )
     listing.add_argument("--format", choices=["table", "csv"], default="table", help="output format (default: %(default)s)")
-    listing.add_argument("--quick", action="store_true", help="only the quick subset")
+    shown = listing.add_mutually_exclusive_group()
+    shown.add_argument("--quick", action="store_true", help="only the quick subset")
+    shown.add_argument("--generated", type=int, nargs="?", const=200, metavar="N", default=None,
+                       help="the generated networks 0..N-1 instead (N default: %(const)s)")
     _add_cache_flag(listing)
     listing.set_defaults(handler=run_list)
 
@@ -53,17 +59,26 @@ def _add_cache_flag(parser: argparse.ArgumentParser) -> None:
 
 def _selected(args: argparse.Namespace):
     from metacompress.envs.zoo.catalog import QUICK, ZOO, get_entry, reseed
+    from metacompress.envs.zoo.generator import generated_entries
 
-    if args.ids and (args.quick or args.all):
-        raise MetacompressError("give either ids or --quick/--all, not both")
-    if not (args.ids or args.quick or args.all):
-        raise MetacompressError("say which models to build: --quick, --all, or zoo ids (see `metacompress zoo list`)")
-    entries = QUICK if args.quick else ZOO if args.all else [get_entry(i) for i in args.ids]
+    chosen = args.quick or args.all or args.generated is not None
+    if args.ids and chosen:
+        raise MetacompressError("give either ids or --quick/--all/--generated N, not both")
+    if not (args.ids or chosen):
+        raise MetacompressError("say which models to build: --quick, --all, or zoo ids (see `metacompress zoo list`), or --generated N")
+    if args.generated is not None and args.generated < 1:
+        raise MetacompressError(f"--generated N needs N >= 1, got {args.generated}")
+    entries = (
+        QUICK if args.quick else ZOO if args.all
+        else generated_entries(args.generated) if args.generated is not None
+        else [get_entry(i) for i in args.ids]
+    )
     return [reseed(e, args.seed) for e in entries] if args.seed is not None else list(entries)
 
 
 def run_build(args: argparse.Namespace) -> int:
     from metacompress.envs.zoo.cache import build_zoo, cached_record, default_cache_dir
+    from metacompress.envs.zoo.generator import accuracy_floor, meets_floor
 
     entries = _selected(args)
     cache = args.cache or default_cache_dir()
@@ -74,16 +89,20 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"{'id':<30} {'params':>9} {'MACs':>11} {'test acc':>9} {'floor':>6} {'train s':>8}")
     for r in records:
         print(f"{r.entry.id:<30} {r.params:>9,} {r.macs:>11,} {r.test_accuracy:>9.4f} "
-              f"{r.entry.min_test_accuracy:>6.2f} {r.train_seconds:>8.1f}")
+              f"{accuracy_floor(r.entry):>6.2f} {r.train_seconds:>8.1f}" + ("" if meets_floor(r) else "  skipped: below its floor"))
+    skipped = sum(not meets_floor(r) for r in records)
     print(f"\n{len(records)} models ready in {cache}: {len(records) - was_cached} trained, {was_cached} already cached; "
-          f"total wall time {wall:.1f} s")
+          f"total wall time {wall:.1f} s" + (f"; {skipped} generated below their floor, skipped for training" if skipped else ""))
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from metacompress.envs.zoo import QUICK, ZOO, zoo_table
+    from metacompress.envs.zoo import QUICK, ZOO, generated_entries, zoo_table
 
-    frame = zoo_table(QUICK if args.quick else ZOO, args.cache)
+    if args.generated is not None and args.generated < 1:
+        raise MetacompressError(f"--generated N needs N >= 1, got {args.generated}")
+    entries = QUICK if args.quick else generated_entries(args.generated) if args.generated is not None else ZOO
+    frame = zoo_table(entries, args.cache)
     frame = frame[["id", "family", "dataset", "params", "macs", "test_accuracy", "cached"]]
     if args.format == "csv":
         print(frame.to_csv(index=False), end="")
