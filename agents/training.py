@@ -36,11 +36,12 @@ from metacompress.agents.residual import solver_anchored
 from metacompress.envs.compression_env import OBSERVATIONS, CompressionEnv
 from metacompress.envs.context import TaskContext
 from metacompress.envs.meta_env import MetaCompressEnv
-from metacompress.envs.suite import default_suite
+from metacompress.envs.suite import default_suite, generated_tasks
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS, TaskWorld
 from metacompress.envs.zoo.cache import default_cache_dir
 from metacompress.envs.zoo.catalog import get_entry
+from metacompress.envs.zoo.generator import usable_generated
 from metacompress.errors import MetacompressError, RunExists
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class TrainConfig:
         eval_every / eval_tasks: monitoring cadence (steps) and number of held-out tasks.
         checkpoint_every: steps between checkpoints.
         search_finetune_steps: KD steps in every proxy evaluation (the reward's recovery).
+        generated_models / generated_tasks: also train on ``generated_tasks`` tasks drawn over
+            the cached generated networks among the first ``generated_models`` that met their
+            accuracy floor (``metacompress zoo build --generated N`` builds them); 0 = none.
         validation_families: zoo families of the train split left out of training; their
             tasks form the validation split that picks the checkpoint (``residual``; the
             held-out split is never used to choose anything).
@@ -102,6 +106,8 @@ class TrainConfig:
     eval_tasks: int = 8
     checkpoint_every: int = 10_000
     search_finetune_steps: int = DEFAULT_SEARCH_FINETUNE_STEPS
+    generated_models: int = 0
+    generated_tasks: int = 0
     validation_families: tuple[str, ...] = ()
 
     @property
@@ -164,6 +170,14 @@ def training_tasks(config: TrainConfig) -> list[Task]:
     if config.max_model_macs:
         tasks = [t for t in tasks if model_spec(t.model).macs() <= config.max_model_macs]
     tasks = [t for t in tasks if get_entry(t.model).family not in config.validation_families]
+    if config.generated_models and config.generated_tasks:
+        usable = [e.id for e in usable_generated(config.generated_models)]
+        if not usable:
+            raise MetacompressError(
+                f"none of the first {config.generated_models} generated networks is built; run "
+                f"`metacompress zoo build --generated {config.generated_models}` first"
+            )
+        tasks += generated_tasks(usable, config.generated_tasks, seed=config.seed)
     if not tasks:
         raise MetacompressError(f"no {config.split} tasks use models {list(config.models)}; see `metacompress suite list`")
     return tasks

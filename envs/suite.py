@@ -33,12 +33,11 @@ from metacompress.compressors.hardware import PRESETS
 from metacompress.compressors.io import write_text_atomic
 from metacompress.compressors.spec import ModelSpec
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
-from metacompress.envs.zoo.families import build_model
 from metacompress.compressors.budget import BudgetProjector
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import Task, resolve_hardware, sampled_hardware_name
 from metacompress.envs.zoo.catalog import ZOO, get_entry
-from metacompress.envs.zoo.cache import default_cache_dir
+from metacompress.envs.zoo.cache import default_cache_dir, make_model
 from metacompress.errors import MetacompressError
 
 log = logging.getLogger(__name__)
@@ -118,10 +117,7 @@ class TaskSuite:
 def model_spec(model_id: str) -> ModelSpec:
     """The structure of a zoo model, from an untrained instance (weights do not matter)."""
     entry = get_entry(model_id)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model(entry.family, entry.input_shape, entry.num_classes, entry.width, entry.depth).eval()
-    return analyze(model, torch.zeros((2, *entry.input_shape)))
+    return analyze(make_model(entry).eval(), torch.zeros((2, *entry.input_shape)))
 
 
 def _family(model_id: str) -> str:
@@ -154,6 +150,17 @@ def _draw_tasks(rng, models, hardware, budgets, count, max_prune, split, novelty
                 tasks.append(SuiteTask(task, split, novelty))
                 break
     return tasks
+
+
+def generated_tasks(models: list[str], count: int, config: SuiteConfig = SuiteConfig(), seed: int = 0) -> list[Task]:
+    """``count`` feasible training tasks on generated models: training hardware, training budgets.
+
+    They widen the training world beyond the hand-written families; the held-out split is
+    untouched (no generated network equals a held-out model, see ``envs.zoo.generator``).
+    """
+    rng = np.random.default_rng(seed + 7)
+    hardware = _hardware_pool(config.train_archetypes, config.sampled_hardware_per_archetype, config.seed)
+    return [t.task for t in _draw_tasks(rng, models, hardware, config.train_budgets, count, config.max_prune, "train", "")]
 
 
 def generate_suite(config: SuiteConfig = SuiteConfig()) -> TaskSuite:

@@ -12,6 +12,7 @@ from metacompress.envs.zoo.cache import (
     cached_record,
     default_cache_dir,
     load_zoo_model,
+    make_model,
     zoo_table,
 )
 from metacompress.envs.zoo.catalog import QUICK, ZOO, ZooEntry, get_entry
@@ -42,6 +43,7 @@ __all__ = [
     "load_dataset",
     "generated_entries",
     "load_zoo_model",
+    "make_model",
     "sample_arch",
     "usable_generated",
     "zoo_table",

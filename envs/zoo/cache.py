@@ -147,7 +147,7 @@ def _verified_weights(record: ZooRecord, cache_dir: Path) -> bytes:
     return blob
 
 
-def _make_model(entry: ZooEntry) -> nn.Module:
+def make_model(entry: ZooEntry) -> nn.Module:
     """The untrained model of ``entry``, its weights drawn from ``entry.seed`` without
     touching the caller's global RNG."""
     with torch.random.fork_rng(devices=[]):
@@ -160,7 +160,7 @@ def _make_model(entry: ZooEntry) -> nn.Module:
 def _train_entry(entry: ZooEntry) -> tuple[nn.Module, DatasetSplits, float]:
     """Train ``entry``'s model; returns it (eval mode), its data and the training seconds."""
     splits = load_dataset(entry.dataset, entry.seed)
-    model = _make_model(entry)
+    model = make_model(entry)
     generator = torch.Generator().manual_seed(entry.seed)
     train = splits.train
     if entry.max_train_samples is not None and entry.max_train_samples < len(train):
@@ -299,7 +299,7 @@ def load_zoo_model(
             raise ZooError(f"{entry.id} is not in the zoo cache {cache}; run `metacompress zoo build {entry.id}`")
         (record,) = build_zoo([entry], cache, progress=False)
     blob = _verified_weights(record, cache)
-    net = _make_model(entry)
+    net = make_model(entry)
     net.load_state_dict(load_safetensors(blob))
     net.eval()
     return net, load_dataset(entry.dataset, entry.seed), record
@@ -321,7 +321,7 @@ def zoo_table(entries: list[ZooEntry] | tuple[ZooEntry, ...] = ZOO, cache_dir: P
     for entry in entries:
         record = cached_record(entry, cache_dir)
         if record is None:
-            model = _make_model(entry)
+            model = make_model(entry)
             params, macs = module_params(model), module_macs(model, entry.input_shape)
         else:
             params, macs = record.params, record.macs

@@ -72,6 +72,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{split} zero-shot ({'picked the checkpoint' if split == 'validation' else 'monitoring'}): accuracy change "
               f"{monitor[f'{split}_accuracy_change']:+.4f}, budget used {monitor[f'{split}_budget_ratio']:.3f}{gain}")
     if "chosen_timesteps" in monitor:
-        print(f"kept the checkpoint at {monitor['chosen_timesteps']:,} steps (best on the validation split)")
+        print(f"kept the checkpoint at {monitor['chosen_timesteps']:,} steps: best validation score "
+              f"{monitor[f'chosen_{split}_score']:+.4f} (gain over the solver's plan on the proxy)")
     print(f"next: metacompress apply --policy {result.policy_path} --model mobilenetv2-w8-d1-digits")
     return 0
