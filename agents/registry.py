@@ -33,7 +33,8 @@ from metacompress.envs.context import TaskContext
 from metacompress.errors import PolicyError, UnknownMethod
 
 SHIPPED_POLICIES = Path(__file__).parent / "policies"
-SHIPPED_NAMES = {name: SHIPPED_POLICIES / name for name in ("default", "rl2", "reptile")}
+SHIPPED_NAMES = {name: SHIPPED_POLICIES / name for name in ("default", "ppo", "rl2", "reptile")}
+"""default: the solver-anchored residual policy; ppo: version 0.1's per-unit policy (kept to reproduce its rows)."""
 DEFAULT_POLICY = SHIPPED_NAMES["default"]
 
 # kind -> (policy it needs or None, fixed evaluation budget or None when the name carries it)
