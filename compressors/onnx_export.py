@@ -46,7 +46,7 @@ DEFAULT_OPSET = 17  # per-channel DequantizeLinear needs 13; 17 has LayerNormali
 CONTAINER = "int8 weights (symmetric, zero point 0, per output channel), uint8 activations (per tensor)"
 
 
-class _WeightQDQ(nn.Module):
+class WeightQDQ(nn.Module):
     """Parametrization that traces to QuantizeLinear/DequantizeLinear on a weight (int8, axis 0)."""
 
     def __init__(self, scale: torch.Tensor) -> None:
@@ -59,7 +59,7 @@ class _WeightQDQ(nn.Module):
         return torch.fake_quantize_per_channel_affine(weight, self.scale, self.zero_point, 0, -128, 127)
 
 
-class _ActivationQDQ(nn.Module):
+class ActivationQDQ(nn.Module):
     """Replaces an ``ActivationQuantizer``: a clip to the b-bit lattice, then a uint8 QDQ pair."""
 
     def __init__(self, bits: int, scale: float, zero_point: int) -> None:
@@ -86,12 +86,12 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
         layer = model.get_submodule(name)
         quantizer = layer.input_quantizer
         a_bits[name] = int(quantizer.bits)
-        layer.input_quantizer = _ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
-        parametrize.register_parametrization(layer, "weight", _WeightQDQ(layer.weight_scale))
+        layer.input_quantizer = ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
+        parametrize.register_parametrization(layer, "weight", WeightQDQ(layer.weight_scale))
     return model, dict(w_bits), a_bits
 
 
-def _trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int) -> onnx.ModelProto:
+def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
@@ -113,7 +113,7 @@ def _culprit(model: nn.Module, example_input: torch.Tensor, opset: int) -> tuple
     for name, x in inputs.items():
         if isinstance(x, torch.Tensor):
             try:
-                _trace_to_onnx(leaves[name], x, opset)
+                trace_to_onnx(leaves[name], x, opset)
             except Exception:  # noqa: BLE001 (any exporter failure marks the culprit)
                 return name, type(leaves[name]).__name__
     return "", type(model).__name__
@@ -134,7 +134,7 @@ def _per_channel(values: np.ndarray, rank: int) -> np.ndarray:
     return values.reshape((-1,) + (1,) * (rank - 1))
 
 
-def _fold_weight_quantizers(graph: onnx.GraphProto) -> None:
+def fold_weight_quantizers(graph: onnx.GraphProto) -> None:
     """``QuantizeLinear(float weight)`` -> an int8 initializer (the codes), named ``<layer>.weight_codes``."""
     values = _values(graph)
     for node in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in values]:
@@ -201,7 +201,7 @@ def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEF
         raise MetacompressError(f"opset {opset} is too old: per-channel DequantizeLinear needs opset 13 or newer; use --opset 17")
     model, w_bits, a_bits = _qdq_module(compressed)
     try:
-        proto = _trace_to_onnx(model, example_input, opset)
+        proto = trace_to_onnx(model, example_input, opset)
     except Exception as exc:  # noqa: BLE001 (the exporter raises many types; all mean "cannot express")
         name, kind = _culprit(model, example_input, opset)
         where = f"layer {name!r} ({kind})" if name else f"the forward code of {kind} (outside any submodule)"
@@ -209,7 +209,7 @@ def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEF
         raise UnsupportedLayer(f"{where} cannot be expressed in ONNX opset {opset}: {reason}. Replace it with standard "
                                "torch layers/ops (or a newer --opset) and compress again") from exc
     graph = proto.graph
-    _fold_weight_quantizers(graph)
+    fold_weight_quantizers(graph)
     _fold_batchnorms(graph)
     _drop_unused(graph)
     plan = getattr(compressed, "metacompress_plan", None)
@@ -276,3 +276,18 @@ def onnx_logits(sess, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
 def onnx_accuracy(sess, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of an onnxruntime session on (x, y)."""
     return float((onnx_logits(sess, x).argmax(dim=-1) == y).float().mean()) if len(x) else 0.0
+
+
+def onnx_agreement(compressed: nn.Module, path: str | Path, x: torch.Tensor, y: torch.Tensor, threads: int | None = 1) -> dict:
+    """Test-split accuracy of the PyTorch (fake-quant) model and of its ONNX file in onnxruntime.
+
+    Returns:
+        ``{"torch_accuracy", "onnx_accuracy", "difference_points"}`` (difference in
+        percentage points, onnx minus torch).
+    """
+    from metacompress.compressors.recovery import accuracy
+
+    with torch.no_grad():
+        torch_acc = accuracy(compressed, x, y)
+    onnx_acc = onnx_accuracy(session(path, threads), x, y)
+    return {"torch_accuracy": torch_acc, "onnx_accuracy": onnx_acc, "difference_points": 100 * (onnx_acc - torch_acc)}
