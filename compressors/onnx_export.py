@@ -25,6 +25,7 @@ that is faster than fp32 on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -92,9 +93,9 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
 
 
 def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+    buffer, chatter = io.BytesIO(), io.StringIO()
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
         torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     return onnx.load_from_string(buffer.getvalue())
@@ -247,17 +248,20 @@ def layer_bits(path_or_proto: str | Path | onnx.ModelProto) -> tuple[dict[str, i
     return json.loads(meta["metacompress.weight_bits"]), json.loads(meta["metacompress.activation_bits"])
 
 
-def session(model: str | Path | bytes, threads: int | None = 1):
-    """An onnxruntime CPU session with every graph optimisation (QDQ fusion included).
+def session(model: str | Path | bytes, threads: int | None = 1, optimize: bool = True):
+    """An onnxruntime CPU session, by default with every graph optimisation (QDQ fusion included).
 
     Args:
         model: an ONNX file or its bytes.
         threads: intra-op threads (None: onnxruntime's default, all cores).
+        optimize: False runs the graph as written (no integer-kernel fusion), which is
+            how the tests check the graph itself against the PyTorch model.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimize else level.ORT_DISABLE_ALL
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
