@@ -1,6 +1,6 @@
 """``metacompress bench deploy``: what compression buys when the model really runs in onnxruntime.
 
-For each zoo model, four ONNX files are built and run on this CPU at batch 1:
+For each zoo model (``run_deploy_model``), four ONNX files are built and run on this CPU at batch 1:
 
 ==============  ===========================================================================
 variant         what it is
@@ -40,7 +40,7 @@ from metacompress.compressors.onnx_export import onnx_accuracy, session, to_onnx
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.recovery import accuracy
 
-DEPLOY_MODELS = ("vgg-w16-d2-mnist", "resnet-w16-d2-mnist", "mobilenetv2-w16-d2-mnist")
+DEPLOY_MODELS = ("vgg-w16-d2-mnist", "mlp-w256-d2-mnist", "mobilenetv2-w8-d1-digits")
 VARIANTS = ("fp32", "int8", "pruned-fp32", "pruned-mixed")
 
 
@@ -132,13 +132,3 @@ def run_deploy_model(model_id: str, config: DeployBenchConfig) -> list[DeployRow
     base_ms = measured["int8"][3]
     return [DeployRow(model_id, name, bits, params, kib, one, every, one / base_ms, predicted.get(name), onnx_acc, torch_acc)
             for name, (bits, params, kib, one, every, onnx_acc, torch_acc) in measured.items()]
-
-
-def run_deploy_bench(config: DeployBenchConfig = DeployBenchConfig(), progress=None) -> list[DeployRow]:
-    """Every model of ``config``, one after another (``progress(model_id)`` is called before each)."""
-    rows = []
-    for model_id in config.models:
-        if progress:
-            progress(model_id)
-        rows += run_deploy_model(model_id, config)
-    return rows
