@@ -93,6 +93,11 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
 
 
 def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """``model`` as ONNX through the TorchScript exporter (exact op mapping, no onnxscript), batch dynamic.
+
+    Raises:
+        Whatever the exporter raises for an op it cannot express (``to_onnx`` names the layer).
+    """
     buffer, chatter = io.BytesIO(), io.StringIO()
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
@@ -105,8 +110,13 @@ def _culprit(model: nn.Module, example_input: torch.Tensor, opset: int) -> tuple
     """The first leaf module (in execution order) that does not export alone: (name, type)."""
     inputs: dict[str, torch.Tensor] = {}
     leaves = {name: m for name, m in model.named_modules() if not list(m.children())}
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=name: inputs.setdefault(n, args[0]))
-               for name, m in leaves.items()]
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            inputs.setdefault(name, args[0] if args else None)
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(name)) for name, m in leaves.items()]
     with torch.no_grad():
         model(example_input)
     for handle in handles:

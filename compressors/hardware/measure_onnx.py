@@ -15,8 +15,9 @@ The table's W8A8 rows hold the int8 latency, so ``--hardware that.csv`` prices p
 as this CPU runs them in onnxruntime; the fp32 latency of the same shape is written in
 the extra column ``fp32_latency_ms`` (readers ignore it) for the int8-vs-fp32 record.
 Widths below 8 bits are priced as 8: onnxruntime has no faster kernel for them on CPU
-(an int4 weight is dequantized), and the exported sub-8-bit layers hold int8
-containers. Energy is not measured.
+(an int4 weight is dequantized). That is optimistic for ``export_onnx``'s own sub-8-bit
+layers, whose lattice clip keeps onnxruntime from fusing them, so they run DQ + fp32:
+plan at W8 where int8 speed matters. Energy is not measured.
 """
 
 from __future__ import annotations
