@@ -38,6 +38,16 @@ __all__ = [
     "__version__",
     "analyze",
     "export",
+    "export_onnx",
     "load_compressed",
     "save_compressed",
 ]
+
+
+def __getattr__(name: str):
+    """``metacompress.export_onnx``, imported on first use: onnx takes seconds to import."""
+    if name == "export_onnx":
+        from metacompress.compressors.onnx_export import export_onnx
+
+        return export_onnx
+    raise AttributeError(f"module 'metacompress' has no attribute {name!r}")

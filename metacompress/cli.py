@@ -13,7 +13,7 @@ import sys
 from metacompress._version import __version__
 from metacompress.errors import MetacompressError
 
-COMMAND_MODULES = ("apply", "bench", "hardware", "inspect", "suite", "train", "zoo")
+COMMAND_MODULES = ("apply", "bench", "export", "hardware", "inspect", "suite", "train", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:

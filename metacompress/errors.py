@@ -27,6 +27,10 @@ class InfeasibleBudget(MetacompressError):
     """No allowed plan meets the budget; the message states the minimum achievable cost."""
 
 
+class UnsupportedLayer(MetacompressError):
+    """A layer has no equivalent in the deployment format (e.g. no ONNX operator); the message names it."""
+
+
 class HardwareError(MetacompressError):
     """A hardware description or lookup table is invalid or cannot price a layer."""
 

@@ -53,3 +53,27 @@ def _from_factory(source: str, weights: str | None) -> tuple[nn.Module, object, 
         except (RuntimeError, OSError, ValueError) as exc:
             raise MetacompressError(f"cannot load weights {weights} into {source}'s model: {str(exc).splitlines()[0]}") from exc
     return model.eval(), data, {"factory": source, "weights": weights}
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Module, object]:
+    """The compressed model a ``metacompress apply`` run saved, rebuilt, with its data splits.
+
+    Args:
+        run_dir: a run folder (``runs/apply-<model>-s<seed>/``) holding ``model/``.
+
+    Raises:
+        MetacompressError: if the folder holds no saved model or does not say how to rebuild it.
+    """
+    from metacompress.compressors.export import load_compressed, read_structure
+
+    model_dir = Path(run_dir) / "model"
+    if not model_dir.is_dir():
+        raise MetacompressError(f"{run_dir} has no model/ folder; pass a run folder written by `metacompress apply`")
+    builder = read_structure(model_dir)["builder"]
+    if "zoo" in builder:
+        base, data, _ = load_model_source(builder["zoo"])
+    elif "factory" in builder:
+        base, data, _ = load_model_source(builder["factory"], builder.get("weights"))
+    else:
+        raise MetacompressError(f"{model_dir}/model.json records no builder ({builder}); re-run `metacompress apply`")
+    return load_compressed(model_dir, base), data

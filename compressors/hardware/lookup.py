@@ -88,14 +88,18 @@ def lut_row(layer: LayerSpec, kept_in: int, kept_out: int, w_bits: int, a_bits: 
             "latency_ms": repr(float(latency_ms)), "energy_mj": "" if energy_mj is None else repr(float(energy_mj))}
 
 
-def write_lut_csv(path: str | Path, rows: Iterable[dict]) -> Path:
-    """Write rows made by ``lut_row`` to ``path`` atomically, in the documented format."""
+def write_lut_csv(path: str | Path, rows: Iterable[dict], extra_columns: tuple[str, ...] = ()) -> Path:
+    """Write rows made by ``lut_row`` to ``path`` atomically, in the documented format.
+
+    ``extra_columns`` (e.g. ``fp32_latency_ms``) are written after the format's columns;
+    readers ignore them, so they are a record for people, not a cost.
+    """
     import io
 
     from metacompress.compressors.io import write_text_atomic
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=("name",) + CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=("name",) + CSV_COLUMNS + tuple(extra_columns), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(Path(path), buffer.getvalue())

@@ -25,7 +25,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -87,31 +87,35 @@ def _padding_for(layer: LayerSpec, sizes: tuple[int, ...]) -> int:
     return kernel // 2
 
 
-def time_layer_ms(module: nn.Module, x: torch.Tensor, repeats: int = 7, warmup: int = 2, min_repeat_ms: float = 0.5) -> float:
-    """Median milliseconds of one forward pass of ``module`` on ``x``.
+def time_call_ms(call: Callable[[], object], repeats: int = 7, warmup: int = 2, min_repeat_ms: float = 0.5) -> float:
+    """Median milliseconds of one ``call()``.
 
     Args:
-        module: the layer (evaluated under ``torch.inference_mode``).
-        x: its input.
+        call: runs the thing once (a layer's forward, an onnxruntime session run).
         repeats: timed repeats; the median is returned.
         warmup: untimed runs first (allocations, caches).
-        min_repeat_ms: each repeat loops the layer until it lasts about this long.
+        min_repeat_ms: each repeat loops ``call`` until it lasts about this long.
     """
+    for _ in range(max(1, warmup)):
+        call()
+    start = time.perf_counter()
+    call()
+    once_ms = max((time.perf_counter() - start) * 1e3, 1e-4)
+    loops = max(1, int(math.ceil(min_repeat_ms / once_ms)))
+    samples = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        for _ in range(loops):
+            call()
+        samples.append((time.perf_counter() - start) * 1e3 / loops)
+    return statistics.median(samples)
+
+
+def time_layer_ms(module: nn.Module, x: torch.Tensor, repeats: int = 7, warmup: int = 2, min_repeat_ms: float = 0.5) -> float:
+    """Median milliseconds of one forward pass of ``module`` on ``x`` (under ``torch.inference_mode``)."""
     module.eval()
     with torch.inference_mode():
-        for _ in range(max(1, warmup)):
-            module(x)
-        start = time.perf_counter()
-        module(x)
-        once_ms = max((time.perf_counter() - start) * 1e3, 1e-4)
-        loops = max(1, int(math.ceil(min_repeat_ms / once_ms)))
-        samples = []
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            for _ in range(loops):
-                module(x)
-            samples.append((time.perf_counter() - start) * 1e3 / loops)
-    return statistics.median(samples)
+        return time_call_ms(lambda: module(x), repeats, warmup, min_repeat_ms)
 
 
 def measure_layers(layers: Iterable[LayerSpec], fractions: tuple[float, ...] = KEPT_FRACTIONS, repeats: int = 7,

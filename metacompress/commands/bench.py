@@ -45,6 +45,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "correlation among the plans within 5 points of the best")
     fidelity.set_defaults(handler=_fidelity)
 
+    deploy = kinds.add_parser(
+        "deploy",
+        help="onnxruntime latency (1 thread, all threads) and accuracy of fp32, int8, pruned fp32 and the pruned mixed plan",
+        epilog="example: metacompress bench deploy --seed 0",
+    )
+    deploy.add_argument("--models", default=None, help="comma list of zoo ids (default: vgg-w16-d2-mnist, mlp-w256-d2-mnist, mobilenetv2-w8-d1-digits)")
+    deploy.add_argument("--hardware", default="bismo-edge", help="target the mixed plan is made for (default bismo-edge: 2-8-bit kernels)")
+    deploy.add_argument("--budget", default="bitops=0.25", help="budget of the mixed plan (default bitops=0.25)")
+    deploy.add_argument("--cpu-preset", default="cortex-a76-int8", help="roofline CPU preset whose prediction is shown (default cortex-a76-int8)")
+    deploy.add_argument("--finetune-steps", type=int, default=200, help="KD steps of the compressed model's recovery (default 200)")
+    deploy.add_argument("--repeats", type=int, default=21, help="timed repeats; the median is reported (default 21)")
+    deploy.add_argument("--seed", type=int, default=0, help="seed of the plan and the recovery (default 0)")
+    deploy.add_argument("--json", action="store_true", help="print the rows as JSON")
+    deploy.set_defaults(handler=_deploy)
+
     agents = kinds.add_parser(
         "agents",
         help="learned agent (zero-/few-shot) vs baselines on held-out tasks: CSV, summary.md with CIs and win-rates, plot",
@@ -123,6 +138,36 @@ def _fidelity(args: argparse.Namespace) -> int:
     for r in rows:
         by_steps.setdefault(r.search_finetune_steps, []).append(r.spearman)
     print("mean spearman: " + ", ".join(f"{k} KD steps {sum(v) / len(v):.3f}" for k, v in by_steps.items()))
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    import os
+
+    import onnxruntime
+
+    from metacompress.benchmarks.deploy import DEPLOY_MODELS, DeployBenchConfig, run_deploy_model
+    from metacompress.compressors.hardware.measure_onnx import cpu_flags, cpu_name
+
+    models = tuple(m.strip() for m in args.models.split(",")) if args.models else DEPLOY_MODELS
+    config = DeployBenchConfig(models=models, hardware=args.hardware, budget=args.budget, cpu_preset=args.cpu_preset,
+                               finetune_steps=args.finetune_steps, repeats=args.repeats, seed=args.seed)
+    if args.json:
+        print(json.dumps([r.as_dict() for model in models for r in run_deploy_model(model, config)], indent=2))
+        return 0
+    flags = ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in cpu_flags().items())
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {flags}")
+    print(f"onnxruntime {onnxruntime.__version__}, batch {config.batch}, median of {config.repeats}; "
+          f"plan: shipped policy on {config.hardware} under {config.budget}, {config.finetune_steps} KD steps; "
+          f"pred: {config.cpu_preset}")
+    print(f"{'model':<26} {'variant':<13} {'bits':<8} {'params':>7} {'KiB':>6} {'ms 1 thr':>9} {'ms all':>8} "
+          f"{'meas/int8':>9} {'pred/int8':>9} {'acc ort':>8} {'acc torch':>9}", flush=True)
+    for model in models:  # rows as each model finishes: a model takes minutes
+        for r in run_deploy_model(model, config):
+            predicted = f"{r.predicted_ratio:9.2f}" if r.predicted_ratio is not None else f"{'-':>9}"
+            print(f"{r.model:<26} {r.variant:<13} {r.bits:<8} {r.params:>7} {r.onnx_kib:6.1f} {r.ms_one_thread:9.4f} "
+                  f"{r.ms_all_threads:8.4f} {r.measured_ratio:9.2f} {predicted} {r.onnx_accuracy:8.4f} "
+                  f"{r.torch_accuracy:9.4f}", flush=True)
     return 0
 
 

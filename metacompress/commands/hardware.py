@@ -36,11 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     measure = _with_measure_flags(commands.add_parser(
         "measure", help="time this CPU on a small built-in CNN and write a lookup table",
-        epilog="example: metacompress hardware measure --out cpu.csv --repeats 7 --seed 0"))
+        epilog="example: metacompress hardware measure --runtime onnxruntime --model vgg-w8-d1-digits --out ort.csv --seed 0"))
     measure.add_argument("--out", required=True, help="CSV file to write (the format of hardware.lookup)")
     measure.add_argument("--fractions", type=float, nargs="+", default=list(KEPT_FRACTIONS),
                          help="kept fractions of each layer's input and output channels to time (default: %(default)s)")
-    measure.add_argument("--threads", type=int, default=1, help="torch threads while timing (default: %(default)s)")
+    measure.add_argument("--threads", type=int, default=1, help="torch/onnxruntime threads while timing (default: %(default)s)")
+    measure.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                         help="torch: fp32 kernels, one W8A8 row per shape; onnxruntime: int8 QDQ and fp32 timed, the "
+                              "W8A8 rows are int8 (default: %(default)s)")
+    measure.add_argument("--model", default=None,
+                         help="zoo id or path/to/file.py:factory whose layers to time (default: a built-in small CNN)")
     measure.set_defaults(handler=run_measure)
 
     calibrate = _with_measure_flags(commands.add_parser(
@@ -83,16 +88,45 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measured_spec(model_source: str | None):
+    if model_source is None:
+        return default_model_spec()
+    from metacompress.compressors.graph import analyze
+    from metacompress.sources import load_model_source
+
+    model, data, _ = load_model_source(model_source)
+    return analyze(model, data.train.x[:8])
+
+
 def run_measure(args: argparse.Namespace) -> int:
-    spec = default_model_spec()
-    measured = measure_cpu(spec, args.out, fractions=tuple(args.fractions), repeats=args.repeats,
-                           threads=args.threads, seed=args.seed)
+    spec = _measured_spec(args.model)
+    if args.runtime == "onnxruntime":
+        measured = _measure_onnxruntime(spec, args)
+    else:
+        measured = measure_cpu(spec, args.out, fractions=tuple(args.fractions), repeats=args.repeats,
+                               threads=args.threads, seed=args.seed)
     info = measured.describe()
     print(f"wrote {args.out}: {info['rows']} rows, {info['signatures']} layer shapes (model layers and embedding probes)")
     rho, _, _ = measured_rank_correlation(spec, measured, PRESETS["cortex-a76-int8"], args.plans, args.seed)
     print(f"Spearman(cortex-a76-int8 prediction, measured) over {args.plans} random plans: {rho:.3f}")
     print(f"use it as: --hardware measured:{args.out}")
     return 0
+
+
+def _measure_onnxruntime(spec, args: argparse.Namespace):
+    from metacompress.compressors.hardware.measure_onnx import cpu_flags, cpu_name, measure_onnxruntime
+
+    flags = cpu_flags()
+    print(f"CPU: {cpu_name()}; int8 flags: " + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in flags.items()))
+    result = measure_onnxruntime(spec, args.out, fractions=tuple(args.fractions), repeats=args.repeats,
+                                 threads=args.threads, seed=args.seed)
+    print(f"onnxruntime, {args.threads} thread(s), batch 1: the model's {len(spec.layers)} layers at full width take "
+          f"{result.model_int8_ms:.4f} ms int8 vs {result.model_fp32_ms:.4f} ms fp32 ({result.int8_speedup:.2f}x); "
+          f"int8 is faster for {result.layers_faster_int8} of {result.layers} layer shapes")
+    if result.int8_speedup <= 1.0:
+        print("int8 is NOT faster than fp32 on this CPU for this model: a latency budget gains nothing from 8-bit here")
+    print("the W8A8 rows hold int8 latency; fp32 latency is in the column fp32_latency_ms; widths below 8 are priced as 8")
+    return result.hardware
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

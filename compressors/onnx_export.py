@@ -1,0 +1,307 @@
+"""Deployment: an exported model as an ONNX QDQ graph that onnxruntime loads, runs and times.
+
+The graph is the physically pruned model of ``export.export`` with a
+QuantizeLinear/DequantizeLinear pair wherever the PyTorch model fake-quantizes:
+
+- Weights: int8 initializers (symmetric, zero point 0, one scale per output channel)
+  feeding a ``DequantizeLinear(axis=0)``. A BatchNorm that follows a conv is folded
+  into that conv's per-channel scales and bias, which is exact because BatchNorm
+  scales whole output channels; a negative BatchNorm scale flips the channel's codes.
+- Activations: each quantized layer's input goes through a uint8 ``QuantizeLinear``
+  with the layer's calibrated per-tensor scale and zero point, then ``DequantizeLinear``.
+- Below 8 bits: the int8/uint8 containers hold only the layer's own lattice. Weights
+  already lie on it; an activation gets a ``Clip`` to its ``2^b`` levels before the
+  QuantizeLinear, so it computes what the fake quantizer computes. The bit-widths are
+  recorded per layer in the model's metadata (``metacompress.weight_bits`` and
+  ``metacompress.activation_bits``). int4 containers (opset 21) are not used: the
+  onnxruntime CPU kernels run int4 weights by dequantizing them, so they save file
+  size but no time, and fewer runtimes load them.
+
+onnxruntime fuses ``DQ -> Conv/MatMul -> Q`` into integer kernels where the pattern
+allows (a ReLU before the next layer's Q is absorbed), so a W8A8 graph runs int8 on
+CPUs with integer dot-product instructions; ``hardware.measure_onnx`` measures whether
+that is faster than fp32 on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+from torch.nn.utils import parametrize
+
+from metacompress import __version__
+from metacompress.compressors.io import write_bytes_atomic
+from metacompress.errors import MetacompressError, RunExists, UnsupportedLayer
+
+DEFAULT_OPSET = 17  # per-channel DequantizeLinear needs 13; 17 has LayerNormalization
+CONTAINER = "int8 weights (symmetric, zero point 0, per output channel), uint8 activations (per tensor)"
+
+
+class WeightQDQ(nn.Module):
+    """Parametrization that traces to QuantizeLinear/DequantizeLinear on a weight (int8, axis 0)."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.float())
+        self.register_buffer("zero_point", torch.zeros(scale.shape, dtype=torch.int32))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        # the weight is already on its lattice (|code| <= 2^(b-1) - 1), so the int8 range is a container
+        return torch.fake_quantize_per_channel_affine(weight, self.scale, self.zero_point, 0, -128, 127)
+
+
+class ActivationQDQ(nn.Module):
+    """Replaces an ``ActivationQuantizer``: a clip to the b-bit lattice, then a uint8 QDQ pair."""
+
+    def __init__(self, bits: int, scale: float, zero_point: int) -> None:
+        super().__init__()
+        self.bits, self.scale, self.zero_point = bits, scale, zero_point
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, zero = torch.tensor(self.scale), torch.tensor(self.zero_point, dtype=torch.int32)
+        if self.bits < 8:
+            # Min/Max, not Clip: onnxruntime drops a Clip in front of a QuantizeLinear as if it were a ReLU
+            low, high = torch.tensor(-self.zero_point * self.scale), torch.tensor((2**self.bits - 1 - self.zero_point) * self.scale)
+            x = torch.minimum(torch.maximum(x, low), high)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
+
+
+def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[str, int]]:
+    """A copy of ``compressed`` whose fake quantizers trace to ONNX QDQ ops; its bits per layer."""
+    w_bits: dict[str, int] | None = getattr(compressed, "metacompress_weight_bits", None)
+    if w_bits is None:
+        raise MetacompressError("this model was not made by metacompress.export (or load_compressed); export it first")
+    model = copy.deepcopy(compressed).eval()
+    a_bits = {}
+    for name in w_bits:
+        layer = model.get_submodule(name)
+        quantizer = layer.input_quantizer
+        a_bits[name] = int(quantizer.bits)
+        layer.input_quantizer = ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
+        parametrize.register_parametrization(layer, "weight", WeightQDQ(layer.weight_scale))
+    return model, dict(w_bits), a_bits
+
+
+def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """``model`` as ONNX through the TorchScript exporter (exact op mapping, no onnxscript), batch dynamic.
+
+    Raises:
+        Whatever the exporter raises for an op it cannot express (``to_onnx`` names the layer).
+    """
+    buffer, chatter = io.BytesIO(), io.StringIO()
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
+        torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _culprit(model: nn.Module, example_input: torch.Tensor, opset: int) -> tuple[str, str]:
+    """The first leaf module (in execution order) that does not export alone: (name, type)."""
+    inputs: dict[str, torch.Tensor] = {}
+    leaves = {name: m for name, m in model.named_modules() if not list(m.children())}
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            inputs.setdefault(name, args[0] if args else None)
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(name)) for name, m in leaves.items()]
+    with torch.no_grad():
+        model(example_input)
+    for handle in handles:
+        handle.remove()
+    for name, x in inputs.items():
+        if isinstance(x, torch.Tensor):
+            try:
+                trace_to_onnx(leaves[name], x, opset)
+            except Exception:  # noqa: BLE001 (any exporter failure marks the culprit)
+                return name, type(leaves[name]).__name__
+    return "", type(model).__name__
+
+
+def _values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Every constant in the graph (initializers and Constant nodes), by output name."""
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:  # in topological order, so an Identity's input is already known
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
+def _per_channel(values: np.ndarray, rank: int) -> np.ndarray:
+    return values.reshape((-1,) + (1,) * (rank - 1))
+
+
+def fold_weight_quantizers(graph: onnx.GraphProto) -> None:
+    """``QuantizeLinear(float weight)`` -> an int8 initializer (the codes), named ``<layer>.weight_codes``."""
+    values = _values(graph)
+    for node in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in values]:
+        weight, scale, zero = (values[i] for i in node.input)
+        codes = np.clip(np.rint(weight / _per_channel(scale, weight.ndim)), -128, 127).astype(np.int8)
+        name = node.input[0].replace(".parametrizations.weight.original", ".weight_codes")
+        graph.initializer.append(numpy_helper.from_array(codes, name))
+        for consumer in graph.node:
+            consumer.input[:] = [name if i == node.output[0] else i for i in consumer.input]
+        graph.node.remove(node)
+
+
+def _fold_batchnorms(graph: onnx.GraphProto) -> None:
+    """Fold ``DQ(int8 codes) -> Conv -> BatchNormalization`` into the conv's scales and bias (exact)."""
+    values = _values(graph)
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    inits = {init.name: init for init in graph.initializer}
+    for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
+        conv = producer.get(bn.input[0])
+        dq = producer.get(conv.input[1]) if conv is not None and conv.op_type == "Conv" else None
+        if dq is None or dq.op_type != "DequantizeLinear" or consumers[bn.input[0]] != 1 or dq.input[0] not in inits:
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (values[i].astype(np.float64) for i in bn.input[1:])
+        factor = gamma / np.sqrt(var + eps)
+        codes, scale = values[dq.input[0]], values[dq.input[1]].astype(np.float64)
+        bias = values[conv.input[2]].astype(np.float64) if len(conv.input) > 2 else np.zeros_like(mean)
+        sign = np.where(factor < 0, -1, 1).astype(np.int8)
+        inits[dq.input[0]].CopyFrom(numpy_helper.from_array(codes * _per_channel(sign, codes.ndim), dq.input[0]))
+        scale_name, bias_name = f"{dq.input[0]}.scale", f"{dq.input[0]}.folded_bias"
+        graph.initializer.append(numpy_helper.from_array((scale * np.abs(factor)).astype(np.float32), scale_name))
+        graph.initializer.append(numpy_helper.from_array(((bias - mean) * factor + beta).astype(np.float32), bias_name))
+        dq.input[1] = scale_name
+        conv.input[:] = [conv.input[0], conv.input[1], bias_name]
+        conv.output[0] = bn.output[0]
+        graph.node.remove(bn)
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        graph.node.remove(node)
+
+
+def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The QDQ ONNX graph of an exported model (see the module docstring for its layout).
+
+    Args:
+        compressed: a module from ``export`` or ``load_compressed``.
+        example_input: a batch it accepts (the batch dimension is dynamic in the graph).
+        opset: ONNX opset, 13 or newer (per-channel DequantizeLinear).
+
+    Raises:
+        UnsupportedLayer: if a layer has no ONNX equivalent; the message names it.
+        MetacompressError: if ``compressed`` was not made by ``export``.
+    """
+    if opset < 13:
+        raise MetacompressError(f"opset {opset} is too old: per-channel DequantizeLinear needs opset 13 or newer; use --opset 17")
+    model, w_bits, a_bits = _qdq_module(compressed)
+    try:
+        proto = trace_to_onnx(model, example_input, opset)
+    except Exception as exc:  # noqa: BLE001 (the exporter raises many types; all mean "cannot express")
+        name, kind = _culprit(model, example_input, opset)
+        where = f"layer {name!r} ({kind})" if name else f"the forward code of {kind} (outside any submodule)"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedLayer(f"{where} cannot be expressed in ONNX opset {opset}: {reason}. Replace it with standard "
+                               "torch layers/ops (or a newer --opset) and compress again") from exc
+    graph = proto.graph
+    fold_weight_quantizers(graph)
+    _fold_batchnorms(graph)
+    _drop_unused(graph)
+    plan = getattr(compressed, "metacompress_plan", None)
+    metadata = {"metacompress.version": __version__, "metacompress.container": CONTAINER,
+                "metacompress.weight_bits": json.dumps(w_bits), "metacompress.activation_bits": json.dumps(a_bits),
+                "metacompress.plan": json.dumps(plan.to_dict()) if plan is not None else ""}
+    for key, value in metadata.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    proto.producer_name, proto.producer_version = "metacompress", __version__
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_onnx(compressed: nn.Module, path: str | Path, example_input: torch.Tensor, opset: int = DEFAULT_OPSET,
+                overwrite: bool = False) -> Path:
+    """Write ``to_onnx(compressed)`` to ``path`` atomically (temp file, then rename).
+
+    Raises:
+        RunExists: if ``path`` exists and ``overwrite`` is False (checked before exporting).
+        UnsupportedLayer: see ``to_onnx``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise RunExists(f"{path} already exists; choose another --out or pass --overwrite to replace it")
+    write_bytes_atomic(path, to_onnx(compressed, example_input, opset).SerializeToString())
+    return path
+
+
+def layer_bits(path_or_proto: str | Path | onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
+    """The (weight bits, activation bits) per layer that an exported ONNX model records."""
+    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "metacompress.weight_bits" not in meta:
+        raise MetacompressError("this ONNX model was not written by metacompress (no metacompress.weight_bits metadata)")
+    return json.loads(meta["metacompress.weight_bits"]), json.loads(meta["metacompress.activation_bits"])
+
+
+def session(model: str | Path | bytes, threads: int | None = 1, optimize: bool = True):
+    """An onnxruntime CPU session, by default with every graph optimisation (QDQ fusion included).
+
+    Args:
+        model: an ONNX file or its bytes.
+        threads: intra-op threads (None: onnxruntime's default, all cores).
+        optimize: False runs the graph as written (no integer-kernel fusion), which is
+            how the tests check the graph itself against the PyTorch model.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimize else level.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(sess, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Run ``sess`` on ``x`` in batches; the logits as a torch tensor."""
+    name = sess.get_inputs()[0].name
+    parts = [sess.run(None, {name: x[i : i + batch_size].numpy().astype(np.float32)})[0] for i in range(0, len(x), batch_size)]
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def onnx_accuracy(sess, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of an onnxruntime session on (x, y)."""
+    return float((onnx_logits(sess, x).argmax(dim=-1) == y).float().mean()) if len(x) else 0.0
+
+
+def onnx_agreement(compressed: nn.Module, path: str | Path, x: torch.Tensor, y: torch.Tensor, threads: int | None = 1) -> dict:
+    """Test-split accuracy of the PyTorch (fake-quant) model and of its ONNX file in onnxruntime.
+
+    Returns:
+        ``{"torch_accuracy", "onnx_accuracy", "difference_points"}`` (difference in
+        percentage points, onnx minus torch).
+    """
+    from metacompress.compressors.recovery import accuracy
+
+    with torch.no_grad():
+        torch_acc = accuracy(compressed, x, y)
+    onnx_acc = onnx_accuracy(session(path, threads), x, y)
+    return {"torch_accuracy": torch_acc, "onnx_accuracy": onnx_acc, "difference_points": 100 * (onnx_acc - torch_acc)}

@@ -1,0 +1,106 @@
+"""ONNX export: the QDQ graph computes what the fake-quant model computes, and runs in onnxruntime."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from metacompress import Plan, analyze, export
+from metacompress.compressors.onnx_export import export_onnx, layer_bits, onnx_agreement, onnx_logits, session, to_onnx
+from metacompress.envs import Split, build_model, load_dataset
+from metacompress.envs._training import train_model
+from metacompress.errors import RunExists, UnsupportedLayer
+from tiny_models import TinyMLP, example_input, trained_like
+
+# (family, width, depth): every zoo family, small enough to train on digits in about a second
+ZOO_FAMILIES = [("mlp", 32, 1), ("cnn1d", 8, 1), ("vgg", 8, 1), ("resnet", 8, 1), ("mobilenetv2", 8, 1), ("transformer", 16, 1)]
+
+
+def _mixed_plan(spec, w_bits: int, a_bits: int, prune: float = 0.5) -> Plan:
+    """``prune`` of every prunable unit's channels removed; alternating 8-bit and (w_bits, a_bits) units."""
+    half = Plan.uniform(spec, prune=prune)
+    low = [i % 2 == 1 and not unit.frozen for i, unit in enumerate(spec.units)]
+    return Plan.from_kept(spec, half.kept, [w_bits if lo else 8 for lo in low], [a_bits if lo else 8 for lo in low])
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (3, 5)], ids=["w8a8", "w3a5"])
+def test_graph_computes_the_fake_quant_model(tiny, bits):
+    """Without runtime fusions the graph is the PyTorch model: same codes, clips and QDQ pairs."""
+    name, model, x = tiny
+    spec = analyze(model, x)
+    compressed = export(model, _mixed_plan(spec, *bits), x, [x])
+    proto = to_onnx(compressed, x[:2])
+    with torch.no_grad():
+        expected = compressed(x)
+    diff = (onnx_logits(session(proto.SerializeToString(), optimize=False), x) - expected).abs().amax(dim=1)
+    # folding BatchNorm reorders float ops, so an input on a rounding tie may land one level over
+    assert (diff < 1e-4).float().mean().item() >= 0.9
+    assert diff.max().item() < 0.05 * expected.abs().max().item()
+    w_bits, a_bits = layer_bits(proto)
+    assert w_bits == compressed.metacompress_weight_bits
+    codes = [init for init in proto.graph.initializer if init.name.endswith(".weight_codes")]
+    assert len(codes) == len(w_bits) and all(c.data_type == onnx.TensorProto.INT8 for c in codes)
+    assert not [n for n in proto.graph.node if n.op_type == "BatchNormalization" and name != "transformer"]
+
+
+def _digits_model(family: str, width: int, depth: int):
+    data = load_dataset("digits")
+    shape = (1, 64) if family == "cnn1d" else tuple(data.train.x.shape[1:])
+    split = lambda s: Split(s.x.reshape((len(s.x),) + shape), s.y)  # noqa: E731
+    train, test = split(data.train), split(data.test)
+    torch.manual_seed(0)
+    model = build_model(family, shape, 10, width, depth)
+    train_model(model, train, epochs=4, batch_size=64, lr=1e-2, weight_decay=0.0, generator=torch.Generator().manual_seed(0))
+    return model.eval(), train, test
+
+
+@pytest.mark.parametrize("family,width,depth", ZOO_FAMILIES, ids=[f[0] for f in ZOO_FAMILIES])
+def test_onnxruntime_accuracy_matches_pytorch_on_each_zoo_family(family, width, depth, tmp_path):
+    model, train, test = _digits_model(family, width, depth)
+    spec = analyze(model, train.x[:8])
+    compressed = export(model, _mixed_plan(spec, 5, 6, prune=0.25), train.x[:8], [train.x[:256]])
+    path = export_onnx(compressed, tmp_path / "model.onnx", train.x[:1])
+    check = onnx_agreement(compressed, path, test.x, test.y)
+    assert check["torch_accuracy"] > 0.3  # 3x chance: a trained classifier, so agreement means something
+    assert abs(check["difference_points"]) <= 0.5
+    assert onnx_logits(session(path), test.x[:3]).shape == (3, 10)  # the batch dimension is dynamic
+
+
+def test_existing_file_is_not_overwritten_without_the_flag(tmp_path):
+    model = trained_like(TinyMLP())
+    x = example_input(model)
+    compressed = export(model, Plan.uniform(analyze(model, x)), x, [x])
+    path = export_onnx(compressed, tmp_path / "model.onnx", x)
+    before = path.read_bytes()
+    with pytest.raises(RunExists, match="--overwrite"):
+        export_onnx(compressed, path, x)
+    assert path.read_bytes() == before
+    export_onnx(compressed, path, x, overwrite=True)
+
+
+class _Custom(nn.Module):
+    """An activation built on an op with no ONNX equivalent (aten::special_erfcx)."""
+
+    def forward(self, x):
+        return torch.special.erfcx(x)
+
+
+class _WithCustomLayer(TinyMLP):
+    def __init__(self) -> None:
+        super().__init__()
+        self.custom = _Custom()
+
+    def forward(self, x):
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.head(torch.relu(self.fc2(self.custom(x))))
+
+
+def test_a_layer_onnx_cannot_express_is_named(tmp_path):
+    model = trained_like(_WithCustomLayer())
+    x = example_input(model)
+    compressed = export(model, Plan.uniform(analyze(model, x)), x, [x])
+    with pytest.raises(UnsupportedLayer, match=r"layer 'custom' \(_Custom\) cannot be expressed in ONNX opset 17"):
+        export_onnx(compressed, tmp_path / "model.onnx", x)
+    assert not (tmp_path / "model.onnx").exists()
