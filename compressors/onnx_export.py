@@ -35,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 from torch import nn
 from torch.nn.utils import parametrize
 
-from metacompress import __version__
+from metacompress._version import __version__
 from metacompress.compressors.io import write_bytes_atomic
+from metacompress.compressors.recovery import accuracy
 from metacompress.errors import MetacompressError, RunExists, UnsupportedLayer
 
 DEFAULT_OPSET = 17  # per-channel DequantizeLinear needs 13; 17 has LayerNormalization
@@ -299,8 +300,6 @@ def onnx_agreement(compressed: nn.Module, path: str | Path, x: torch.Tensor, y: 
         ``{"torch_accuracy", "onnx_accuracy", "difference_points"}`` (difference in
         percentage points, onnx minus torch).
     """
-    from metacompress.compressors.recovery import accuracy
-
     with torch.no_grad():
         torch_acc = accuracy(compressed, x, y)
     onnx_acc = onnx_accuracy(session(path, threads), x, y)

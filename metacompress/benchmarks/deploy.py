@@ -39,6 +39,8 @@ from metacompress.compressors.hardware.presets import get_hardware
 from metacompress.compressors.onnx_export import onnx_accuracy, session, to_onnx, trace_to_onnx
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.recovery import accuracy
+from metacompress.api import compress
+from metacompress.sources import load_model_source
 
 DEPLOY_MODELS = ("vgg-w16-d2-mnist", "mlp-w256-d2-mnist", "mobilenetv2-w8-d1-digits")
 VARIANTS = ("fp32", "int8", "pruned-fp32", "pruned-mixed")
@@ -99,9 +101,6 @@ def _bits_label(plan: Plan) -> str:
 
 def run_deploy_model(model_id: str, config: DeployBenchConfig) -> list[DeployRow]:
     """The four variants of one zoo model, measured (see the module docstring)."""
-    from metacompress.api import compress
-    from metacompress.sources import load_model_source
-
     model, data, _ = load_model_source(model_id)
     x, y = data.test.x, data.test.y
     example = data.train.x[: config.batch]

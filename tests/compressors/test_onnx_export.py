@@ -9,8 +9,8 @@ from torch import nn
 
 from metacompress import Plan, analyze, export
 from metacompress.compressors.onnx_export import export_onnx, layer_bits, onnx_agreement, onnx_logits, session, to_onnx
-from metacompress.envs import Split, build_model, load_dataset
-from metacompress.envs._training import train_model
+from metacompress.envs.zoo import Split, build_model, load_dataset
+from metacompress.envs.zoo.training import train_model
 from metacompress.errors import RunExists, UnsupportedLayer
 from tiny_models import TinyMLP, example_input, trained_like
 
