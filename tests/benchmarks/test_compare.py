@@ -62,6 +62,15 @@ def test_every_method_meets_the_budget_within_its_evaluations(results):
     assert (results.loc[results["method"] == "random-3", "evaluations_used"] == 3).all()
 
 
+@pytest.mark.parametrize("fraction, regime", [(0.2, "tight"), (0.4, "moderate")])
+def test_regime_says_whether_a_uniform_w4a4_plan_fits(tiny_world, results, fraction, regime):
+    from metacompress.benchmarks.compare import budget_regime
+
+    # W4A4 BitOps are (4 x 4) / (8 x 8) = 0.25 of W8A8 on every unit but the frozen 8-bit head
+    assert budget_regime(tiny_world.context(Task("resnet", "bismo-edge", Budget("bitops", fraction)))) == regime
+    assert set(results["regime"]) <= {"moderate", "tight"}
+
+
 def test_final_change_is_test_accuracy_minus_the_original(results):
     assert ((results["final_accuracy"] - results["base_test_accuracy"]) == results["final_change"]).all()
     assert results["final_accuracy"].between(0, 1).all() and (results["finetune_steps"] == 2).all()
