@@ -22,7 +22,6 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from metacompress._version import __version__
-from metacompress.compressors.io import atomic_directory
 from metacompress.envs.compression_env import ENV_VERSION
 from metacompress.envs.features import OBSERVATION_DIM
 from metacompress.errors import PolicyError
@@ -110,9 +109,11 @@ def build_policy(metadata: PolicyMetadata) -> ActorCriticPolicy:
 
 
 def save_policy(policy: ActorCriticPolicy, metadata: PolicyMetadata, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``policy`` to the folder ``path`` atomically (never half-written)."""
+    """Write ``policy`` to the folder ``path`` atomically (never half-written; ``overwrite`` replaces only a policy)."""
+    from metacompress.runs import RunFolder
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
-    with atomic_directory(Path(path), overwrite=overwrite) as tmp:
+    with RunFolder(path, "policy", overwrite).write() as tmp:
         save_file(tensors, str(tmp / "policy.safetensors"))
         (tmp / "policy.json").write_text(json.dumps(metadata.to_dict(), indent=2))
     return Path(path)

@@ -9,7 +9,14 @@ A run folder holds everything needed to read, reproduce or resume the run::
                        never used to select a checkpoint, so the held-out split stays clean)
     policy/            the final policy (safetensors + JSON), what `apply` loads
 
-Resuming (``resume=True``) loads the newest checkpoint and trains the remaining steps.
+The folder is a ``metacompress.runs.RunFolder`` of kind ``train``: a new run is built in a
+temporary sibling and renamed into place at the end, so ``--overwrite`` keeps the old run
+until the new one is complete. Ctrl-C keeps the partial run only once it has a checkpoint
+(a resume point); before that the old run, if any, stays as it was.
+
+Checkpoints are taken between PPO updates (at the start of a rollout), so resuming
+(``resume=True``) from the newest one repeats no update and ends at the same step count as
+an uninterrupted run. Resuming a finished run trains nothing and writes nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import platform
+import multiprocessing
+import pickle
+import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,7 +38,6 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
-from metacompress._version import __version__
 from metacompress.agents.learned import _PolicyActor
 from metacompress.agents.planner import rollout
 from metacompress.agents.policy_io import PolicyMetadata, policy_kwargs, save_policy
@@ -37,7 +46,8 @@ from metacompress.envs.suite import default_suite
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS, TaskWorld
 from metacompress.envs.zoo.cache import default_cache_dir
-from metacompress.errors import MetacompressError, RunExists
+from metacompress.errors import CorruptFile, MetacompressError, RunInterrupted
+from metacompress.runs import RunFolder, versions
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +139,10 @@ class EnvFactory:
 
     def __call__(self) -> MetaCompressEnv:
         torch.set_num_threads(1)  # one core per worker: no oversubscription on small machines
+        if multiprocessing.parent_process() is not None:
+            # a worker: Ctrl-C is the main process's to handle (it keeps a resume point and closes
+            # the workers); a worker killed by it would make the main process fail with EOFError
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         world = TaskWorld(self.cache_dir, search_finetune_steps=self.search_finetune_steps)
         return MetaCompressEnv([Task.from_dict(t) for t in self.tasks], attempts=self.attempts, world=world)
 
@@ -194,6 +208,9 @@ class _HeldoutMonitor(BaseCallback):
         self.tasks, self.world, self.every, self.csv_path = tasks, world, every, csv_path
         self._next = every
 
+    def _on_training_start(self) -> None:
+        self._next = _next_multiple(self.model.num_timesteps, self.every)  # a resumed run: no repeat of a row it has
+
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
             self._next += self.every
@@ -204,18 +221,32 @@ class _HeldoutMonitor(BaseCallback):
         return monitor_heldout(self.model.policy, self.tasks, self.world, self.num_timesteps, self.csv_path, self.logger)
 
 
+def _next_multiple(timesteps: int, every: int) -> int:
+    """The first multiple of ``every`` after ``timesteps``."""
+    return (timesteps // every + 1) * every
+
+
 class _Checkpointer(BaseCallback):
-    """Saves weights + optimizer every ``every`` steps (atomic write, weights_only-safe)."""
+    """Saves weights + optimizer once ``every`` steps have passed, between PPO updates (atomic, weights_only-safe).
+
+    Saved at the start of a rollout, i.e. after the previous update: a checkpoint taken
+    mid-rollout would lose that rollout's steps and shift every later step count.
+    """
 
     def __init__(self, folder: Path, every: int) -> None:
         super().__init__()
         self.folder, self.every = folder, every
         self._next = every
 
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.every
+    def _on_training_start(self) -> None:
+        self._next = _next_multiple(self.model.num_timesteps, self.every)  # a resumed run: no checkpoint at its start
+
+    def _on_rollout_start(self) -> None:
+        if self.model.num_timesteps >= self._next:
+            self._next = _next_multiple(self.model.num_timesteps, self.every)
             save_checkpoint(self.model, self.folder)
+
+    def _on_step(self) -> bool:
         return True
 
 
@@ -239,52 +270,107 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _versions() -> dict:
-    import gymnasium
-    import stable_baselines3
-
-    return {"metacompress": __version__, "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
-            "gymnasium": gymnasium.__version__, "python": platform.python_version()}
+def checkpoint_timesteps(path: Path | None) -> int:
+    """The step count a checkpoint file was written at (0 for none)."""
+    return int(path.stem.split("-")[1]) if path is not None else 0
 
 
-def _prepare_run(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
-    if out.exists() and not (resume or overwrite):
-        raise RunExists(f"{out} already exists; pass --resume to continue it, --overwrite to replace it, or another --out")
-    if resume:
-        if not (out / "config.json").exists():
-            raise MetacompressError(f"cannot resume {out}: it has no config.json; start a new run instead")
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain values, never code.
+
+    Raises:
+        CorruptFile: the file is truncated, or holds objects ``weights_only`` refuses to
+            unpickle (a tampered or foreign file).
+    """
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CorruptFile(
+            f"checkpoint {path} cannot be loaded safely ({reason}); delete it to resume from the one before, or start a new run"
+        ) from exc
+
+
+def _check_resume(folder: RunFolder, config: TrainConfig) -> None:
+    """Refuse to resume anything but a train run made with the same config."""
+    out = folder.path
+    if not folder.is_run():
+        what = "does not exist" if not out.exists() else f"is not a metacompress train run (it has no {folder.kind} manifest.json)"
+        raise MetacompressError(f"cannot resume {out}: it {what}; start a new run without --resume")
+    try:
         saved = json.loads((out / "config.json").read_text())["config"]
-        if saved != json.loads(json.dumps(asdict(config))):
-            raise MetacompressError(f"cannot resume {out} with a different config; rerun with the original flags (see {out / 'config.json'})")
-        return
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / "config.json").write_text(json.dumps({"config": asdict(config), "versions": _versions()}, indent=2))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptFile(f"cannot resume {out}: its config.json is missing or corrupt ({exc}); start a new run") from exc
+    if saved != json.loads(json.dumps(asdict(config))):
+        raise MetacompressError(f"cannot resume {out} with a different config; rerun with the original flags (see {out / 'config.json'})")
 
 
 @dataclass
 class TrainResult:
+    """What ``train`` did: ``trained`` is the steps this call ran (0: the run was already complete)."""
+
     out: Path
     policy_path: Path
     timesteps: int
     seconds: float
     final_monitor: dict = field(default_factory=dict)
+    trained: int = 0
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Train a policy per ``config`` into the run folder ``out`` (see the module docstring).
 
     Raises:
-        RunExists: if ``out`` exists and neither ``resume`` nor ``overwrite`` is set.
+        RunExists: if ``out`` exists and neither ``resume`` nor ``overwrite`` is set, or
+            ``overwrite`` is set and ``out`` is not a train run.
         MetacompressError: on an invalid config or a resume with a different config.
+        RunInterrupted: on Ctrl-C; its message says what was kept and how to continue.
     """
     out = Path(out)
     tasks = training_tasks(config)  # validate before any expensive step
-    _prepare_run(out, config, resume, overwrite)
+    folder = RunFolder(out, "train", overwrite)
+    if resume:
+        _check_resume(folder, config)
+        done = checkpoint_timesteps(latest_checkpoint(out / "checkpoints"))
+        if done >= config.timesteps and (out / "policy" / "policy.json").exists():
+            return TrainResult(out, out / "policy", done, 0.0)
+        return _interruptible(lambda: _train_into(out, config, tasks, True, progress), out, kept=lambda: True)
+    folder.check(hint="pass --resume to continue it, --overwrite to replace it, or another --out")
+    swapped: list[bool] = []
+
+    def keep_partial(tmp: Path) -> bool:
+        """A failed or interrupted new run replaces ``out`` only once it has a resume point."""
+        swapped.append(latest_checkpoint(tmp / "checkpoints") is not None)
+        return swapped[-1]
+
+    def run() -> TrainResult:
+        with folder.write(asdict(config), keep_partial=keep_partial) as tmp:
+            result = _train_into(tmp, config, tasks, False, progress)
+        return replace(result, out=out, policy_path=out / "policy")
+
+    return _interruptible(run, out, kept=lambda: any(swapped))
+
+
+def _interruptible(run: Callable[[], TrainResult], out: Path, kept: Callable[[], bool]) -> TrainResult:
+    """Run ``run``; turn Ctrl-C into a ``RunInterrupted`` saying where the resume point is.
+
+    ``kept()`` says, after the fact, whether ``out`` now holds the interrupted run.
+    """
+    try:
+        return run()
+    except KeyboardInterrupt as exc:
+        checkpoint = latest_checkpoint(out / "checkpoints") if kept() else None
+        if checkpoint is not None:
+            message = (f"training stopped; {out} keeps its checkpoint at {checkpoint_timesteps(checkpoint):,} steps: "
+                       "continue it with the same command plus --resume")
+        else:
+            message = f"training stopped before its first checkpoint; nothing was written to {out} (an old run there is untouched)"
+        raise RunInterrupted(message) from exc
+
+
+def _train_into(out: Path, config: TrainConfig, tasks: list[Task], resume: bool, progress: bool) -> TrainResult:
     start = time.perf_counter()
+    before = checkpoint_timesteps(latest_checkpoint(out / "checkpoints")) if resume else 0
     if config.algo == "reptile":
         from metacompress.agents.reptile import train_reptile
 
@@ -292,9 +378,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     else:
         policy, timesteps, monitor = _train_ppo(config, tasks, out, resume, progress)
     seconds = time.perf_counter() - start
-    training = {"config": asdict(config), "timesteps": timesteps, "seconds": round(seconds, 1), "tasks": len(tasks), "versions": _versions()}
+    training = {"config": asdict(config), "timesteps": timesteps, "seconds": round(seconds, 1), "tasks": len(tasks), "versions": versions()}
     policy_path = save_policy(policy, config.metadata(training), out / "policy", overwrite=True)
-    return TrainResult(out, policy_path, timesteps, seconds, monitor)
+    return TrainResult(out, policy_path, timesteps, seconds, monitor, trained=timesteps - before)
 
 
 def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, progress: bool):
@@ -304,7 +390,7 @@ def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, 
     vec_cls = SubprocVecEnv if config.vec_env == "subproc" and config.n_envs > 1 else DummyVecEnv
     venv = VecMonitor(vec_cls([factory] * config.n_envs))
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
-    venv.seed(config.seed + (0 if checkpoint is None else int(checkpoint.stem.split("-")[1])))
+    venv.seed(config.seed + checkpoint_timesteps(checkpoint))
     metadata = config.metadata({})
     common = dict(
         n_steps=config.n_steps, batch_size=config.batch_size, n_epochs=config.n_epochs, learning_rate=config.learning_rate,
@@ -318,7 +404,7 @@ def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, 
     else:
         model = PPO("MlpPolicy", venv, **common)
     if checkpoint is not None:
-        state = torch.load(checkpoint, weights_only=True)
+        state = load_checkpoint(checkpoint)
         model.policy.load_state_dict(state["policy"])
         model.policy.optimizer.load_state_dict(state["optimizer"])
         model.num_timesteps = int(state["num_timesteps"])
@@ -331,8 +417,14 @@ def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, 
     remaining = config.timesteps - model.num_timesteps
     try:
         if remaining > 0:
-            model.learn(remaining, callback=CallbackList(callbacks), progress_bar=progress,
-                        reset_num_timesteps=checkpoint is None, tb_log_name=config.algo)
+            try:
+                model.learn(remaining, callback=CallbackList(callbacks), progress_bar=progress,
+                            reset_num_timesteps=checkpoint is None, tb_log_name=config.algo)
+            except (EOFError, ConnectionError) as exc:
+                raise MetacompressError(
+                    f"a training worker process stopped ({type(exc).__name__}; its own error is printed above); "
+                    "the run keeps its last checkpoint: fix the cause and rerun with --resume"
+                ) from exc
         save_checkpoint(model, out / "checkpoints")
         final = monitor_heldout(model.policy, monitored, world, model.num_timesteps, out / "metrics.csv") if monitored else {}
     finally:

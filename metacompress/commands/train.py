@@ -34,12 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ppo: zero-shot task-conditioned PPO; rl2: RecurrentPPO on K-attempt trials; reptile: meta-learned init (default ppo)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="recipe: default (the shipped policy's) or quick (minutes)")
     parser.add_argument("--split", choices=["train"], default="train", help="suite split to train on (held-out tasks are only monitored)")
+    parser.add_argument("--config", default=None,
+                        help="JSON file of TrainConfig fields (agents/training.py) applied over the preset; --timesteps and --n-envs "
+                             "apply over it, and algo, seed and split always come from their flags")
     parser.add_argument("--timesteps", type=int, default=None, help="environment steps (one per unit decision); overrides the preset")
     parser.add_argument("--seed", type=int, default=0, help="seed of task sampling, envs and networks (default 0)")
     parser.add_argument("--n-envs", type=int, default=None, help="parallel environments (default 2)")
     parser.add_argument("--out", default=None, help="run folder (default runs/train-<preset>-<algo>-s<seed>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing train run (never a folder that is not one); the old run stays until the new one has a checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=_train)
 
@@ -48,18 +52,26 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from metacompress.agents.training import TrainConfig, train
+    from metacompress.runs import config_from_file
 
     torch.set_num_threads(1)
     recipe = {**(ALGO_DEFAULTS.get(args.algo, {}) if args.preset == "default" else {}), **PRESETS[args.preset]}
-    config = replace(TrainConfig(), algo=args.algo, seed=args.seed, split=args.split, **recipe)
+    config = replace(TrainConfig(), **recipe)
+    if args.config:
+        config = config_from_file(args.config, config)
+    config = replace(config, algo=args.algo, seed=args.seed, split=args.split)
     if args.timesteps is not None:
         config = replace(config, timesteps=args.timesteps)
     if args.n_envs is not None:
         config = replace(config, n_envs=args.n_envs)
     out = args.out or f"runs/train-{args.preset}-{args.algo}-s{args.seed}"
     result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if result.trained == 0:
+        print(f"{result.out} is already complete at {result.timesteps:,} steps; nothing to train -> {result.policy_path}")
+        return 0
     monitor = result.final_monitor
-    print(f"trained {result.timesteps:,} steps in {result.seconds / 60:.1f} min -> {result.policy_path}")
+    resumed = f" (resumed; {result.timesteps:,} in all)" if result.trained != result.timesteps else ""
+    print(f"trained {result.trained:,} steps{resumed} in {result.seconds / 60:.1f} min -> {result.policy_path}")
     if monitor:
         print(f"held-out zero-shot (monitoring): accuracy change {monitor['heldout_accuracy_change']:+.4f}, "
               f"budget used {monitor['heldout_budget_ratio']:.3f}")

@@ -9,7 +9,7 @@ import pytest
 from metacompress.agents import training
 from metacompress.agents.policy_io import load_policy
 from metacompress.agents.training import TrainConfig, latest_checkpoint, train
-from metacompress.errors import MetacompressError, RunExists
+from metacompress.errors import MetacompressError, RunExists, RunInterrupted
 
 CONFIG = TrainConfig(
     timesteps=96, n_steps=32, batch_size=32, n_epochs=2, n_envs=1, vec_env="dummy", models=("mlp-w64-d1-digits",),
@@ -26,19 +26,18 @@ def cache(tmp_path, monkeypatch):
 class Interrupt(training._Checkpointer):
     """Saves its first checkpoint, then stops the run as a Ctrl-C would."""
 
-    def _on_step(self) -> bool:
+    def _on_rollout_start(self) -> None:
         saved = self._next
-        super()._on_step()
+        super()._on_rollout_start()
         if self._next != saved:
             raise KeyboardInterrupt
-        return True
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(cache, monkeypatch):
     out = cache / "run"
     original = training._Checkpointer
     monkeypatch.setattr(training, "_Checkpointer", Interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match="keeps its checkpoint at 32 steps.*--resume"):
         train(CONFIG, out, progress=False)
     first = latest_checkpoint(out / "checkpoints")
     assert first is not None and first.name == "ckpt-000000032.pt"
@@ -56,7 +55,7 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_config(cache):
     out.mkdir()
     with pytest.raises(RunExists, match="--resume"):
         train(CONFIG, out, progress=False)
-    with pytest.raises(MetacompressError, match="no config.json"):
+    with pytest.raises(MetacompressError, match="not a metacompress train run"):
         train(CONFIG, out, resume=True, progress=False)
 
 
