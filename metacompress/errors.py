@@ -82,6 +82,10 @@ class UnknownMethod(MetacompressError):
     """A planner or benchmark method name is not known; the message lists the known ones."""
 
 
+class UserCodeError(MetacompressError):
+    """The user's model file or factory raised; the message names the factory, the line and the exception."""
+
+
 class InvalidConfig(MetacompressError):
     """A ``--config`` file cannot be read or sets fields the command does not have."""
 

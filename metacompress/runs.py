@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from metacompress._version import __version__
+from metacompress.compressors.io import umask
 from metacompress.errors import InvalidConfig, RunExists, UnwritableOutput
 
 MANIFEST = "manifest.json"
@@ -196,6 +197,7 @@ class RunFolder:
         If the target may no longer be replaced (it appeared, or changed kind, during the
         run), ``tmp`` is removed and the refusal raised: nothing is left behind.
         """
+        _apply_umask(tmp)
         old = None
         try:
             if self.path.exists() or self.path.is_symlink():
@@ -208,3 +210,16 @@ class RunFolder:
         os.replace(tmp, self.path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the permissions the umask gives new ones.
+
+    Some writers create files 0600 (safetensors, ``mkstemp``), which would leave a run
+    with mixed permissions that a group or a web server cannot read.
+    """
+    mask = umask()
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)

@@ -14,7 +14,8 @@ from metacompress.compressors.hardware import (
     measure_cpu,
     measured_rank_correlation,
 )
-from metacompress.compressors.hardware.measure import KEPT_FRACTIONS, measured_cpu_figure
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.compressors.hardware.measure import KEPT_FRACTIONS, budget_floors, measured_cpu_figure
 
 SHOW_LAYERS = ("probe1.conv3x3.mid", "probe4.pointwise", "probe6.depthwise.bigmap", "probe8.linear")
 SHOW_BITS = ((6, 6), (4, 4), (2, 2), (8, 4), (4, 8))
@@ -35,9 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=run_show)
 
     measure = _with_measure_flags(commands.add_parser(
-        "measure", help="time this CPU on a small built-in CNN and write a lookup table",
-        epilog="example: metacompress hardware measure --out cpu.csv --repeats 7 --seed 0"))
+        "measure", help="time this CPU on the layers of the model you will compress and write a lookup table",
+        epilog="example: metacompress hardware measure --model mobilenetv2-w8-d1-digits --out cpu.csv --seed 0, "
+               "then: metacompress apply --model mobilenetv2-w8-d1-digits --hardware cpu.csv --budget latency=0.5"))
     measure.add_argument("--out", required=True, help="CSV file to write (the format of hardware.lookup)")
+    measure.add_argument("--model", default=None,
+                         help="zoo id or path/to/file.py:factory whose layers to time: the model you will `apply` with "
+                              "--hardware OUT (default: a built-in TinyResNet, which prices only itself)")
+    measure.add_argument("--max-prune", type=float, default=DEFAULT_MAX_PRUNE,
+                         help=f"the --max-prune you will apply with, for the budget floors printed (default {DEFAULT_MAX_PRUNE})")
     measure.add_argument("--fractions", type=float, nargs="+", default=list(KEPT_FRACTIONS),
                          help="kept fractions of each layer's input and output channels to time (default: %(default)s)")
     measure.add_argument("--threads", type=int, default=1, help="torch threads while timing (default: %(default)s)")
@@ -84,15 +91,33 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_measure(args: argparse.Namespace) -> int:
-    spec = default_model_spec()
+    from metacompress.runs import check_writable
+
+    check_writable(args.out, "--out")  # before minutes of timing
+    spec = _model_spec(args.model) if args.model else default_model_spec()
     measured = measure_cpu(spec, args.out, fractions=tuple(args.fractions), repeats=args.repeats,
                            threads=args.threads, seed=args.seed)
     info = measured.describe()
-    print(f"wrote {args.out}: {info['rows']} rows, {info['signatures']} layer shapes (model layers and embedding probes)")
+    print(f"wrote {args.out}: {info['rows']} rows, {info['signatures']} layer shapes "
+          f"({args.model or 'built-in TinyResNet'} layers and embedding probes)")
     rho, _, _ = measured_rank_correlation(spec, measured, PRESETS["cortex-a76-int8"], args.plans, args.seed)
     print(f"Spearman(cortex-a76-int8 prediction, measured) over {args.plans} random plans: {rho:.3f}")
-    print(f"use it as: --hardware measured:{args.out}")
+    floors = budget_floors(spec, measured, args.max_prune)
+    served = ", ".join(f"{kind} >= {floor:.3f}" for kind, floor in floors.items() if floor is not None)
+    print(f"budgets it serves for this model (the most compressed plan at --max-prune {args.max_prune:g}; fp32 kernels "
+          f"run every width at 8-bit cost, so size and bitops fall by pruning alone): {served}; energy: not measured")
+    model = f"--model {args.model} " if args.model else ""
+    print(f"use it as: metacompress apply {model}--hardware {args.out} --budget latency={max(0.5, floors['latency'] * 1.2):.2f}")
     return 0
+
+
+def _model_spec(source: str):
+    """The spec of ``--model`` (a zoo id or file.py:factory), as ``apply`` will analyse it."""
+    from metacompress.compressors.graph import analyze
+    from metacompress.sources import load_model_source
+
+    model, data, _ = load_model_source(source)
+    return analyze(model, data.train.x[:8])
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
