@@ -16,7 +16,7 @@ from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, check_max_prune
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import compute_probes
@@ -182,6 +182,7 @@ def compress(
     """
     start = time.perf_counter()
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    check_max_prune(max_prune)
     target = resolve_hardware(hardware)
     if few_shot < 0 or finetune_steps < 0:
         raise MetacompressError(f"few_shot and finetune_steps must be >= 0, got {few_shot} and {finetune_steps}")

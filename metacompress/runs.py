@@ -24,6 +24,7 @@ import os
 import platform
 import secrets
 import shutil
+import tempfile
 from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
@@ -92,9 +93,9 @@ def read_manifest(path: str | Path) -> dict | None:
 def check_writable(path: str | Path, what: str = "--out") -> None:
     """Raise ``UnwritableOutput`` unless ``path`` (a file or folder to create) can be written.
 
-    Checks the nearest existing ancestor: it must be a folder this process may write to,
-    on a file system mounted read-write. Called before the compute, so a bad ``--out``
-    costs nothing.
+    Probes the nearest existing ancestor by creating (and removing) a file in it: permission
+    bits alone do not tell, e.g. for root on a read-only or virtual file system. Called
+    before the compute, so a bad ``--out`` costs nothing.
     """
     path = Path(path)
     ancestor = path.parent
@@ -103,8 +104,13 @@ def check_writable(path: str | Path, what: str = "--out") -> None:
     problem = None
     if not ancestor.is_dir():
         problem = f"{ancestor} is a file, not a folder"
-    elif not os.access(ancestor, os.W_OK | os.X_OK) or os.statvfs(ancestor).f_flag & os.ST_RDONLY:
-        problem = f"{ancestor} is not writable"
+    else:
+        try:
+            fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".metacompress-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            problem = f"{ancestor} is not writable ({exc.strerror})"
     if problem:
         raise UnwritableOutput(f"cannot write {what} {path}: {problem}; choose another {what}")
 

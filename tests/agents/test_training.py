@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
 from metacompress.agents import training
 from metacompress.agents.policy_io import load_policy
 from metacompress.agents.training import TrainConfig, latest_checkpoint, train
-from metacompress.errors import MetacompressError, RunExists, RunInterrupted
+from metacompress.errors import CorruptFile, MetacompressError, RunExists, RunInterrupted
 
 CONFIG = TrainConfig(
     timesteps=96, n_steps=32, batch_size=32, n_epochs=2, n_envs=1, vec_env="dummy", models=("mlp-w64-d1-digits",),
@@ -17,10 +19,25 @@ CONFIG = TrainConfig(
 )
 
 
+@pytest.fixture(scope="module")
+def zoo_cache(tmp_path_factory):
+    """One zoo cache for the module: the mlp is trained once, not per test."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("cache")
+        patch.setenv("METACOMPRESS_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("METACOMPRESS_CACHE", str(tmp_path / "cache"))
+def cache(zoo_cache, tmp_path):
     return tmp_path
+
+
+class StopAtStart(training._Checkpointer):
+    """Stops the run as a Ctrl-C would, before its first checkpoint."""
+
+    def _on_step(self) -> bool:
+        raise KeyboardInterrupt
 
 
 class Interrupt(training._Checkpointer):
@@ -62,3 +79,66 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_config(cache):
 def test_invalid_config_is_reported_in_one_error():
     with pytest.raises(MetacompressError, match="algo 'nope' is unknown.*vec_env 'x'"):
         TrainConfig(algo="nope", vec_env="x")
+
+
+def names(folder) -> list[str]:
+    return sorted(p.name for p in (folder / "checkpoints").iterdir())
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(cache, monkeypatch):
+    """Issue 13 item 2: --overwrite deleted the old run at start-up; Ctrl-C then lost both."""
+    out = cache / "run"
+    train(CONFIG, out, progress=False)
+    before = names(out)
+    monkeypatch.setattr(training, "_Checkpointer", StopAtStart)
+    with pytest.raises(RunInterrupted, match="before its first checkpoint; nothing was written to .*untouched"):
+        train(CONFIG, out, overwrite=True, progress=False)
+    assert names(out) == before and (out / "policy" / "policy.json").exists()
+    assert [p.name for p in cache.iterdir()] == ["run"]  # no temporary folder left
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_train_run(cache):
+    """Issue 13 item 1: train --overwrite deleted any folder."""
+    out = cache / "thesis"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(RunExists, match="not a metacompress run"):
+        train(CONFIG, out, overwrite=True, progress=False)
+    assert (out / "notes.md").read_text() == "mine"
+
+
+def test_resume_after_interrupt_ends_where_an_uninterrupted_run_ends(cache, monkeypatch):
+    """Issue 13 item 9: a mid-rollout checkpoint made the resumed run end early (6,096 of 6,144 steps),
+    a spurious checkpoint appeared at the resume, and resuming a finished run trained and logged again."""
+    config = replace(CONFIG, timesteps=80, checkpoint_every=20)  # rollouts of 32 steps: 96 in all
+    assert train(config, cache / "whole", progress=False).timesteps == 96
+    original = training._Checkpointer
+    monkeypatch.setattr(training, "_Checkpointer", Interrupt)
+    out = cache / "run"
+    with pytest.raises(RunInterrupted, match="checkpoint at 32 steps"):
+        train(config, out, progress=False)
+    monkeypatch.setattr(training, "_Checkpointer", original)
+    result = train(config, out, resume=True, progress=False)
+    assert (result.timesteps, result.trained) == (96, 64)
+    assert names(out) == names(cache / "whole") == ["ckpt-000000032.pt", "ckpt-000000064.pt", "ckpt-000000096.pt"]
+    (out / "metrics.csv").write_text("timesteps\n96\n")
+    again = train(config, out, resume=True, progress=False)
+    assert (again.timesteps, again.trained) == (96, 0)
+    assert (out / "metrics.csv").read_text() == "timesteps\n96\n" and len(names(out)) == 3
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_a_malicious_checkpoint_is_refused_with_a_clear_error(cache, monkeypatch):
+    """Issue 13 item 8: weights_only blocked the payload, but with a traceback."""
+    out = cache / "run"
+    monkeypatch.setattr(training, "_Checkpointer", Interrupt)
+    with pytest.raises(RunInterrupted):
+        train(CONFIG, out, progress=False)
+    torch.save({"policy": _Payload()}, latest_checkpoint(out / "checkpoints"))
+    monkeypatch.undo()
+    with pytest.raises(CorruptFile, match="ckpt-000000032.pt cannot be loaded safely .*delete it to resume from the one before"):
+        train(CONFIG, out, resume=True, progress=False)
