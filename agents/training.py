@@ -303,6 +303,9 @@ def _check_resume(folder: RunFolder, config: TrainConfig) -> None:
         raise CorruptFile(f"cannot resume {out}: its config.json is missing or corrupt ({exc}); start a new run") from exc
     if saved != json.loads(json.dumps(asdict(config))):
         raise MetacompressError(f"cannot resume {out} with a different config; rerun with the original flags (see {out / 'config.json'})")
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    if checkpoint is not None:
+        load_checkpoint(checkpoint)  # a corrupt or unsafe one is refused now, not after the workers start
 
 
 @dataclass
@@ -327,15 +330,17 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         RunInterrupted: on Ctrl-C; its message says what was kept and how to continue.
     """
     out = Path(out)
-    tasks = training_tasks(config)  # validate before any expensive step
     folder = RunFolder(out, "train", overwrite)
-    if resume:
+    if resume:  # every check before any expensive step (the zoo models, the workers)
         _check_resume(folder, config)
+    else:
+        folder.check(hint="pass --resume to continue it, --overwrite to replace it, or another --out")
+    tasks = training_tasks(config)
+    if resume:
         done = checkpoint_timesteps(latest_checkpoint(out / "checkpoints"))
         if done >= config.timesteps and (out / "policy" / "policy.json").exists():
             return TrainResult(out, out / "policy", done, 0.0)
         return _interruptible(lambda: _train_into(out, config, tasks, True, progress), out, kept=lambda: True)
-    folder.check(hint="pass --resume to continue it, --overwrite to replace it, or another --out")
     swapped: list[bool] = []
 
     def keep_partial(tmp: Path) -> bool:

@@ -107,7 +107,7 @@ def run_measure(args: argparse.Namespace) -> int:
     print(f"budgets it serves for this model (the most compressed plan at --max-prune {args.max_prune:g}; fp32 kernels "
           f"run every width at 8-bit cost, so size and bitops fall by pruning alone): {served}; energy: not measured")
     model = f"--model {args.model} " if args.model else ""
-    print(f"use it as: metacompress apply {model}--hardware {args.out} --budget latency={max(0.5, floors['latency'] * 1.2):.2f}")
+    print(f"use it as: metacompress apply {model}--hardware {args.out} --budget latency={min(1.0, max(0.5, floors['latency'] * 1.2)):.2f}")
     return 0
 
 

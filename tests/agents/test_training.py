@@ -142,3 +142,19 @@ def test_a_malicious_checkpoint_is_refused_with_a_clear_error(cache, monkeypatch
     monkeypatch.undo()
     with pytest.raises(CorruptFile, match="ckpt-000000032.pt cannot be loaded safely .*delete it to resume from the one before"):
         train(CONFIG, out, resume=True, progress=False)
+
+
+def test_cli_train_with_a_config_file_then_resume_a_finished_run(cache, capsys):
+    """`train --resume` on a finished run said it trained 6,144 steps again; --config sets TrainConfig fields."""
+    from metacompress.cli import main
+
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(CONFIG).items() if k not in ("algo", "seed", "split")}
+    (cache / "tiny.json").write_text(json.dumps(fields))
+    argv = ["train", "--config", str(cache / "tiny.json"), "--no-progress", "--out", str(cache / "run")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("trained 96 steps in")
+    assert main(argv + ["--resume"]) == 0
+    assert capsys.readouterr().out.startswith(f"{cache / 'run'} is already complete at 96 steps; nothing to train")
+    (cache / "tiny.json").write_text(json.dumps({"timestep": 5}))
+    assert main(argv) == 2
+    assert "unknown: ['timestep']" in capsys.readouterr().err
