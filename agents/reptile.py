@@ -18,14 +18,8 @@ from stable_baselines3.common.logger import configure
 from tqdm import tqdm
 
 from metacompress.agents.policy_io import build_policy, policy_kwargs
-from metacompress.agents.training import (
-    TrainConfig,
-    latest_checkpoint,
-    load_checkpoint,
-    monitor_heldout,
-    monitoring_tasks,
-    write_checkpoint,
-)
+from metacompress.agents.checkpoints import latest_checkpoint, load_checkpoint, write_checkpoint
+from metacompress.agents.training import TrainConfig, monitor_heldout, monitoring_tasks
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import TaskWorld

@@ -22,10 +22,8 @@ an uninterrupted run. Resuming a finished run trains nothing and writes nothing.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import multiprocessing
-import pickle
 import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +36,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
+from metacompress.agents.checkpoints import check_resume, checkpoint_timesteps, latest_checkpoint, load_checkpoint, save_checkpoint
 from metacompress.agents.learned import _PolicyActor
 from metacompress.agents.planner import rollout
 from metacompress.agents.policy_io import PolicyMetadata, policy_kwargs, save_policy
@@ -46,12 +45,27 @@ from metacompress.envs.suite import default_suite
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS, TaskWorld
 from metacompress.envs.zoo.cache import default_cache_dir
-from metacompress.errors import CorruptFile, MetacompressError, RunInterrupted
+from metacompress.errors import MetacompressError, RunInterrupted
 from metacompress.runs import RunFolder, versions
 
 log = logging.getLogger(__name__)
 
 METHODS = ("ppo", "rl2", "reptile")
+RECIPES: dict[str, dict] = {
+    # The shipped default policy's recipe: the train split (models <= 3M MACs), ~55 min on 2 cores.
+    "default": {},
+    # The README tour: the quick zoo's training families, a few minutes.
+    "quick": {
+        "timesteps": 6_000,
+        "models": ("mlp-w64-d1-digits", "cnn1d-w16-d2-mnist1d", "vgg-w8-d1-digits", "resnet-w8-d1-digits"),
+        "eval_every": 2_000,
+        "checkpoint_every": 2_000,
+        "eval_tasks": 4,
+    },
+}
+# The few-shot agents' budgets under the default recipe (RecurrentPPO's learner is ~10x
+# slower per step; Reptile runs its inner loops in one process).
+ALGO_DEFAULTS: dict[str, dict] = {"rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8}, "reptile": {"timesteps": 300_000}}
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,17 @@ class TrainConfig:
             problems.append(f"rl2 needs attempts >= 2 per trial, got {self.attempts}")
         if problems:
             raise MetacompressError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def recipe(cls, preset: str = "default", algo: str = "ppo") -> "TrainConfig":
+        """A named recipe (``RECIPES``: ``default``, the shipped policies', or ``quick``) for ``algo``.
+
+        Raises:
+            MetacompressError: for an unknown recipe or algorithm.
+        """
+        if preset not in RECIPES:
+            raise MetacompressError(f"recipe {preset!r} is unknown; use one of {', '.join(RECIPES)}")
+        return cls(algo=algo, **{**(ALGO_DEFAULTS.get(algo, {}) if preset == "default" else {}), **RECIPES[preset]})
 
     def metadata(self, training: dict) -> PolicyMetadata:
         return PolicyMetadata(
@@ -250,64 +275,6 @@ class _Checkpointer(BaseCallback):
         return True
 
 
-def save_checkpoint(model: PPO, folder: Path) -> Path:
-    state = {"policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(), "num_timesteps": model.num_timesteps}
-    return write_checkpoint(state, folder, model.num_timesteps)
-
-
-def write_checkpoint(state: dict, folder: Path, timesteps: int) -> Path:
-    """Write ``state`` (tensors and plain values only) to ``ckpt-<timesteps>.pt`` atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ckpt-{timesteps:09d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = sorted(folder.glob("ckpt-*.pt"))
-    return found[-1] if found else None
-
-
-def checkpoint_timesteps(path: Path | None) -> int:
-    """The step count a checkpoint file was written at (0 for none)."""
-    return int(path.stem.split("-")[1]) if path is not None else 0
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain values, never code.
-
-    Raises:
-        CorruptFile: the file is truncated, or holds objects ``weights_only`` refuses to
-            unpickle (a tampered or foreign file).
-    """
-    try:
-        return torch.load(path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CorruptFile(
-            f"checkpoint {path} cannot be loaded safely ({reason}); delete it to resume from the one before, or start a new run"
-        ) from exc
-
-
-def _check_resume(folder: RunFolder, config: TrainConfig) -> None:
-    """Refuse to resume anything but a train run made with the same config."""
-    out = folder.path
-    if not folder.is_run():
-        what = "does not exist" if not out.exists() else f"is not a metacompress train run (it has no {folder.kind} manifest.json)"
-        raise MetacompressError(f"cannot resume {out}: it {what}; start a new run without --resume")
-    try:
-        saved = json.loads((out / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptFile(f"cannot resume {out}: its config.json is missing or corrupt ({exc}); start a new run") from exc
-    if saved != json.loads(json.dumps(asdict(config))):
-        raise MetacompressError(f"cannot resume {out} with a different config; rerun with the original flags (see {out / 'config.json'})")
-    checkpoint = latest_checkpoint(out / "checkpoints")
-    if checkpoint is not None:
-        load_checkpoint(checkpoint)  # a corrupt or unsafe one is refused now, not after the workers start
-
-
 @dataclass
 class TrainResult:
     """What ``train`` did: ``trained`` is the steps this call ran (0: the run was already complete)."""
@@ -332,7 +299,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     out = Path(out)
     folder = RunFolder(out, "train", overwrite)
     if resume:  # every check before any expensive step (the zoo models, the workers)
-        _check_resume(folder, config)
+        check_resume(folder, asdict(config))
     else:
         folder.check(hint="pass --resume to continue it, --overwrite to replace it, or another --out")
     tasks = training_tasks(config)

@@ -5,23 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-PRESETS = {
-    # The shipped default policy's recipe: the train split (models <= 3M MACs), ~55 min on 2 cores.
-    "default": {},
-    # The README tour: the quick zoo's training families, a few minutes.
-    "quick": {
-        "timesteps": 6_000,
-        "models": ("mlp-w64-d1-digits", "cnn1d-w16-d2-mnist1d", "vgg-w8-d1-digits", "resnet-w8-d1-digits"),
-        "eval_every": 2_000,
-        "checkpoint_every": 2_000,
-        "eval_tasks": 4,
-    },
-}
-
-
-# The few-shot agents' recipes under --preset default: smaller budgets (RecurrentPPO's
-# learner is ~10x slower per step; Reptile runs its inner loops in one process).
-ALGO_DEFAULTS = {"rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8}, "reptile": {"timesteps": 300_000}}
+from metacompress.agents.training import RECIPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--algo", choices=["ppo", "rl2", "reptile"], default="ppo",
                         help="ppo: zero-shot task-conditioned PPO; rl2: RecurrentPPO on K-attempt trials; reptile: meta-learned init (default ppo)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="recipe: default (the shipped policy's) or quick (minutes)")
+    parser.add_argument("--preset", choices=sorted(RECIPES), default="default", help="recipe: default (the shipped policy's) or quick (minutes)")
     parser.add_argument("--split", choices=["train"], default="train", help="suite split to train on (held-out tasks are only monitored)")
     parser.add_argument("--config", default=None,
                         help="JSON file of TrainConfig fields (agents/training.py) applied over the preset; --timesteps and --n-envs "
@@ -55,15 +39,11 @@ def _train(args: argparse.Namespace) -> int:
     from metacompress.runs import config_from_file
 
     torch.set_num_threads(1)
-    recipe = {**(ALGO_DEFAULTS.get(args.algo, {}) if args.preset == "default" else {}), **PRESETS[args.preset]}
-    config = replace(TrainConfig(), **recipe)
+    config = TrainConfig.recipe(args.preset, args.algo)
     if args.config:
         config = config_from_file(args.config, config)
-    config = replace(config, algo=args.algo, seed=args.seed, split=args.split)
-    if args.timesteps is not None:
-        config = replace(config, timesteps=args.timesteps)
-    if args.n_envs is not None:
-        config = replace(config, n_envs=args.n_envs)
+    flags = {"algo": args.algo, "seed": args.seed, "split": args.split, "timesteps": args.timesteps, "n_envs": args.n_envs}
+    config = replace(config, **{name: value for name, value in flags.items() if value is not None})
     out = args.out or f"runs/train-{args.preset}-{args.algo}-s{args.seed}"
     result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if result.trained == 0:

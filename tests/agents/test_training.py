@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from metacompress.agents import training
+from metacompress.agents.checkpoints import latest_checkpoint
 from metacompress.agents.policy_io import load_policy
-from metacompress.agents.training import TrainConfig, latest_checkpoint, train
+from metacompress.agents.training import TrainConfig, train
 from metacompress.errors import CorruptFile, MetacompressError, RunExists, RunInterrupted
 
 CONFIG = TrainConfig(
@@ -158,3 +159,10 @@ def test_cli_train_with_a_config_file_then_resume_a_finished_run(cache, capsys):
     (cache / "tiny.json").write_text(json.dumps({"timestep": 5}))
     assert main(argv) == 2
     assert "unknown: ['timestep']" in capsys.readouterr().err
+
+
+def test_recipes_are_named_configs():
+    assert TrainConfig.recipe("quick").timesteps == 6_000 and TrainConfig.recipe("quick", "rl2").n_envs == 2
+    assert (TrainConfig.recipe("default", "rl2").timesteps, TrainConfig.recipe("default", "rl2").attempts) == (60_000, 8)
+    with pytest.raises(MetacompressError, match="recipe 'fast' is unknown; use one of default, quick"):
+        TrainConfig.recipe("fast")
