@@ -116,7 +116,7 @@ def _check_data(example_input: torch.Tensor, data: DataLike) -> None:
         raise UnsupportedModel("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
 
 
-def planner_default_evaluations(planner: Planner) -> int:
+def _default_evaluations(planner: Planner) -> int:
     """The evaluations a planner gets when ``few_shot`` is 0: the default of its ``plan(..., evaluations=N)``.
 
     Checked before the probes run (minutes on a large model), so a planner that needs
@@ -189,7 +189,7 @@ def compress(
     if planner is not None and policy is not None:
         raise MetacompressError("pass a policy or a planner, not both: the planner would ignore the policy")
     planner = planner or load_planner(policy, few_shot)
-    few_shot = few_shot or planner_default_evaluations(planner)
+    few_shot = few_shot or _default_evaluations(planner)
     _check_data(example_input, data)
     modes = [(module, module.training) for module in model.modules()]  # the evaluator switches it to eval mode
     try:

@@ -147,7 +147,7 @@ class RunFolder:
             if found != self.kind and any(path.iterdir()):
                 what = f"a metacompress {found} run" if found else f"not a metacompress run (it has no {MANIFEST})"
                 raise RunExists(
-                    f"{path} is {what}, so --overwrite will not replace it with a {self.kind} run (it would delete its files); "
+                    f"{path} is {what}, so --overwrite will not replace it with a new {self.kind} run (that would delete its files); "
                     f"choose another --out, or remove {path} yourself"
                 )
         check_writable(path)

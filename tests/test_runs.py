@@ -39,7 +39,7 @@ def test_overwrite_replaces_only_a_run_of_the_same_kind(tmp_path):
     with RunFolder(out, "train").write({"timesteps": 1}) as tmp:
         (tmp / "a.txt").write_text("old")
     assert read_manifest(out) == {"format": 1, "kind": "train", "metacompress_version": __version__}
-    with pytest.raises(RunExists, match="is a metacompress train run, so --overwrite will not replace it with a apply run"):
+    with pytest.raises(RunExists, match="is a metacompress train run, so --overwrite will not replace it with a new apply run"):
         RunFolder(out, "apply", overwrite=True).check()
     with RunFolder(out, "train", overwrite=True).write({"timesteps": 2}) as tmp:
         (tmp / "b.txt").write_text("new")
