@@ -34,6 +34,14 @@ def test_the_readme_baseline_call_works_and_keeps_the_users_mode(task):
     assert [m.training for m in model.modules()] == [True, True, True, True, False, True]  # Sequential first
 
 
+def test_every_fixed_budget_kind_declares_its_budget_as_plans_default():
+    """compress(planner=X()) with few_shot=0 uses the default of X.plan: the registry's fixed budgets."""
+    from metacompress.agents.registry import KINDS
+
+    assert api._default_evaluations(mc.agents.HawqPlanner()) == KINDS["hawq"][1]
+    assert api._default_evaluations(mc.agents.UniformPlanner()) == KINDS["uniform"][1]
+
+
 def test_a_planner_without_a_default_budget_is_refused_before_the_probes(task, monkeypatch):
     model, data = task
     monkeypatch.setattr(api, "compute_probes", lambda *a: pytest.fail("the probes ran before the check"))
