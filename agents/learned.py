@@ -90,11 +90,11 @@ class SampleAndSelectPlanner(ZeroShotPlanner):
         check_evaluations(self.name, evaluations)
         book = ScoreBook(context, evaluations, max_episodes=4 * evaluations)
         rng = np.random.default_rng(seed)
-        plan, reward, _ = rollout(book.env, PolicyActor(self.policy, deterministic=True))
-        book.record(plan, reward)
+        plan, reward, info = rollout(book.env, PolicyActor(self.policy, deterministic=True))
+        book.record(plan, reward, decisions=info["decisions"])
         while not book.exhausted:
-            plan, reward, _ = rollout(book.env, PolicyActor(self.policy, deterministic=True, noise=self.noise, rng=rng))
-            book.record(plan, reward)
+            plan, reward, info = rollout(book.env, PolicyActor(self.policy, deterministic=True, noise=self.noise, rng=rng))
+            book.record(plan, reward, decisions=info["decisions"])
         return book.result()
 
 
@@ -120,7 +120,7 @@ class RL2Planner(ZeroShotPlanner):
             while not done:
                 observation, reward, done, _, info = env.step(actor(observation))
                 if "plan" in info:
-                    book.record(info["plan"], reward)
+                    book.record(info["plan"], reward, decisions=info.get("decisions"))
         return book.result()
 
 
@@ -134,7 +134,7 @@ class _BestPlanCallback(BaseCallback):
     def _on_step(self) -> bool:
         for info, done, reward in zip(self.locals["infos"], self.locals["dones"], self.locals["rewards"]):
             if done and "plan" in info:
-                self.book.record(info["plan"], float(reward))
+                self.book.record(info["plan"], float(reward), decisions=info.get("decisions"))
         return not self.book.exhausted
 
 

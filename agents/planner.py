@@ -126,7 +126,7 @@ class ScoreBook:
         self.scores: dict[tuple, float] = {}
         self.history: list[float] = []
         self.episodes = 0
-        self.best: tuple[float, Plan, np.ndarray | None] | None = None
+        self.best: tuple[float, Plan, np.ndarray | None, list[dict] | None] | None = None
         self._start = time.perf_counter()
         self._evaluator_start = context.evaluator.stats.evaluations
 
@@ -140,25 +140,29 @@ class ScoreBook:
 
     def run(self, actions: np.ndarray) -> float:
         """Score raw actions (n, 3) through one env episode; returns the proxy change."""
-        plan, reward, _ = rollout(self.env, actions)
-        self.record(plan, reward, np.asarray(actions, dtype=np.float32))
+        plan, reward, info = rollout(self.env, actions)
+        self.record(plan, reward, np.asarray(actions, dtype=np.float32), info.get("decisions"))
         return reward
 
-    def record(self, plan: Plan, reward: float, actions: np.ndarray | None = None) -> None:
-        """Count one finished episode; the first plan with the highest proxy stays best."""
+    def record(self, plan: Plan, reward: float, actions: np.ndarray | None = None, decisions: list[dict] | None = None) -> None:
+        """Count one finished episode; the first plan with the highest proxy stays best.
+
+        ``decisions``: the episode's per-unit rows (raw and executed actions) from the env's
+        info, which the report's ``raw_*`` columns show for the best plan.
+        """
         self.episodes += 1
         key = plan.key()
         if key not in self.scores:
             self.scores[key] = reward
             self.history.append(reward)
         if self.best is None or reward > self.best[0]:
-            self.best = (reward, plan, actions)
+            self.best = (reward, plan, actions, decisions)
 
     def result(self, **info: Any) -> PlanResult:
         """The best plan as a ``PlanResult`` (``info`` adds method-specific entries)."""
         if self.best is None:
             raise MetacompressError("no episode was run, so there is no plan; give the planner at least one evaluation")
-        reward, plan, actions = self.best
+        reward, plan, actions, decisions = self.best
         info.update(
             episodes=self.episodes,
             new_evaluations=self.context.evaluator.stats.evaluations - self._evaluator_start,
@@ -166,6 +170,8 @@ class ScoreBook:
         )
         if actions is not None:
             info["actions"] = actions.tolist()
+        if decisions is not None:
+            info["decisions"] = decisions
         return PlanResult(
             plan=plan,
             proxy_change=reward,

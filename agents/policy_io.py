@@ -21,7 +21,6 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from metacompress._version import __version__
-from metacompress.compressors.io import atomic_directory
 from metacompress.agents.encoder import UnitSetExtractor
 from metacompress.envs.compression_env import ENV_VERSION, OBSERVATIONS
 from metacompress.envs.features import OBSERVATION_DIM
@@ -65,6 +64,20 @@ class PolicyMetadata:
     metacompress_version: str = __version__
     training: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        is_count = lambda v, low: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
+        problems = []
+        if self.algo not in ALGOS:
+            problems.append(f"algo {self.algo!r} is not one of {', '.join(ALGOS)}")
+        if not isinstance(self.net_arch, tuple) or not self.net_arch or not all(is_count(w, 1) for w in self.net_arch):
+            problems.append(f"net_arch {self.net_arch!r} is not a list of positive layer widths, e.g. [128, 128]")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        if not is_count(self.lstm_hidden_size, 0) or not is_count(self.attempts, 1):
+            problems.append(f"lstm_hidden_size {self.lstm_hidden_size!r} and attempts {self.attempts!r} must be integers >= 0 and >= 1")
+        if problems:
+            raise PolicyError("invalid policy description: " + "; ".join(problems) + "; re-save the policy with save_policy")
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["net_arch"] = list(self.net_arch)
@@ -76,8 +89,11 @@ class PolicyMetadata:
             if data.get("format") != POLICY_FORMAT:
                 raise PolicyError(f"{where} has policy format {data.get('format')!r}; this version reads {POLICY_FORMAT}")
             fields = {k: v for k, v in data.items() if k != "format"}
-            fields["net_arch"] = tuple(fields["net_arch"])
+            arch = fields["net_arch"]
+            fields["net_arch"] = tuple(arch) if isinstance(arch, list) else arch
             return cls(**fields)
+        except PolicyError as exc:
+            raise PolicyError(f"{where}: {exc}") from exc
         except (KeyError, TypeError) as exc:
             raise PolicyError(f"{where} is not a metacompress policy description ({exc}); save policies with save_policy") from exc
 
@@ -105,8 +121,6 @@ def policy_kwargs(metadata: PolicyMetadata) -> dict:
 
 def build_policy(metadata: PolicyMetadata) -> ActorCriticPolicy:
     """An untrained policy network of the shape ``metadata`` describes (CPU, eval mode)."""
-    if metadata.algo not in ALGOS:
-        raise PolicyError(f"policy algorithm {metadata.algo!r} is unknown; this version knows {', '.join(ALGOS)}")
     if metadata.algo == "recurrent_ppo":
         from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy as policy_class
     else:
@@ -116,9 +130,11 @@ def build_policy(metadata: PolicyMetadata) -> ActorCriticPolicy:
 
 
 def save_policy(policy: ActorCriticPolicy, metadata: PolicyMetadata, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``policy`` to the folder ``path`` atomically (never half-written)."""
+    """Write ``policy`` to the folder ``path`` atomically (never half-written; ``overwrite`` replaces only a policy)."""
+    from metacompress.compressors.runs import RunFolder
+
     tensors = _unaliased(policy)
-    with atomic_directory(Path(path), overwrite=overwrite) as tmp:
+    with RunFolder(path, "policy", overwrite).write() as tmp:
         save_file(tensors, str(tmp / "policy.safetensors"))
         (tmp / "policy.json").write_text(json.dumps(metadata.to_dict(), indent=2))
     return Path(path)

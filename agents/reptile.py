@@ -18,7 +18,9 @@ from stable_baselines3.common.logger import configure
 from tqdm import tqdm
 
 from metacompress.agents.policy_io import build_policy, policy_kwargs
-from metacompress.agents.training import TrainConfig, latest_checkpoint, monitor_heldout, monitoring_tasks, write_checkpoint
+from metacompress.agents.checkpoints import latest_checkpoint, load_checkpoint, write_checkpoint
+from metacompress.agents.callbacks import monitor_heldout
+from metacompress.agents.train_config import TrainConfig, monitoring_tasks
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import TaskWorld
@@ -36,7 +38,7 @@ def train_reptile(config: TrainConfig, tasks: list[Task], out: Path, resume: boo
     iteration = timesteps = 0
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     if checkpoint is not None:
-        state = torch.load(checkpoint, weights_only=True)
+        state = load_checkpoint(checkpoint)
         meta_policy.load_state_dict(state["policy"])
         iteration, timesteps = int(state["iteration"]), int(state["num_timesteps"])
     rng = np.random.default_rng([config.seed, iteration])

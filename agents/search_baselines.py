@@ -96,8 +96,8 @@ class UniformPlanner:
         ]
         return sorted(undominated, key=lambda c: (-c.cost_ratio, -c.w_bits, -c.a_bits))
 
-    def plan(self, context: TaskContext, evaluations: int, seed: int = 0) -> PlanResult:
-        """Evaluate up to ``evaluations`` candidates (largest first); return the best."""
+    def plan(self, context: TaskContext, evaluations: int = 64, seed: int = 0) -> PlanResult:
+        """Evaluate up to ``evaluations`` candidates (largest first; 64, the registry's budget, by default); return the best."""
         check_evaluations(self.name, evaluations)
         candidates = self.candidates(context)
         chosen = candidates[:evaluations]

@@ -74,6 +74,12 @@ class Budget:
         return f"{self.kind}={self.fraction:g}"
 
 
+def check_max_prune(max_prune: float) -> None:
+    """Raise ``InvalidBudget`` unless ``max_prune`` is a fraction of channels in [0, 1) (1 would remove a whole unit)."""
+    if not 0.0 <= max_prune < 1.0:
+        raise InvalidBudget(f"max prune ratio {max_prune} is outside [0, 1); pass a fraction of channels, e.g. --max-prune 0.75")
+
+
 class PlanVectors(NamedTuple):
     """Per-unit (kept channels, weight bits, activation bits): a plan as the accounting reads it."""
 
@@ -123,8 +129,7 @@ class BudgetProjector:
     """
 
     def __init__(self, spec: ModelSpec, hardware, budget: Budget, max_prune: float = DEFAULT_MAX_PRUNE) -> None:
-        if not 0.0 <= max_prune < 1.0:
-            raise InvalidBudget(f"max prune ratio {max_prune} is outside [0, 1); pass a fraction of channels, e.g. 0.75")
+        check_max_prune(max_prune)
         self.spec, self.hardware, self.budget, self.max_prune = spec, hardware, budget, max_prune
         self.kind = budget.kind
         self.reference_cost = reference_cost(spec, budget.kind, hardware)

@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from metacompress._version import __version__
 from metacompress.compressors.graph import ModelGraph, build_graph, dependency_graph
-from metacompress.compressors.io import atomic_directory
 from metacompress.compressors.masking import layer_bits, quantize_weights
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
 from metacompress.compressors.recovery import calibrate, distill
-from metacompress.errors import MetacompressError, PlanMismatch
+from metacompress.errors import CorruptFile, MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "normalized_shape")
@@ -122,8 +122,10 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
         path: destination folder (created; never half-written).
         builder: how to rebuild the unpruned architecture, e.g. ``{"zoo": "resnet-w16-d2-mnist"}``,
             recorded for ``load_compressed`` callers.
-        overwrite: replace an existing folder.
+        overwrite: replace an existing saved model (never a folder that is not one).
     """
+    from metacompress.compressors.runs import RunFolder
+
     plan: Plan | None = getattr(model, "metacompress_plan", None)
     w_bits: dict[str, int] | None = getattr(model, "metacompress_weight_bits", None)
     if plan is None or w_bits is None:
@@ -143,7 +145,7 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
         "weight_bits": w_bits,
         "shapes": _shape_attrs(model),
     }
-    with atomic_directory(Path(path), overwrite=overwrite) as tmp:
+    with RunFolder(path, "model", overwrite).write() as tmp:
         save_file(tensors, str(tmp / "weights.safetensors"))
         (tmp / "model.json").write_text(json.dumps(structure, indent=2))
     return Path(path)
@@ -171,10 +173,17 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
 
     Raises:
         PlanMismatch: if ``base_model`` is not the architecture the model was saved from.
+        CorruptFile: if ``model.json`` sets anything but a shape attribute to integers, or
+            the weights file is truncated or corrupt.
     """
     structure = read_structure(path)
-    tensors = load_file(str(Path(path) / "weights.safetensors"))
+    weights = Path(path) / "weights.safetensors"
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorruptFile(f"{weights} is missing or corrupt ({exc}); re-save the model with save_compressed") from exc
     model = base_model.eval()
+    _check_shapes(structure.get("shapes"), Path(path) / "model.json")
     modules = dict(model.named_modules())
     missing = [name for name in structure["shapes"] if name not in modules]
     if missing:
@@ -194,6 +203,25 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
     model.metacompress_plan = Plan.from_dict(structure["plan"])
     model.metacompress_weight_bits = w_bits
     return model
+
+
+def _check_shapes(shapes: dict, where: Path) -> None:
+    """Refuse ``shapes`` entries that would set anything but a shape attribute, or to non-integers.
+
+    ``load_compressed`` sets these attributes on the user's modules, so an edited or hostile
+    ``model.json`` could otherwise overwrite ``forward`` or any other attribute.
+    """
+    def is_shape(value) -> bool:
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+        return is_int(value) or (isinstance(value, list) and all(is_int(v) for v in value))
+
+    if not isinstance(shapes, dict) or not all(isinstance(attrs, dict) for attrs in shapes.values()):
+        raise CorruptFile(f"{where} has no shapes table (module -> attributes); re-save the model with save_compressed")
+    bad = [f"{name}.{attr}={value!r}" for name, attrs in shapes.items() for attr, value in attrs.items()
+           if attr not in SHAPE_ATTRS or not is_shape(value)]
+    if bad:
+        raise CorruptFile(f"{where} sets {', '.join(bad[:3])}: only {', '.join(SHAPE_ATTRS)} may be set, to integers; "
+                          "re-save the model with save_compressed")
 
 
 def _shape_attrs(model: nn.Module) -> dict[str, dict]:

@@ -16,14 +16,14 @@ from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, check_max_prune
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import compute_probes
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import resolve_hardware
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
-from metacompress.errors import MetacompressError, UnsupportedModel
+from metacompress.errors import EvaluationBudgetError, MetacompressError, UnsupportedModel
 from metacompress.report import decision_table
 
 DEFAULT_FINETUNE_STEPS = 300
@@ -46,6 +46,36 @@ class CompressionResult:
     decisions: pd.DataFrame
     summary: dict
     planning: PlanResult = field(repr=False)
+
+    def save(self, out: str | Path, config: dict | None = None, builder: dict | None = None, overwrite: bool = False) -> Path:
+        """Write the run folder ``metacompress apply`` writes (atomically; see ``metacompress.compressors.runs``).
+
+        ``summary.json``, ``plan.json``, ``decisions.csv``/``.json``, ``report.md``, the
+        saved model in ``model/`` and, given ``config``, ``config.json`` with the versions.
+
+        Args:
+            out: the run folder.
+            config: the resolved configuration that produced this result (for the record).
+            builder: how to rebuild the unpruned architecture (``{"zoo": id}``), for ``load_compressed`` callers.
+            overwrite: replace an existing apply run there (never anything else).
+
+        Raises:
+            RunExists / UnwritableOutput: see ``RunFolder.check``.
+        """
+        import json
+
+        from metacompress.compressors.export import save_compressed
+        from metacompress.report import markdown_report
+        from metacompress.compressors.runs import RunFolder
+
+        with RunFolder(out, "apply", overwrite).write(config) as tmp:
+            (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2))
+            self.plan.to_json(tmp / "plan.json")
+            self.decisions.to_csv(tmp / "decisions.csv", index=False)
+            (tmp / "decisions.json").write_text(self.decisions.to_json(orient="records", indent=2))
+            (tmp / "report.md").write_text(markdown_report(self.summary, self.decisions))
+            save_compressed(self.model, tmp / "model", builder=builder)
+        return Path(out)
 
 
 def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float = 0.25, seed: int = 0):
@@ -86,6 +116,26 @@ def _check_data(example_input: torch.Tensor, data: DataLike) -> None:
         raise UnsupportedModel("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
 
 
+def _default_evaluations(planner: Planner) -> int:
+    """The evaluations a planner gets when ``few_shot`` is 0: the default of its ``plan(..., evaluations=N)``.
+
+    Checked before the probes run (minutes on a large model), so a planner that needs
+    evaluations and declares no default fails at once, naming the argument to pass.
+
+    Raises:
+        EvaluationBudgetError: the planner's ``plan`` has no default ``evaluations``.
+    """
+    import inspect
+
+    default = inspect.signature(planner.plan).parameters.get("evaluations")
+    if default is None or not isinstance(default.default, int):
+        raise EvaluationBudgetError(
+            f"planner {getattr(planner, 'name', type(planner).__name__)!r} needs proxy evaluations and declares no default; "
+            "pass few_shot=N (its evaluation budget, e.g. few_shot=300), or --method NAME-N on the command line"
+        )
+    return default.default
+
+
 def compress(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -122,8 +172,9 @@ def compress(
         max_prune: the largest prune ratio any unit may take.
         name: how the report names the model.
         planner: plan with this instead of a policy (e.g. ``HawqPlanner()`` or
-            ``EvolutionPlanner()``; ``few_shot`` is then its evaluation budget), so a
-            baseline gets exactly the same evaluator, projection and report.
+            ``EvolutionPlanner()``; ``few_shot`` is then its evaluation budget, and 0 means
+            the default of its ``plan``), so a baseline gets exactly the same evaluator,
+            projection and report.
 
     Raises:
         MetacompressError: bad input (its message names the problem and the fix),
@@ -131,50 +182,57 @@ def compress(
     """
     start = time.perf_counter()
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    check_max_prune(max_prune)
     target = resolve_hardware(hardware)
     if few_shot < 0 or finetune_steps < 0:
         raise MetacompressError(f"few_shot and finetune_steps must be >= 0, got {few_shot} and {finetune_steps}")
     if planner is not None and policy is not None:
         raise MetacompressError("pass a policy or a planner, not both: the planner would ignore the policy")
     planner = planner or load_planner(policy, few_shot)
+    few_shot = few_shot or _default_evaluations(planner)
     _check_data(example_input, data)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
-        probes = compute_probes(evaluator, seed)
-        context = TaskContext(evaluator, probes, target, budget, max_prune, name=f"{name} on {target.name} ({budget})")
-        scored = evaluate_planner(context, planner, few_shot, seed, finetune_steps)
-        planning_seconds = time.perf_counter() - start - scored.finetune_seconds
-    planned, compressed, test_compressed = scored.result, scored.final_model, scored.final_accuracy
-    plan = planned.plan
-    spec = evaluator.spec
-    test_original = evaluator.base_test_accuracy()
-    cost_ratio = context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits)
-    summary = {
-        "model": name,
-        "hardware": target.name,
-        "budget": str(budget),
-        "budget_kind": budget.kind,
-        "planner": planner.name,
-        "evaluations_used": planned.evaluations_used,
-        "seed": seed,
-        "cost_ratio": cost_ratio,
-        "budget_ratio": cost_ratio / budget.fraction,
-        "within_budget": context.projector.fits(plan.kept, plan.w_bits, plan.a_bits),
-        "size_bits": size_bits(spec, plan.kept, plan.w_bits),
-        "reference_size_bits": int(reference_cost(spec, "size")),
-        "fp32_size_bits": spec.total_params * 32,
-        "search_accuracy_original": evaluator.base_search_accuracy,
-        "search_accuracy_compressed": evaluator.proxy_accuracy(plan),
-        "proxy_change": evaluator.proxy_change(plan),
-        "search_finetune_steps": evaluator.search_finetune_steps,
-        "test_accuracy_original": test_original,
-        "test_accuracy_compressed": test_compressed,
-        "test_change": test_compressed - test_original,
-        "finetune_steps": finetune_steps,
-        "planning_seconds": planning_seconds,
-        "finetune_seconds": time.perf_counter() - start - planning_seconds,
-        "total_seconds": time.perf_counter() - start,
-    }
-    decisions = decision_table(context, plan, planned.info.get("decisions"))
+    modes = [(module, module.training) for module in model.modules()]  # the evaluator switches it to eval mode
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
+            probes = compute_probes(evaluator, seed)
+            context = TaskContext(evaluator, probes, target, budget, max_prune, name=f"{name} on {target.name} ({budget})")
+            scored = evaluate_planner(context, planner, few_shot, seed, finetune_steps)
+            planning_seconds = time.perf_counter() - start - scored.finetune_seconds
+        planned, compressed, test_compressed = scored.result, scored.final_model, scored.final_accuracy
+        plan = planned.plan
+        spec = evaluator.spec
+        test_original = evaluator.base_test_accuracy()
+        cost_ratio = context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits)
+        summary = {
+            "model": name,
+            "hardware": target.name,
+            "budget": str(budget),
+            "budget_kind": budget.kind,
+            "planner": planner.name,
+            "evaluations_used": planned.evaluations_used,
+            "seed": seed,
+            "cost_ratio": cost_ratio,
+            "budget_ratio": cost_ratio / budget.fraction,
+            "within_budget": context.projector.fits(plan.kept, plan.w_bits, plan.a_bits),
+            "size_bits": size_bits(spec, plan.kept, plan.w_bits),
+            "reference_size_bits": int(reference_cost(spec, "size")),
+            "fp32_size_bits": spec.total_params * 32,
+            "search_accuracy_original": evaluator.base_search_accuracy,
+            "search_accuracy_compressed": evaluator.proxy_accuracy(plan),
+            "proxy_change": evaluator.proxy_change(plan),
+            "search_finetune_steps": evaluator.search_finetune_steps,
+            "test_accuracy_original": test_original,
+            "test_accuracy_compressed": test_compressed,
+            "test_change": test_compressed - test_original,
+            "finetune_steps": finetune_steps,
+            "planning_seconds": planning_seconds,
+            "finetune_seconds": time.perf_counter() - start - planning_seconds,
+            "total_seconds": time.perf_counter() - start,
+        }
+        decisions = decision_table(context, plan, planned.info.get("decisions"))
+    finally:
+        for module, training in modes:  # give the user back the modes they had
+            module.training = training
     return CompressionResult(plan, compressed, decisions, summary, planned)

@@ -44,7 +44,22 @@ class PolicyError(MetacompressError):
 
 
 class RunExists(MetacompressError):
-    """An output directory already exists and ``--overwrite`` was not given."""
+    """An output folder exists and may not be replaced: no ``--overwrite``, or it is not a run of this kind."""
+
+
+class UnwritableOutput(MetacompressError):
+    """An output path cannot be written (its folder is a file, read-only, or not ours); found before any work."""
+
+
+class CorruptFile(MetacompressError):
+    """A saved artifact (model weights, checkpoint, run summary) is truncated, corrupt or unsafe to load."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the message says what was kept and how to continue.
+
+    A ``KeyboardInterrupt``, not a ``MetacompressError``: the CLI exits 130, as shells expect.
+    """
 
 
 class UnknownName(MetacompressError):
@@ -69,6 +84,14 @@ class EvaluationBudgetError(MetacompressError):
 
 class UnknownMethod(MetacompressError):
     """A planner or benchmark method name is not known; the message lists the known ones."""
+
+
+class UserCodeError(MetacompressError):
+    """The user's model file or factory raised; the message names the factory, the line and the exception."""
+
+
+class InvalidConfig(MetacompressError):
+    """A ``--config`` file cannot be read or sets fields the command does not have."""
 
 
 class BenchConfigError(MetacompressError):

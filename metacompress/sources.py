@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import importlib.util
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from torch import nn
 
-from metacompress.errors import MetacompressError
+from metacompress.errors import MetacompressError, UserCodeError
+
+
+@contextmanager
+def _user_code(what: str, path: Path) -> Iterator[None]:
+    """Turn an exception raised by the user's code into one error naming it and the line in their file."""
+    try:
+        yield
+    except MetacompressError:
+        raise
+    except Exception as exc:  # anything the user's code raises: theirs to fix, reported as such
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+        where = f" at {path}:{frames[-1].lineno}" if frames else ""
+        raise UserCodeError(f"{what} failed{where}: {type(exc).__name__}: {exc}; fix it (run it alone to see the traceback)") from exc
 
 
 def load_model_source(source: str, weights: str | None = None) -> tuple[nn.Module, object, dict]:
@@ -36,21 +52,26 @@ def _from_factory(source: str, weights: str | None) -> tuple[nn.Module, object, 
     if not path.exists():
         raise MetacompressError(f"model file {path} does not exist; pass --model path/to/file.py:factory")
     spec = importlib.util.spec_from_file_location(f"metacompress_user_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise MetacompressError(f"model file {path} is not a Python file; pass --model path/to/file.py:factory")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with _user_code(f"importing {path}", path):
+        spec.loader.exec_module(module)
     factory = getattr(module, name, None)
     if not callable(factory):
         raise MetacompressError(f"{path} has no function {name!r}; define {name}() returning (model, data)")
-    produced = factory()
+    with _user_code(f"model factory {source}()", path):
+        produced = factory()
     if not (isinstance(produced, tuple) and len(produced) == 2 and isinstance(produced[0], nn.Module)):
         raise MetacompressError(f"{source}() must return (model, data); got {type(produced).__name__}")
     model, data = produced
     if weights:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             model.load_state_dict(load_file(weights))
-        except (RuntimeError, OSError, ValueError) as exc:
+        except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
             raise MetacompressError(f"cannot load weights {weights} into {source}'s model: {str(exc).splitlines()[0]}") from exc
     return model.eval(), data, {"factory": source, "weights": weights}
 

@@ -78,6 +78,8 @@ def test_apply_on_a_zoo_model_and_refusals(cache, policy, capsys):
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main(args[:-2] + ["--budget", "bitops=0.001", "--out", "runs/y"]) == 2
     assert "the most compressed plan" in capsys.readouterr().err
+    assert main(args[:-2] + ["--budget", "bitops=0.001", "--max-prune", "0.5", "--out", "runs/y"]) == 2
+    assert "the most compressed plan (prune 0.5, " in capsys.readouterr().err  # --max-prune reaches the projector
     assert main(args[:-2] + ["--budget", "speed=0.5", "--out", "runs/x"]) == 2
     assert "budget kind 'speed' is unknown" in capsys.readouterr().err
     assert main(args[:-2] + ["--policy", str(cache), "--out", "runs/w"]) == 2

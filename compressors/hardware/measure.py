@@ -180,6 +180,26 @@ def measure_cpu(spec: ModelSpec, out_path: str | Path, fractions: tuple[float, .
     return LookupTableHardware.from_csv(path, archetype="measured")
 
 
+def budget_floors(spec: ModelSpec, hardware: Hardware, max_prune: float) -> dict[str, float | None]:
+    """Per budget kind, the smallest fraction of W8A8 cost a plan can reach on ``hardware`` (None: it cannot price that kind).
+
+    What a measured table can serve: ``latency`` from the timings; ``size`` and
+    ``bitops`` only by pruning when the table holds 8-bit rows alone (fp32 kernels run
+    every width at 8-bit cost, so plans stay W8A8); ``energy`` only if it was measured.
+    """
+    from metacompress.compressors.budget import Budget, BudgetProjector
+    from metacompress.compressors.cost import BUDGET_KINDS
+
+    floors: dict[str, float | None] = {}
+    for kind in BUDGET_KINDS:
+        if kind == "energy" and not hardware.has_energy:
+            floors[kind] = None
+            continue
+        projector = BudgetProjector(spec, hardware, Budget(kind, 1.0), max_prune)
+        floors[kind] = projector.minimum_cost() / projector.reference_cost
+    return floors
+
+
 def random_kept(spec: ModelSpec, rng: np.random.Generator, max_prune: float = 0.75) -> list[int]:
     """A random kept-channel vector: each prunable unit keeps a uniform fraction in [1 - max_prune, 1]."""
     kept = []

@@ -66,7 +66,7 @@ from metacompress.agents.registry import (
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
-from metacompress.errors import BenchConfigError, MetacompressError, RunExists
+from metacompress.errors import BenchConfigError, MetacompressError
 
 NOVELTIES = ("family", "hardware", "budget")
 COLUMNS = (
@@ -383,9 +383,10 @@ def _drain(ticks, progress: Callable[[], None] | None) -> None:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an existing output folder before the run starts (``atomic_directory`` checks again at the end)."""
-    if out.exists() and not overwrite:
-        raise RunExists(f"{out} already exists; choose another --out or pass --overwrite to replace it")
+    """Refuse an output folder the run may not write before it starts (``write_run`` checks again at the end)."""
+    from metacompress.compressors.runs import RunFolder
+
+    RunFolder(out, "bench-agents", overwrite).check()
 
 
 def default_out(bench: BenchPlan) -> Path:

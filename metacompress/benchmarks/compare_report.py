@@ -241,14 +241,14 @@ def _header(bench, seconds: float) -> list[str]:
 
 
 def write_run(out: Path, bench, frame: pd.DataFrame, seconds: float, overwrite: bool = False) -> str:
-    """Write ``results.csv``, ``summary.md``, ``accuracy_vs_evaluations.png`` and ``config.json`` atomically.
+    """Write ``results.csv``, ``summary.md``, ``accuracy_vs_evaluations.png`` and ``config.json`` as one run folder.
 
     Args:
         out: the run folder (created via a temporary sibling, then renamed).
         bench: the ``compare.BenchPlan`` that produced ``frame``.
         frame: the results.
         seconds: wall seconds of the whole run.
-        overwrite: replace an existing folder.
+        overwrite: replace an existing bench-agents run (never anything else).
 
     Returns:
         The summary markdown.
@@ -256,11 +256,8 @@ def write_run(out: Path, bench, frame: pd.DataFrame, seconds: float, overwrite: 
     Raises:
         RunExists: if ``out`` exists and ``overwrite`` is False.
     """
-    import json
-
-    from metacompress._version import __version__
-    from metacompress.compressors.io import atomic_directory
     from metacompress.envs.compression_env import ENV_VERSION
+    from metacompress.compressors.runs import RunFolder
 
     command = bench.command(out)
     summary = summary_markdown(frame, command, bench.notes, _header(bench, seconds))
@@ -270,12 +267,11 @@ def write_run(out: Path, bench, frame: pd.DataFrame, seconds: float, overwrite: 
         "seeds": list(bench.seeds), "tasks": [t.to_dict() for t in bench.tasks], "finetune_steps": bench.finetune_steps,
         "workers": bench.workers, "limits": bench.config.limits, "notes": list(bench.notes),
         "policies": {k: str(v) if v else None for k, v in vars(bench.config.policies).items()},
-        "seconds": seconds, "metacompress_version": __version__, "env_version": ENV_VERSION,
+        "seconds": seconds, "env_version": ENV_VERSION,
     }
-    with atomic_directory(Path(out), overwrite=overwrite) as tmp:
+    with RunFolder(out, "bench-agents", overwrite).write(record) as tmp:
         frame.to_csv(tmp / "results.csv", index=False)
         (tmp / "summary.md").write_text(summary)
-        (tmp / "config.json").write_text(json.dumps(record, indent=2))
         plot_accuracy_vs_evaluations(frame, tmp / "accuracy_vs_evaluations.png")
     return summary
 

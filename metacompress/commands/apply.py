@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
 
 DEFAULT_MODEL = "mobilenetv2-w8-d1-digits"  # a held-out family: the agent never trained on it
 DEFAULT_HARDWARE = "bitfusion-edge"  # a held-out archetype
@@ -32,9 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recovery.add_argument("--finetune-epochs", type=float, default=None,
                           help="the final recovery as passes over the train split instead (steps = epochs x samples / 128)")
     parser.add_argument("--frozen", nargs="*", default=[], help="module paths to keep unpruned at 8 bits")
+    parser.add_argument("--max-prune", type=float, default=DEFAULT_MAX_PRUNE,
+                        help=f"largest fraction of a unit's channels a plan may remove, in [0, 1) (default {DEFAULT_MAX_PRUNE})")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0); same seed, same plan")
     parser.add_argument("--out", default=None, help="run folder (default runs/apply-<model>-s<seed>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing apply run (never a folder that is not one)")
     parser.set_defaults(handler=_apply)
 
 
@@ -54,37 +57,26 @@ def _baseline(args: argparse.Namespace):
 def _apply(args: argparse.Namespace) -> int:
     import torch
 
-    from metacompress._version import __version__
     from metacompress.api import compress
-    from metacompress.compressors.export import save_compressed
-    from metacompress.compressors.io import atomic_directory
     from metacompress.compressors.recovery import steps_for_epochs
-    from metacompress.errors import RunExists
-    from metacompress.report import markdown_report
+    from metacompress.compressors.runs import RunFolder
     from metacompress.sources import load_model_source
 
     torch.set_num_threads(1)
     name = Path(args.model.split(":")[0]).stem if ".py:" in args.model else args.model
     out = Path(args.out or f"runs/apply-{name}-s{args.seed}")
-    if out.exists() and not args.overwrite:
-        raise RunExists(f"{out} already exists; choose another --out or pass --overwrite to replace it")
+    RunFolder(out, "apply", args.overwrite).check()  # before the model is built or anything computed
     model, data, builder = load_model_source(args.model, args.weights)
     epochs = args.finetune_epochs
     finetune_steps = args.finetune_steps if epochs is None else steps_for_epochs(epochs, len(data.train.x))
     planner, few_shot = _baseline(args) if args.method else (None, args.few_shot)
     result = compress(
         model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
-        few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), name=name,
+        few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), max_prune=args.max_prune,
+        name=name,
     )
     config = {key: value for key, value in vars(args).items() if key != "handler"}
-    with atomic_directory(out, overwrite=args.overwrite) as tmp:
-        (tmp / "config.json").write_text(json.dumps({"config": config, "metacompress_version": __version__}, indent=2))
-        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2))
-        result.plan.to_json(tmp / "plan.json")
-        result.decisions.to_csv(tmp / "decisions.csv", index=False)
-        (tmp / "decisions.json").write_text(result.decisions.to_json(orient="records", indent=2))
-        (tmp / "report.md").write_text(markdown_report(result.summary, result.decisions))
-        save_compressed(result.model, tmp / "model", builder=builder)
+    result.save(out, config=config, builder=builder, overwrite=args.overwrite)
     s = result.summary
     print(f"{name} on {s['hardware']} under {s['budget']} ({s['planner']}, {s['evaluations_used']} evaluations)")
     print(f"  cost {s['cost_ratio']:.4f} of W8A8 = {s['budget_ratio']:.3f} of budget; size {s['size_bits'] / 8192:.1f} KiB "

@@ -60,6 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--json", action="store_true", help="print the rows as JSON")
     deploy.set_defaults(handler=_deploy)
 
+    reliability = kinds.add_parser(
+        "reliability",
+        help="replay bad inputs and Ctrl-C through the CLI (exit status, message, files lost or left) and the budget property",
+        epilog="example: metacompress bench reliability --tasks 1000 --seed 0",
+    )
+    reliability.add_argument("--tasks", type=int, default=1000, help="random tasks for the budget property (default 1000)")
+    reliability.add_argument("--seed", type=int, default=0, help="seed of the random tasks (default 0)")
+    reliability.add_argument("--only", default=None, help="run only the cases whose name contains this text")
+    reliability.set_defaults(handler=_reliability)
+
     agents = kinds.add_parser(
         "agents",
         help="learned agent (zero-/few-shot) vs baselines on held-out tasks: CSV, summary.md with CIs and win-rates, plot",
@@ -169,6 +179,16 @@ def _deploy(args: argparse.Namespace) -> int:
                   f"{r.ms_all_threads:8.4f} {r.measured_ratio:9.2f} {predicted} {r.onnx_accuracy:8.4f} "
                   f"{r.torch_accuracy:9.4f}", flush=True)
     return 0
+
+
+def _reliability(args: argparse.Namespace) -> int:
+    from metacompress.benchmarks.reliability import run_reliability
+
+    report = run_reliability(args.tasks, args.seed, args.only, progress=lambda outcome: print(outcome.line(), flush=True))
+    for line in report.summary():
+        print(line)
+    ok = report.passed == len(report.outcomes) and not report.budget.over_budget and not report.budget.wrong_refusals
+    return 0 if ok else 1
 
 
 def _int_list(text: str | None) -> tuple[int, ...] | None:

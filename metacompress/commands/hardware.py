@@ -14,7 +14,8 @@ from metacompress.compressors.hardware import (
     measure_cpu,
     measured_rank_correlation,
 )
-from metacompress.compressors.hardware.measure import KEPT_FRACTIONS, measured_cpu_figure
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.compressors.hardware.measure import KEPT_FRACTIONS, budget_floors, measured_cpu_figure
 
 SHOW_LAYERS = ("probe1.conv3x3.mid", "probe4.pointwise", "probe6.depthwise.bigmap", "probe8.linear")
 SHOW_BITS = ((6, 6), (4, 4), (2, 2), (8, 4), (4, 8))
@@ -35,17 +36,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=run_show)
 
     measure = _with_measure_flags(commands.add_parser(
-        "measure", help="time this CPU on a small built-in CNN and write a lookup table",
-        epilog="example: metacompress hardware measure --runtime onnxruntime --model vgg-w8-d1-digits --out ort.csv --seed 0"))
+        "measure", help="time this CPU (torch fp32, or onnxruntime int8 vs fp32) on the layers of the model you will compress",
+        epilog="example: metacompress hardware measure --model mobilenetv2-w8-d1-digits --out cpu.csv --seed 0, "
+               "then: metacompress apply --model mobilenetv2-w8-d1-digits --hardware cpu.csv --budget latency=0.5"))
     measure.add_argument("--out", required=True, help="CSV file to write (the format of hardware.lookup)")
+    measure.add_argument("--model", default=None,
+                         help="zoo id or path/to/file.py:factory whose layers to time: the model you will `apply` with "
+                              "--hardware OUT (default: a built-in TinyResNet, which prices only itself)")
+    measure.add_argument("--max-prune", type=float, default=DEFAULT_MAX_PRUNE,
+                         help=f"the --max-prune you will apply with, for the budget floors printed (default {DEFAULT_MAX_PRUNE})")
     measure.add_argument("--fractions", type=float, nargs="+", default=list(KEPT_FRACTIONS),
                          help="kept fractions of each layer's input and output channels to time (default: %(default)s)")
     measure.add_argument("--threads", type=int, default=1, help="torch/onnxruntime threads while timing (default: %(default)s)")
     measure.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                          help="torch: fp32 kernels, one W8A8 row per shape; onnxruntime: int8 QDQ and fp32 timed, the "
                               "W8A8 rows are int8 (default: %(default)s)")
-    measure.add_argument("--model", default=None,
-                         help="zoo id or path/to/file.py:factory whose layers to time (default: a built-in small CNN)")
     measure.set_defaults(handler=run_measure)
 
     calibrate = _with_measure_flags(commands.add_parser(
@@ -99,6 +104,9 @@ def _measured_spec(model_source: str | None):
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from metacompress.compressors.runs import check_writable
+
+    check_writable(args.out, "--out")  # before minutes of timing
     spec = _measured_spec(args.model)
     if args.runtime == "onnxruntime":
         measured = _measure_onnxruntime(spec, args)
@@ -106,10 +114,16 @@ def run_measure(args: argparse.Namespace) -> int:
         measured = measure_cpu(spec, args.out, fractions=tuple(args.fractions), repeats=args.repeats,
                                threads=args.threads, seed=args.seed)
     info = measured.describe()
-    print(f"wrote {args.out}: {info['rows']} rows, {info['signatures']} layer shapes (model layers and embedding probes)")
+    print(f"wrote {args.out}: {info['rows']} rows, {info['signatures']} layer shapes "
+          f"({args.model or 'built-in TinyResNet'} layers and embedding probes)")
     rho, _, _ = measured_rank_correlation(spec, measured, PRESETS["cortex-a76-int8"], args.plans, args.seed)
     print(f"Spearman(cortex-a76-int8 prediction, measured) over {args.plans} random plans: {rho:.3f}")
-    print(f"use it as: --hardware measured:{args.out}")
+    floors = budget_floors(spec, measured, args.max_prune)
+    served = ", ".join(f"{kind} >= {floor:.3f}" for kind, floor in floors.items() if floor is not None)
+    print(f"budgets it serves for this model (the most compressed plan at --max-prune {args.max_prune:g}; fp32 kernels "
+          f"run every width at 8-bit cost, so size and bitops fall by pruning alone): {served}; energy: not measured")
+    model = f"--model {args.model} " if args.model else ""
+    print(f"use it as: metacompress apply {model}--hardware {args.out} --budget latency={min(1.0, max(0.5, floors['latency'] * 1.2)):.2f}")
     return 0
 
 

@@ -8,7 +8,8 @@ import pytest
 from metacompress.agents.learned import PolicyActor
 from metacompress.agents.planner import rollout
 from metacompress.agents.policy_io import load_policy
-from metacompress.agents.training import TrainConfig, train, training_tasks
+from metacompress.agents.train_config import TrainConfig, training_tasks
+from metacompress.agents.training import train
 from metacompress.envs.world import TaskWorld
 
 QUICK_TRAIN_MODELS = ("mlp-w64-d1-digits", "cnn1d-w16-d2-mnist1d", "vgg-w8-d1-digits", "resnet-w8-d1-digits")

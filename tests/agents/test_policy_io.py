@@ -59,6 +59,23 @@ def test_policy_for_other_spaces_or_env_version_is_refused(saved):
         load_policy(path)
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [({"activation": "gelu"}, "activation 'gelu' is not one of tanh, relu"),
+     ({"net_arch": 64}, "net_arch 64 is not a list of positive layer widths"),
+     ({"net_arch": ["a", 0]}, r"net_arch \('a', 0\) is not a list"),
+     ({"algo": "a2c"}, "algo 'a2c' is not one of ppo, recurrent_ppo")],
+    ids=["unknown-activation", "net-arch-int", "net-arch-strings", "unknown-algo"],
+)
+def test_malformed_description_is_a_policy_error(saved, change, message):
+    """Issue 13 item 8: these escaped as KeyError / TypeError tracebacks from SB3."""
+    _, path = saved
+    description = json.loads((path / "policy.json").read_text())
+    (path / "policy.json").write_text(json.dumps({**description, **change}))
+    with pytest.raises(PolicyError, match=message):
+        load_policy(path)
+
+
 def test_weights_of_another_network_are_refused(saved, tmp_path):
     _, path = saved
     other = PolicyMetadata(algo="ppo", net_arch=(64,))

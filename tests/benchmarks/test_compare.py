@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 
 import pandas as pd
@@ -19,6 +21,7 @@ from metacompress.benchmarks.compare import (
     prepare,
     run_comparison,
 )
+from metacompress._version import __version__
 from metacompress.benchmarks.compare_report import mean_ci, summary_markdown, win_rates, write_run
 from metacompress.agents.registry import Method, PolicyPaths, parse_method
 from metacompress.errors import UnknownMethod
@@ -119,7 +122,7 @@ def test_run_folder_is_atomic_and_never_overwritten(tmp_path, results, policy_di
                                       policies=PolicyPaths(policy=policy_dir), finetune_steps=2), entries=TASKS)
     out = tmp_path / "bench-quick-s0"
     write_run(out, bench, results, 1.0)
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_evaluations.png", "config.json", "results.csv", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_evaluations.png", "config.json", "manifest.json", "results.csv", "summary.md"]
     assert [p.name for p in tmp_path.iterdir()] == ["bench-quick-s0"]  # no temporary folder left behind
     assert pd.read_csv(out / "results.csv").shape == results.shape
     assert f"--out {out}" in (out / "summary.md").read_text()
@@ -129,6 +132,7 @@ def test_run_folder_is_atomic_and_never_overwritten(tmp_path, results, policy_di
         write_run(out, bench, results, 1.0)
     write_run(out, bench, results.head(3), 1.0, overwrite=True)
     assert len(pd.read_csv(out / "results.csv")) == 3
+    assert json.loads((out / "config.json").read_text())["versions"]["metacompress"] == __version__
 
 
 @pytest.mark.parametrize(

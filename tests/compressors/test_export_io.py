@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from metacompress import MetacompressError, Plan, PlanMismatch, analyze, export, load_compressed, save_compressed
-from metacompress.errors import RunExists
+from metacompress.errors import CorruptFile, RunExists
 from tiny_models import TINY_MODELS, TinyMLP, example_input, trained_like
 
 
@@ -52,3 +52,47 @@ def test_loading_into_another_architecture_is_refused(tmp_path):
 def test_saving_a_plain_model_is_refused(tmp_path):
     with pytest.raises(MetacompressError, match="export it first"):
         save_compressed(TinyMLP(), tmp_path / "out")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = trained_like(TinyMLP())
+    x = example_input(model)
+    return save_compressed(export(model, Plan.uniform(analyze(model, x)), x, [x]), tmp_path / "out"), x
+
+
+def test_overwrite_replaces_a_saved_model_but_never_another_folder(saved, tmp_path):
+    """Issue 13 item 1: save_compressed(overwrite=True) deleted whatever the folder held."""
+    path, x = saved
+    compressed = load_compressed(path, TinyMLP())
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(RunExists, match="not a metacompress run"):
+        save_compressed(compressed, notes, overwrite=True)
+    assert (notes / "todo.txt").read_text() == "mine"
+    with pytest.raises(RunExists, match="is a metacompress model run"):
+        from metacompress.compressors.runs import RunFolder
+
+        RunFolder(path, "apply", overwrite=True).check()
+
+
+def test_model_json_may_set_only_shape_attributes(saved):
+    """Issue 13 item 9: any attribute in model.json was set on the user's modules (e.g. forward)."""
+    path, _ = saved
+    structure = json.loads((path / "model.json").read_text())
+    first = next(iter(structure["shapes"]))
+    for attrs in ({"forward": 3}, {"in_features": "12"}, {"in_features": True}):
+        bad = {**structure, "shapes": {**structure["shapes"], first: attrs}}
+        (path / "model.json").write_text(json.dumps(bad))
+        with pytest.raises(CorruptFile, match=f"model.json sets {first}\\..*only in_channels, .* may be set, to integers"):
+            load_compressed(path, TinyMLP())
+
+
+def test_corrupt_weights_are_a_clear_error(saved):
+    """Issue 13 item 9: a truncated weights file escaped as a raw SafetensorError."""
+    path, _ = saved
+    weights = path / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(CorruptFile, match="weights.safetensors is missing or corrupt .*re-save the model"):
+        load_compressed(path, TinyMLP())

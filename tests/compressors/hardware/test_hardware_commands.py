@@ -50,3 +50,22 @@ def test_measure_then_calibrate_from_the_table(tmp_path, capsys):
     assert len(lines) == 10
     assert all(line.startswith("[ok]") for line in lines[:9])  # the preset figures are deterministic
     assert status == (0 if lines[9].startswith("[ok]") else 1)
+
+
+def test_measure_the_users_model_then_apply_with_the_table(tmp_path, monkeypatch, capsys):
+    """Issue 13 item 6: `measure` timed a built-in CNN, so `apply --hardware cpu.csv` could price no zoo or user model."""
+    from metacompress.benchmarks.reliability import USER_MODEL
+    from metacompress.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodel.py").write_text(USER_MODEL)
+    assert run("measure", "--model", "mymodel.py:factory", "--out", "cpu.csv", "--repeats", "1", "--plans", "10",
+               "--fractions", "0.25", "0.5", "1.0") == 0
+    out = capsys.readouterr().out
+    floors = next(line for line in out.splitlines() if line.startswith("budgets it serves"))
+    assert "latency >= 0." in floors and "size >= 0." in floors and "bitops >= 0." in floors and "energy: not measured" in floors
+    suggested = out.split("use it as: metacompress ")[1].split()
+    assert suggested[:6] == ["apply", "--model", "mymodel.py:factory", "--hardware", "cpu.csv", "--budget"]
+    assert main(suggested + ["--finetune-steps", "1", "--out", "run"]) == 0
+    summary = (tmp_path / "run" / "summary.json").read_text()
+    assert '"hardware": "cpu"' in summary and '"within_budget": true' in summary

@@ -1,0 +1,188 @@
+"""What a training run is: ``TrainConfig`` (every knob, with named recipes) and the tasks it trains and validates on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from metacompress.agents.policy_io import PolicyMetadata
+from metacompress.envs.compression_env import OBSERVATIONS
+from metacompress.envs.suite import default_suite, generated_tasks, model_spec
+from metacompress.envs.tasks import Task
+from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
+from metacompress.envs.zoo.catalog import QUICK, get_entry
+from metacompress.envs.zoo.generator import usable_generated
+from metacompress.errors import MetacompressError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ppo", "rl2", "reptile", "residual")
+RECIPES: dict[str, dict] = {
+    # The shipped default policy's recipe: the train split (models <= 3M MACs), ~55 min on 2 cores.
+    "default": {},
+    # The README tour: the quick zoo's training families, a few minutes.
+    "quick": {
+        "timesteps": 6_000,
+        "models": ("mlp-w64-d1-digits", "cnn1d-w16-d2-mnist1d", "vgg-w8-d1-digits", "resnet-w8-d1-digits"),
+        "eval_every": 2_000,
+        "checkpoint_every": 2_000,
+        "eval_tasks": 4,
+    },
+}
+# The few-shot agents' budgets under the default recipe (RecurrentPPO's learner is ~10x
+# slower per step; Reptile runs its inner loops in one process).
+ALGO_DEFAULTS: dict[str, dict] = {
+    "rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8},
+    "reptile": {"timesteps": 300_000},
+    # the solver-anchored residual planner: vgg tasks of the train split are its validation split
+    "residual": {"timesteps": 40_000, "validation_families": ("vgg",), "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run (defaults: the shipped default policy's recipe).
+
+    Args:
+        algo: ``ppo`` (zero-shot, task-conditioned), ``rl2`` (RecurrentPPO on K-attempt
+            trials), ``reptile`` (first-order meta-learned initialisation) or ``residual``
+            (PPO with the whole-network encoder on tasks anchored on the exact solver's plan,
+            rewarded by the gain over it: ``agents.residual``).
+        split: suite split to train on (``train``; held-out tasks are only monitored).
+        timesteps: environment steps (one step = one unit decision).
+        seed: seeds the suite sampling, the envs and the networks.
+        models: restrict training tasks to these zoo models (empty = all of the split).
+        max_model_macs: leave out the split's models above this many MACs per sample (their
+            proxy costs 1-3 s on one core; on 2 cores the 60-minute budget buys more
+            tasks without them). 0 keeps every model.
+        n_envs: parallel environments; ``vec_env`` = ``subproc`` or ``dummy``.
+        log_std_init: initial log std of the Gaussian policy; -1 explores near the anchor
+            (action 0, the uniform plan that fits) rather than across the whole range.
+        attempts: attempts per episode for ``rl2``.
+        reptile_updates / reptile_step: inner PPO updates per task and outer step size.
+        eval_every / eval_tasks: monitoring cadence (steps) and number of held-out tasks.
+        checkpoint_every: steps between checkpoints.
+        search_finetune_steps: KD steps in every proxy evaluation (the reward's recovery).
+        generated_models / generated_tasks: also train on ``generated_tasks`` tasks drawn over
+            the cached generated networks among the first ``generated_models`` that met their
+            accuracy floor (``metacompress zoo build --generated N`` builds them); 0 = none.
+        validation_families: zoo families of the train split left out of training; their
+            tasks form the validation split that picks the checkpoint (``residual``; the
+            held-out split is never used to choose anything).
+    """
+
+    algo: str = "ppo"
+    split: str = "train"
+    timesteps: int = 200_000
+    seed: int = 0
+    models: tuple[str, ...] = ()
+    max_model_macs: int = 3_000_000
+    n_envs: int = 2
+    vec_env: str = "subproc"
+    n_steps: int = 256
+    batch_size: int = 128
+    n_epochs: int = 10
+    learning_rate: float = 3e-4
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.0
+    net_arch: tuple[int, ...] = (128, 128)
+    log_std_init: float = -1.0
+    lstm_hidden_size: int = 64
+    attempts: int = 4
+    reptile_updates: int = 4
+    reptile_step: float = 0.5
+    eval_every: int = 10_000
+    eval_tasks: int = 8
+    checkpoint_every: int = 10_000
+    search_finetune_steps: int = DEFAULT_SEARCH_FINETUNE_STEPS
+    generated_models: int = 0
+    generated_tasks: int = 0
+    validation_families: tuple[str, ...] = ()
+
+    @property
+    def observation(self) -> str:
+        """The env observation the policy reads: the whole network for the residual planner."""
+        return "network" if self.algo == "residual" else "step"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.algo not in METHODS:
+            problems.append(f"algo {self.algo!r} is unknown (use {', '.join(METHODS)})")
+        if self.timesteps < 1 or self.n_envs < 1:
+            problems.append(f"timesteps and n_envs must be >= 1, got {self.timesteps} and {self.n_envs}")
+        if self.vec_env not in ("subproc", "dummy"):
+            problems.append(f"vec_env {self.vec_env!r} is unknown (use subproc or dummy)")
+        if self.algo == "rl2" and self.attempts < 2:
+            problems.append(f"rl2 needs attempts >= 2 per trial, got {self.attempts}")
+        if problems:
+            raise MetacompressError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def recipe(cls, preset: str = "default", algo: str = "ppo") -> "TrainConfig":
+        """A named recipe (``RECIPES``: ``default``, the shipped policies', or ``quick``) for ``algo``.
+
+        Raises:
+            MetacompressError: for an unknown recipe or algorithm.
+        """
+        if preset not in RECIPES:
+            raise MetacompressError(f"recipe {preset!r} is unknown; use one of {', '.join(RECIPES)}")
+        return cls(algo=algo, **{**(ALGO_DEFAULTS.get(algo, {}) if preset == "default" else {}), **RECIPES[preset]})
+
+    def metadata(self, training: dict) -> PolicyMetadata:
+        return PolicyMetadata(
+            observation=self.observation,
+            observation_dim=OBSERVATIONS[self.observation],
+            algo="recurrent_ppo" if self.algo == "rl2" else "ppo",
+            net_arch=tuple(self.net_arch),
+            lstm_hidden_size=self.lstm_hidden_size if self.algo == "rl2" else 0,
+            attempts=self.attempts if self.algo == "rl2" else 1,
+            method=self.algo,
+            training=training,
+        )
+
+
+def training_tasks(config: TrainConfig) -> list[Task]:
+    """The tasks of ``config.split``, restricted to ``config.models`` if given."""
+    tasks = default_suite().split(config.split)
+    if config.models:
+        tasks = [t for t in tasks if t.model in config.models]
+    if config.max_model_macs:
+        tasks = [t for t in tasks if model_spec(t.model).macs() <= config.max_model_macs]
+    tasks = [t for t in tasks if get_entry(t.model).family not in config.validation_families]
+    if config.generated_models and config.generated_tasks:
+        usable = [e.id for e in usable_generated(config.generated_models)]
+        if not usable:
+            raise MetacompressError(
+                f"none of the first {config.generated_models} generated networks is built; run "
+                f"`metacompress zoo build --generated {config.generated_models}` first"
+            )
+        tasks += generated_tasks(usable, config.generated_tasks, seed=config.seed)
+    if not tasks:
+        raise MetacompressError(f"no {config.split} tasks use models {list(config.models)}; see `metacompress suite list`")
+    return tasks
+
+
+def monitoring_tasks(config: TrainConfig) -> list[Task]:
+    """A fixed, seeded sample of validation tasks if the config has a validation split, else of held-out tasks.
+
+    Quick runs prefer small models.
+    """
+    if config.eval_tasks <= 0:
+        return []
+    if config.validation_families:
+        pool = [t for t in default_suite().split(config.split) if get_entry(t.model).family in config.validation_families]
+        if config.max_model_macs:
+            pool = [t for t in pool if model_spec(t.model).macs() <= config.max_model_macs]
+        rng = np.random.default_rng(config.seed)
+        picks = rng.choice(len(pool), size=min(config.eval_tasks, len(pool)), replace=False)
+        return [pool[i] for i in sorted(picks)]
+    heldout = default_suite().split("heldout")
+    if config.models:
+        quick = {e.id for e in QUICK}
+        heldout = [t for t in heldout if t.model in quick or t.model in config.models] or heldout
+    rng = np.random.default_rng(config.seed)
+    picks = rng.choice(len(heldout), size=min(config.eval_tasks, len(heldout)), replace=False)
+    return [heldout[i] for i in sorted(picks)]

@@ -1,0 +1,64 @@
+"""``compress`` and ``CompressionResult.save`` (issue 13 items 7 and 9)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import metacompress as mc
+from metacompress import api
+from metacompress.errors import EvaluationBudgetError
+from metacompress.compressors.runs import MANIFEST, read_manifest
+
+
+@pytest.fixture(scope="module")
+def task():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 24), nn.BatchNorm1d(24), nn.ReLU(), nn.Dropout(0.1), nn.Linear(24, 3))
+    x = torch.randn(400, 12)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return model, mc.splits_from_arrays(x, y, seed=0)
+
+
+def test_the_readme_baseline_call_works_and_keeps_the_users_mode(task):
+    """The README's compress(..., planner=HawqPlanner()) raised 'got evaluations=0'; compress left the model in eval mode."""
+    model, data = task
+    model.train()
+    model[3].eval()  # a mixed state: every module gets its own mode back
+    result = mc.compress(model, data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", finetune_steps=0,
+                         planner=mc.agents.HawqPlanner())
+    assert result.summary["planner"] == "hawq" and result.summary["evaluations_used"] == 1
+    assert [m.training for m in model.modules()] == [True, True, True, True, False, True]  # Sequential first
+
+
+def test_every_fixed_budget_kind_declares_its_budget_as_plans_default():
+    """compress(planner=X()) with few_shot=0 uses the default of X.plan: the registry's fixed budgets."""
+    from metacompress.agents.registry import KINDS
+
+    assert api._default_evaluations(mc.agents.HawqPlanner()) == KINDS["hawq"][1]
+    assert api._default_evaluations(mc.agents.UniformPlanner()) == KINDS["uniform"][1]
+
+
+def test_a_planner_without_a_default_budget_is_refused_before_the_probes(task, monkeypatch):
+    model, data = task
+    monkeypatch.setattr(api, "compute_probes", lambda *a: pytest.fail("the probes ran before the check"))
+    with pytest.raises(EvaluationBudgetError, match="planner 'random' needs proxy evaluations .*pass few_shot=N"):
+        mc.compress(model, data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.RandomSearchPlanner())
+
+
+def test_save_writes_the_apply_run_and_few_shot_raw_columns_are_filled(task, tmp_path):
+    """CompressionResult.save is what `apply` writes; decisions.csv's raw_* columns were empty for few-shot runs."""
+    model, data = task
+    result = mc.compress(model, data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", finetune_steps=0,
+                         policy="default", few_shot=2)
+    decided = result.decisions[~result.decisions["frozen"]]
+    assert len(decided) == 1 and decided[["raw_prune", "raw_w_bits", "raw_a_bits"]].notna().all().all()
+    out = result.save(tmp_path / "run", config={"budget": "size=0.5"}, builder={"factory": "f.py:f"})
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "decisions.csv", "decisions.json", MANIFEST, "model", "plan.json", "report.md", "summary.json"])
+    assert read_manifest(out)["kind"] == "apply" and read_manifest(out / "model")["kind"] == "model"
+    assert json.loads((out / "config.json").read_text())["config"] == {"budget": "size=0.5"}
+    assert json.loads((out / "summary.json").read_text())["within_budget"]
