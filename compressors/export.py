@@ -19,26 +19,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from metacompress import __version__
-from metacompress.compressors.graph import ModelGraph, build_graph, dependency_graph
+from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.io import atomic_directory
 from metacompress.compressors.masking import layer_bits, quantize_weights
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
 from metacompress.compressors.recovery import calibrate, distill
+from metacompress.compressors.surgery import prune_units
 from metacompress.errors import MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "normalized_shape")
-
-
-def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[str, torch.Tensor]]) -> None:
-    """Physically remove channels, in place: ``(root layer, channel indices)`` per unit."""
-    graph = dependency_graph(model, example_input)
-    for root_name, removed in removals:
-        if removed.numel():
-            root = model.get_submodule(root_name)
-            pruner = graph.get_pruner_of_module(root)
-            graph.get_pruning_group(root, pruner.prune_out_channels, removed.tolist()).prune()
 
 
 def export(

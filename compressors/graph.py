@@ -17,54 +17,24 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
+from metacompress.compressors.surgery import QUANTIZABLE, MaskTarget, UnitGraph, dependency_graph, prunes_consistently
 from metacompress.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
 
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # Normalisations over the channel dimension: removing a channel changes every other
 # channel's statistics, so masking (zeros) and pruning (removal) would disagree.
 CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
 KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS
-EQUIVALENCE_TOL = 1e-4
-
-
-@dataclass(frozen=True)
-class MaskTarget:
-    """The slice of one module's parameters that a unit's channels own.
-
-    Args:
-        module: module path.
-        role: ``"out"`` (weight rows, bias, norm affine) or ``"in"`` (weight columns).
-        indices: (C, k) long tensor: the module indices fed by each of the unit's C channels.
-    """
-
-    module: str
-    role: str
-    indices: torch.Tensor
-
-
-@dataclass
-class UnitGraph:
-    """Per-unit internals that the spec leaves out: mask targets and channel ranking."""
-
-    root: str
-    targets: list[MaskTarget] = field(default_factory=list)
-    # channels ordered least important first, in whole steps
-    removal_order: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-
-    def removed_channels(self, unit: UnitSpec, kept: int) -> torch.Tensor:
-        """The channel indices a plan keeping ``kept`` channels removes."""
-        return self.removal_order[: unit.channels - kept]
 
 
 @dataclass
@@ -106,7 +76,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     unknown = [f for f in frozen if f not in dict(work.named_modules())]
     if unknown:
         raise UnsupportedModel(f"frozen layer(s) {unknown} are not modules of this model; use names from model.named_modules()")
-    positions, order = _trace_layers(work, example_input)
+    positions, order, outputs = _trace_layers(work, example_input)
     if not order:
         raise UnsupportedModel(
             "the model has no compressible layer: metacompress compresses Conv1d, Conv2d and Linear layers "
@@ -120,14 +90,16 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     unit_graphs: list[UnitGraph] = []
     layer_unit: dict[str, int] = {}
     in_links: dict[str, list[tuple[int, int]]] = {name: [] for name in order}
+    claimed: dict[tuple[str, str], tuple[set[int], int]] = {}
     fp32_in_units = 0
     for name in order:
         if name in layer_unit:
             continue
         index = len(units)
         module = work.get_submodule(name)
-        group_info = _group_of(graph, module, names)
-        unit, unit_graph = _make_unit(index, name, module, group_info, set(frozen), unsupported, work)
+        group_info = _group_of(graph, module, name, names)
+        _claim(group_info, claimed, index, set(layer_unit) - {name})
+        unit, unit_graph = _make_unit(index, name, group_info, set(frozen), outputs, work)
         for layer_name in unit.layers:
             layer_unit[layer_name] = index
         for target in unit_graph.targets:
@@ -152,15 +124,6 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     return _verify_pruning(model, example_input, model_graph)
 
 
-def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: list[nn.Module] = ()) -> tp.DependencyGraph:
-    """Torch-Pruning's graph of ``model`` (traced with autograd, so never under no_grad)."""
-    with warnings.catch_warnings():
-        # raw nn.Parameters are handled: a group holding one is marked unprunable
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored))
-
-
 def check_finite(model: nn.Module) -> None:
     """Raise ``UnsupportedModel`` naming every parameter or buffer with NaN or inf."""
     bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -180,10 +143,12 @@ def expected_input_hint(model: nn.Module) -> str:
     return "check the model's expected input shape"
 
 
-def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, tuple[int, int]], list[str]]:
-    """Run the example once; record quantizable layers in call order and their positions."""
+def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, tuple[int, int]], list[str], set[str]]:
+    """Run the example once: quantizable layers in call order, their positions, and the
+    layers whose output is (a view of) a model output tensor (or the last layer run)."""
     positions: dict[str, tuple[int, int]] = {}
     order: list[str] = []
+    storage: dict[str, int] = {}
 
     def hook(module, inputs, output, name):
         if name in positions:
@@ -194,6 +159,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
         per_out = output.numel() // (output.shape[0] * output.shape[channel_dim])
         positions[name] = (per_in, per_out)
         order.append(name)
+        storage[name] = output.data_ptr()
 
     handles = [
         m.register_forward_hook(lambda mod, i, o, n=n: hook(mod, i, o, n))
@@ -202,14 +168,16 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     ]
     try:
         with torch.no_grad():
-            model(example_input)
+            result = model(example_input)
     except Exception as exc:  # the model's own error, re-raised with the shape it expects
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}") from exc
     finally:
         for h in handles:
             h.remove()
-    return positions, order
+    returned = {t.data_ptr() for t in output_tensors(result)}
+    outputs = {name for name, ptr in storage.items() if ptr in returned} | set(order[-1:])
+    return positions, order, outputs
 
 
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:
@@ -235,24 +203,43 @@ def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str
 
 @dataclass
 class _GroupInfo:
+    """One dependency group as analysis sees it, before it becomes a unit."""
+
     out_layers: list[str]
     targets: list[MaskTarget]
     problems: list[str]
-    fp32_per_channel: int
     channels: int
+    # norm module -> (its channel indices, fp32 parameters per channel of the group)
+    fp32: dict[str, tuple[set[int], int]] = field(default_factory=dict)
+    channel_groups: int = 1
+
+    @property
+    def fp32_per_channel(self) -> int:
+        return sum(per_channel for _, per_channel in self.fp32.values())
 
 
-def _group_of(graph: tp.DependencyGraph, module: nn.Module, names: dict[nn.Module, str]) -> _GroupInfo:
-    """The dependency group rooted at ``module``'s output channels, as mask targets."""
+def _group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dict[nn.Module, str]) -> _GroupInfo:
+    """The dependency group rooted at ``module``'s output channels, as mask targets.
+
+    Anything Torch-Pruning gets wrong for this group (an exception in its index mapping, an
+    index past a layer's size after a transpose) is recorded as a problem, which makes the
+    unit quantize-only: analysis itself never fails on one group.
+    """
     pruner = graph.get_pruner_of_module(module)
     channels = pruner.get_out_channels(module)
-    group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
-    out_layers, targets, problems, fp32 = [], [], [], 0
+    info = _GroupInfo([root], [MaskTarget(root, "out", torch.arange(channels)[:, None])], [], channels)
+    try:
+        group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+    except Exception as exc:  # e.g. its index mapping through a GRU's packed output
+        info.problems.append(f"Torch-Pruning cannot trace its channels ({type(exc).__name__}: {exc})")
+        return info
+    info.out_layers, info.targets = [], []
+    grouped: set[int] = set()
     for item in group.items:
         target = item.dep.target.module
         if not isinstance(target, nn.Module) or target not in names:
             if isinstance(target, nn.Parameter):
-                problems.append("it owns an unwrapped nn.Parameter")
+                info.problems.append("it owns an unwrapped nn.Parameter")
             continue
         name = names[target]
         is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
@@ -260,72 +247,136 @@ def _group_of(graph: tp.DependencyGraph, module: nn.Module, names: dict[nn.Modul
         if not any(True for _ in target.parameters(recurse=False)):
             continue
         if len(idxs) % channels:
-            problems.append(f"{name} maps channels unevenly")
+            info.problems.append(f"{name} maps channels unevenly")
             continue
         indices = torch.tensor(idxs, dtype=torch.long).reshape(channels, -1)
+        size = _channel_count(target, is_out)
+        if indices.numel() and int(indices.max()) >= size:
+            info.problems.append(f"Torch-Pruning maps these channels past {name}'s {size} (lost through a transpose or reshape)")
+            continue
         if isinstance(target, QUANTIZABLE):
-            depthwise = isinstance(target, (nn.Conv1d, nn.Conv2d)) and target.groups == target.out_channels == target.in_channels and target.groups > 1
-            if isinstance(target, (nn.Conv1d, nn.Conv2d)) and target.groups > 1 and not depthwise:
-                problems.append(f"{name} is a grouped conv")
-            if is_out and name not in out_layers:
-                out_layers.append(name)
-            targets.append(MaskTarget(name, "out" if is_out or depthwise else "in", indices))
+            is_conv = isinstance(target, (nn.Conv1d, nn.Conv2d))
+            depthwise = is_conv and target.groups == target.out_channels == target.in_channels and target.groups > 1
+            if is_conv and target.groups > 1 and not depthwise:
+                grouped.add(target.groups)
+                if not is_out:  # weight columns are per group
+                    indices = indices % (target.in_channels // target.groups)
+            if is_out and indices.shape[1] > 1:  # it becomes a unit of its own
+                info.problems.append(f"{name} has {indices.shape[1]} output channels per channel (its output is concatenated with a copy of it)")
+                continue
+            if is_out and name not in info.out_layers:
+                info.out_layers.append(name)
+            info.targets.append(MaskTarget(name, "out" if is_out or depthwise else "in", indices))
         elif isinstance(target, MASKABLE_NORMS):
-            fp32 += 2 * indices.shape[1] if target.affine else 0
-            targets.append(MaskTarget(name, "out", indices))
+            info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
+            info.targets.append(MaskTarget(name, "out", indices))
         elif isinstance(target, CHANNEL_MIXING_NORMS):
-            problems.append(f"{name} ({type(target).__name__}) normalises across these channels")
-            fp32 += sum(p.numel() for p in target.parameters(recurse=False)) // channels
+            info.problems.append(f"{name} ({type(target).__name__}) normalises across these channels")
+            info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // channels)
         else:
-            problems.append(f"{name} ({type(target).__name__}) is not supported")
-    return _GroupInfo(out_layers, targets, problems, fp32, channels)
+            info.problems.append(f"{name} ({type(target).__name__}) is not supported")
+    if len(grouped) > 1 or (grouped and channels % max(grouped)):
+        info.problems.append(f"grouped convs with {sorted(grouped)} groups share these {channels} channels")
+    elif grouped:
+        info.channel_groups = grouped.pop()
+    return info
 
 
-def _make_unit(index, name, module, info: _GroupInfo, frozen: set[str], unsupported, model) -> tuple[UnitSpec, UnitGraph]:
+def _channel_count(module: nn.Module, is_out: bool) -> int:
+    """Output (or input) channels of a layer or norm: the range its channel indices must lie in."""
+    if isinstance(module, nn.Linear):
+        return module.out_features if is_out else module.in_features
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return module.out_channels if is_out or module.groups == module.in_channels else module.in_channels
+    return sum(p.numel() for p in module.parameters(recurse=False))
+
+
+def _claim(info: _GroupInfo, claimed: dict[tuple[str, str], tuple[set[int], int]], index: int, taken: set[str]) -> None:
+    """Give every parameter slice to one unit only: a slice an earlier unit owns leaves this group.
+
+    Overlapping groups arise where Torch-Pruning's groups are not a partition (channels
+    split by a concat and joined again): counting a slice twice would double its cost, and
+    pruning it from two units would not be what either unit's masks describe.
+    """
+    kept = []
+    for target in info.targets:
+        key, channels = (target.module, target.role), set(target.indices.flatten().tolist())
+        owned, owner = claimed.get(key, (set(), index))
+        if owned & channels or (target.role == "out" and target.module in taken):
+            if owner != index:
+                info.problems.append(f"it shares {target.module}'s channels with unit {owner}")
+            if target.module in info.out_layers:
+                info.out_layers.remove(target.module)
+            info.fp32.pop(target.module, None)
+            continue
+        claimed[key] = (owned | channels, index)
+        kept.append(target)
+    for name, (channels, _) in list(info.fp32.items()):
+        owned, owner = claimed.get((name, "norm"), (set(), index))
+        if owned & channels and owner != index:
+            del info.fp32[name]
+        else:
+            claimed[(name, "norm")] = (owned | channels, index)
+    info.targets = kept
+
+
+def _make_unit(index: int, name: str, info: _GroupInfo, frozen: set[str], outputs: set[str], model: nn.Module) -> tuple[UnitSpec, UnitGraph]:
+    """A unit from one group: prunable unless a problem, the model output or the user says otherwise."""
     layers = info.out_layers or [name]
     consumers = [t for t in info.targets if t.role == "in"]
     reasons = list(dict.fromkeys(info.problems))
-    is_frozen = any(l in frozen for l in layers) or not consumers
-    if not consumers:
+    is_head = not consumers and any(l in outputs for l in layers)
+    is_frozen = is_head or any(l in frozen for l in layers)
+    if is_head:
         reasons.insert(0, "its output is the model output (classifier head)")
     elif is_frozen:
         reasons.insert(0, "frozen by the user")
+    elif any(l in outputs for l in layers):
+        reasons.insert(0, "its output is part of the model output")
+    elif not consumers and not reasons:
+        reasons.append("its channels reach no layer the dependency graph follows (e.g. fused attention, a layer left alone)")
     prunable = not reasons
     unit = UnitSpec(
         index=index,
         name=layers[0] + (f"+{len(layers) - 1}" if len(layers) > 1 else ""),
         layers=tuple(layers),
         channels=info.channels,
+        channel_step=info.channel_groups if prunable else 1,
         prunable=prunable,
         frozen=is_frozen,
         reason="; ".join(reasons),
         fp32_per_channel=info.fp32_per_channel,
     )
-    graph = UnitGraph(root=name, targets=info.targets)
+    graph = UnitGraph(root=name, targets=info.targets, channel_groups=info.channel_groups)
     if prunable:
-        graph.removal_order = _rank_channels(model, info, 1)
+        graph.removal_order = _rank_channels(model, graph, info.channels, 1)
     return unit, graph
 
 
-def _rank_channels(model: nn.Module, info: _GroupInfo, step: int) -> torch.Tensor:
-    """Channels least important first, removed in whole blocks of ``step``.
+def _rank_channels(model: nn.Module, graph: UnitGraph, channels: int, step: int) -> torch.Tensor:
+    """Channels least important first, removed in whole blocks of ``step`` per channel group.
 
     Importance is the L2 norm of each channel's output weights, normalised per layer so
-    large and small layers of a group count equally (Torch-Pruning's group magnitude).
+    large and small layers of a group count equally (Torch-Pruning's group magnitude). With
+    ``channel_groups`` g > 1 (a grouped conv's channels) a block is the same ``step``
+    positions in every group, so each block removes ``step * g`` channels.
     """
-    score = torch.zeros(info.channels, dtype=torch.float64)
-    for target in info.targets:
+    score = torch.zeros(channels, dtype=torch.float64)
+    for target in graph.targets:
         if target.role != "out":
             continue
         layer = model.get_submodule(target.module)
         if not isinstance(layer, QUANTIZABLE):
             continue
         rows = layer.weight.detach().double().reshape(layer.weight.shape[0], -1)[target.indices.flatten()]
-        norms = rows.norm(dim=1).reshape(info.channels, -1).sum(dim=1)
+        norms = rows.norm(dim=1).reshape(channels, -1).sum(dim=1)
         score += norms / norms.mean().clamp_min(1e-12)
-    blocks = score.reshape(-1, step).sum(dim=1)
+    groups = graph.channel_groups
+    width = channels // groups
+    blocks = score.reshape(groups, -1, step).sum(dim=(0, 2))
     order = torch.argsort(blocks, stable=True)
-    return (order[:, None] * step + torch.arange(step)).flatten()
+    within = order[:, None] * step + torch.arange(step)  # (blocks, step) positions in a group
+    return (within[:, :, None] + width * torch.arange(groups)).flatten()
 
 
 def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: int, in_units: list[tuple[int, int]]) -> LayerSpec:
@@ -360,19 +411,20 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
     reference = copy.deepcopy(model).eval()
     units = list(spec.units)
     candidates = [(u, g) for u, g in zip(spec.units, graph.units) if u.prunable]
-    one_step = [g.removed_channels(u, u.channels - 1) for u, g in candidates]
-    if _prunes_consistently(reference, example_input, [g for _, g in candidates], one_step):
-        candidates = []  # every unit prunes channel by channel: the common case, one trial
+    one_step = [g.removed_channels(u, u.channels - u.channel_step) for u, g in candidates]
+    if prunes_consistently(reference, example_input, [g for _, g in candidates], one_step):
+        candidates = []  # every unit prunes one step at a time: the common case, one trial
     for unit, unit_graph in candidates:
-        for step in _divisors(unit.channels):
-            if step == unit.channels:
-                units[unit.index] = replace(unit, prunable=False, reason="no channel step prunes it consistently")
+        width = unit.channels // unit_graph.channel_groups
+        for step in _divisors(width):
+            if step == width:
+                units[unit.index] = replace(unit, prunable=False, channel_step=1, reason="no channel step prunes it consistently")
+                unit_graph.removal_order = torch.zeros(0, dtype=torch.long)
                 break
-            trial_unit = replace(unit, channel_step=step)
-            info = _GroupInfo(list(unit.layers), unit_graph.targets, [], 0, unit.channels)
-            unit_graph.removal_order = _rank_channels(reference, info, step)
-            removed = unit_graph.removed_channels(trial_unit, unit.channels - step)
-            if _prunes_consistently(reference, example_input, [unit_graph], [removed]):
+            trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
+            unit_graph.removal_order = _rank_channels(reference, unit_graph, unit.channels, step)
+            removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
+            if prunes_consistently(reference, example_input, [unit_graph], [removed]):
                 units[unit.index] = trial_unit
                 break
     final_spec = ModelSpec(
@@ -384,27 +436,6 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
         total_params=spec.total_params,
     )
     return ModelGraph(final_spec, graph.units)
-
-
-def _prunes_consistently(model, example_input, unit_graphs: list[UnitGraph], removed: list[torch.Tensor]) -> bool:
-    """Do masking and real pruning of these channels give the same output?"""
-    from metacompress.compressors.export import prune_units
-    from metacompress.compressors.masking import mask_unit
-
-    masked = copy.deepcopy(model)
-    pruned = copy.deepcopy(model)
-    with torch.no_grad():
-        for unit_graph, channels in zip(unit_graphs, removed):
-            mask_unit(masked, unit_graph, channels)
-    try:
-        prune_units(pruned, example_input, [(g.root, r) for g, r in zip(unit_graphs, removed)])
-        with torch.no_grad():
-            expected, actual = masked(example_input), pruned(example_input)
-    except Exception as exc:  # Torch-Pruning could not follow this group at this step
-        log.debug("trial prune of %s failed: %s", [g.root for g in unit_graphs], exc)
-        return False
-    scale = expected.abs().max().clamp_min(1.0)
-    return expected.shape == actual.shape and bool(((expected - actual).abs().max() / scale) < EQUIVALENCE_TOL)
 
 
 def _divisors(n: int) -> list[int]:
