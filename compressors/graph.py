@@ -148,7 +148,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     layers whose output is (a view of) a model output tensor (or the last layer run)."""
     positions: dict[str, tuple[int, int]] = {}
     order: list[str] = []
-    storage: dict[str, int] = {}
+    produced: dict[str, torch.Tensor] = {}  # held until compared, so no freed buffer is reused by the output
 
     def hook(module, inputs, output, name):
         if name in positions:
@@ -159,7 +159,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
         per_out = output.numel() // (output.shape[0] * output.shape[channel_dim])
         positions[name] = (per_in, per_out)
         order.append(name)
-        storage[name] = output.data_ptr()
+        produced[name] = output
 
     handles = [
         m.register_forward_hook(lambda mod, i, o, n=n: hook(mod, i, o, n))
@@ -176,7 +176,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
         for h in handles:
             h.remove()
     returned = {t.data_ptr() for t in output_tensors(result)}
-    outputs = {name for name, ptr in storage.items() if ptr in returned} | set(order[-1:])
+    outputs = {name for name, tensor in produced.items() if tensor.data_ptr() in returned} | set(order[-1:])
     return positions, order, outputs
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from metacompress.compressors.cost import layer_costs, total_cost
 from metacompress.compressors.hardware import Hardware, hardware_embedding
+from metacompress.compressors.spec import ModelSpec
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.features import budget_features, unit_features
 from metacompress.envs.probes import ModelProbes
@@ -19,6 +20,17 @@ from metacompress.envs.projection import BudgetProjector
 from metacompress.envs.tasks import Budget
 
 DEFAULT_MAX_PRUNE = 0.75
+
+
+def budget_projector(spec: ModelSpec, hardware: Hardware, budget: Budget, max_prune: float) -> tuple[float, BudgetProjector]:
+    """The unpruned W8A8 reference cost and the projector that enforces ``budget``.
+
+    Needs only the structure and the hardware, so a caller can refuse an infeasible budget
+    (``projector.check_feasible``) before any probe or evaluation runs.
+    """
+    eights = [8] * len(spec.units)
+    reference = total_cost(spec, budget.kind, spec.full_kept, eights, eights, hardware)
+    return reference, BudgetProjector(spec, hardware, budget.kind, budget.fraction * reference, max_prune)
 
 
 class TaskContext:
@@ -50,9 +62,8 @@ class TaskContext:
             evaluator, probes, hardware, budget, max_prune, name,
         )
         eights = [8] * len(spec.units)
-        self.reference_cost = total_cost(spec, budget.kind, spec.full_kept, eights, eights, hardware)
-        self.budget_cost = budget.fraction * self.reference_cost
-        self.projector = BudgetProjector(spec, hardware, budget.kind, self.budget_cost, max_prune)
+        self.reference_cost, self.projector = budget_projector(spec, hardware, budget, max_prune)
+        self.budget_cost = self.projector.budget
         self.projector.check_feasible(name)
         self.decision_units = self.projector.decision_units
         self.anchor_levels = self._anchor_levels()

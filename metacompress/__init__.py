@@ -17,6 +17,7 @@ from metacompress.compressors import (  # noqa: E402  (the version must exist fi
 from metacompress.envs.registration import register_envs  # noqa: E402
 from metacompress.errors import (  # noqa: E402
     InfeasibleBudget,
+    InvalidCalibration,
     InvalidPlan,
     MetacompressError,
     PlanMismatch,
@@ -32,6 +33,7 @@ __all__ = [
     "compress",
     "splits_from_arrays",
     "InfeasibleBudget",
+    "InvalidCalibration",
     "InvalidPlan",
     "MetacompressError",
     "ModelSpec",

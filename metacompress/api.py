@@ -17,7 +17,7 @@ from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.recovery import accuracy
-from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext
+from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext, budget_projector
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import compute_probes
 from metacompress.envs.tasks import Budget, resolve_hardware
@@ -172,8 +172,10 @@ def compress(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
+        task_name = f"{name} on {target.name} ({budget})"
+        budget_projector(evaluator.spec, target, budget, max_prune)[1].check_feasible(task_name)  # before the probes
         probes = compute_probes(evaluator, seed)
-        context = TaskContext(evaluator, probes, target, budget, max_prune, name=f"{name} on {target.name} ({budget})")
+        context = TaskContext(evaluator, probes, target, budget, max_prune, name=task_name)
         planned = planner.plan(context, few_shot, seed)
         planning_seconds = time.perf_counter() - start
         compressed = evaluator.final_model(planned.plan, finetune_steps, seed)
