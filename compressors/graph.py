@@ -10,7 +10,14 @@ Every prunable unit is checked by trial at analysis time: one channel step is pr
 real on a copy and the output is compared with the masked model's. A unit that fails
 (e.g. attention q/k/v pruned by less than a head) is retried at coarser steps and, if
 none works, kept as quantize-only with the reason recorded. So what we call prunable has
-been shown to prune.
+been shown to prune (``surgery.verify_units``).
+
+Analysis never fails on one group: whatever Torch-Pruning cannot follow (an exception in
+its index mapping, e.g. through a GRU; indices past a layer's size after a transpose) is
+that unit's reason for being quantize-only, and every parameter slice belongs to one unit
+only, so overlapping groups (channels split by a concat and joined again) are never
+counted or pruned twice. A grouped conv's channels are pruned the same positions in every
+group at once (Torch-Pruning's convention), so its units' step is a multiple of its groups.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from torch import nn
 
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
-from metacompress.compressors.surgery import QUANTIZABLE, MaskTarget, UnitGraph, dependency_graph, prunes_consistently
+from metacompress.compressors.surgery import QUANTIZABLE, MaskTarget, UnitGraph, dependency_graph, rank_channels, verify_units
 from metacompress.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
@@ -349,34 +356,8 @@ def _make_unit(index: int, name: str, info: _GroupInfo, frozen: set[str], output
     )
     graph = UnitGraph(root=name, targets=info.targets, channel_groups=info.channel_groups)
     if prunable:
-        graph.removal_order = _rank_channels(model, graph, info.channels, 1)
+        graph.removal_order = rank_channels(model, graph, info.channels, 1)
     return unit, graph
-
-
-def _rank_channels(model: nn.Module, graph: UnitGraph, channels: int, step: int) -> torch.Tensor:
-    """Channels least important first, removed in whole blocks of ``step`` per channel group.
-
-    Importance is the L2 norm of each channel's output weights, normalised per layer so
-    large and small layers of a group count equally (Torch-Pruning's group magnitude). With
-    ``channel_groups`` g > 1 (a grouped conv's channels) a block is the same ``step``
-    positions in every group, so each block removes ``step * g`` channels.
-    """
-    score = torch.zeros(channels, dtype=torch.float64)
-    for target in graph.targets:
-        if target.role != "out":
-            continue
-        layer = model.get_submodule(target.module)
-        if not isinstance(layer, QUANTIZABLE):
-            continue
-        rows = layer.weight.detach().double().reshape(layer.weight.shape[0], -1)[target.indices.flatten()]
-        norms = rows.norm(dim=1).reshape(channels, -1).sum(dim=1)
-        score += norms / norms.mean().clamp_min(1e-12)
-    groups = graph.channel_groups
-    width = channels // groups
-    blocks = score.reshape(groups, -1, step).sum(dim=(0, 2))
-    order = torch.argsort(blocks, stable=True)
-    within = order[:, None] * step + torch.arange(step)  # (blocks, step) positions in a group
-    return (within[:, :, None] + width * torch.arange(groups)).flatten()
 
 
 def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: int, in_units: list[tuple[int, int]]) -> LayerSpec:
@@ -406,27 +387,9 @@ def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: 
 
 
 def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelGraph) -> ModelGraph:
-    """Trial-prune each prunable unit by one step; coarsen or disable units that fail."""
+    """The graph with its units' channel steps confirmed (or pruning disabled) by trial pruning."""
     spec = graph.spec
-    reference = copy.deepcopy(model).eval()
-    units = list(spec.units)
-    candidates = [(u, g) for u, g in zip(spec.units, graph.units) if u.prunable]
-    one_step = [g.removed_channels(u, u.channels - u.channel_step) for u, g in candidates]
-    if prunes_consistently(reference, example_input, [g for _, g in candidates], one_step):
-        candidates = []  # every unit prunes one step at a time: the common case, one trial
-    for unit, unit_graph in candidates:
-        width = unit.channels // unit_graph.channel_groups
-        for step in _divisors(width):
-            if step == width:
-                units[unit.index] = replace(unit, prunable=False, channel_step=1, reason="no channel step prunes it consistently")
-                unit_graph.removal_order = torch.zeros(0, dtype=torch.long)
-                break
-            trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
-            unit_graph.removal_order = _rank_channels(reference, unit_graph, unit.channels, step)
-            removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
-            if prunes_consistently(reference, example_input, [unit_graph], [removed]):
-                units[unit.index] = trial_unit
-                break
+    units = verify_units(copy.deepcopy(model).eval(), example_input, list(spec.units), graph.units)
     final_spec = ModelSpec(
         units=tuple(units),
         layers=_with_in_fixed(spec, units),
@@ -436,10 +399,6 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
         total_params=spec.total_params,
     )
     return ModelGraph(final_spec, graph.units)
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _with_in_fixed(spec: ModelSpec, units: list[UnitSpec]) -> tuple[LayerSpec, ...]:

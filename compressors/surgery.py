@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch_pruning as tp
@@ -130,3 +130,62 @@ def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_grap
     if [e.shape for e in expected] != [a.shape for a in actual]:
         return False
     return all(bool(((e - a).abs().max() / e.abs().max().clamp_min(1.0)) < EQUIVALENCE_TOL) for e, a in zip(expected, actual))
+
+
+def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, unit_graphs: list[UnitGraph]) -> list:
+    """Trial-prune each prunable unit (``UnitSpec``) by one step; coarsen the step or disable pruning where it fails.
+
+    All units are tried together first (the common case: one trial); a unit that fails alone
+    is retried at coarser steps (attention q/k/v prune whole heads this way) and made
+    quantize-only, with the reason, if no step below all its channels works. Each unit's
+    ``removal_order`` is updated to the step found.
+    """
+    units = list(units)
+    candidates = [(u, g) for u, g in zip(units, unit_graphs) if u.prunable]
+    one_step = [g.removed_channels(u, u.channels - u.channel_step) for u, g in candidates]
+    if prunes_consistently(model, example_input, [g for _, g in candidates], one_step):
+        return units
+    for unit, unit_graph in candidates:
+        width = unit.channels // unit_graph.channel_groups
+        for step in _divisors(width):
+            if step == width:
+                units[unit.index] = replace(unit, prunable=False, channel_step=1, reason="no channel step prunes it consistently")
+                unit_graph.removal_order = torch.zeros(0, dtype=torch.long)
+                break
+            trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
+            unit_graph.removal_order = rank_channels(model, unit_graph, unit.channels, step)
+            removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
+            if prunes_consistently(model, example_input, [unit_graph], [removed]):
+                units[unit.index] = trial_unit
+                break
+    return units
+
+
+def rank_channels(model: nn.Module, graph: UnitGraph, channels: int, step: int) -> torch.Tensor:
+    """Channels least important first, removed in whole blocks of ``step`` per channel group.
+
+    Importance is the L2 norm of each channel's output weights, normalised per layer so
+    large and small layers of a group count equally (Torch-Pruning's group magnitude). With
+    ``channel_groups`` g > 1 (a grouped conv's channels) a block is the same ``step``
+    positions in every group, so each block removes ``step * g`` channels.
+    """
+    score = torch.zeros(channels, dtype=torch.float64)
+    for target in graph.targets:
+        if target.role != "out":
+            continue
+        layer = model.get_submodule(target.module)
+        if not isinstance(layer, QUANTIZABLE):
+            continue
+        rows = layer.weight.detach().double().reshape(layer.weight.shape[0], -1)[target.indices.flatten()]
+        norms = rows.norm(dim=1).reshape(channels, -1).sum(dim=1)
+        score += norms / norms.mean().clamp_min(1e-12)
+    groups = graph.channel_groups
+    width = channels // groups
+    blocks = score.reshape(groups, -1, step).sum(dim=(0, 2))
+    order = torch.argsort(blocks, stable=True)
+    within = order[:, None] * step + torch.arange(step)  # (blocks, step) positions in a group
+    return (within[:, :, None] + width * torch.arange(groups)).flatten()
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
