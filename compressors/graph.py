@@ -24,25 +24,18 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
-from metacompress.compressors.surgery import QUANTIZABLE, MaskTarget, UnitGraph, dependency_graph, rank_channels, verify_units
+from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of
+from metacompress.compressors.surgery import QUANTIZABLE, UnitGraph, dependency_graph, rank_channels, verify_units
 from metacompress.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
-
-MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-# Normalisations over the channel dimension: removing a channel changes every other
-# channel's statistics, so masking (zeros) and pruning (removal) would disagree.
-CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
-KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS
-
 
 @dataclass
 class ModelGraph:
@@ -104,8 +97,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
             continue
         index = len(units)
         module = work.get_submodule(name)
-        group_info = _group_of(graph, module, name, names)
-        _claim(group_info, claimed, index, set(layer_unit) - {name})
+        group_info = group_of(graph, module, name, names)
+        claim(group_info, claimed, index, set(layer_unit) - {name})
         unit, unit_graph = _make_unit(index, name, group_info, set(frozen), outputs, work)
         for layer_name in unit.layers:
             layer_unit[layer_name] = index
@@ -208,126 +201,7 @@ def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str
     return found
 
 
-@dataclass
-class _GroupInfo:
-    """One dependency group as analysis sees it, before it becomes a unit."""
-
-    out_layers: list[str]
-    targets: list[MaskTarget]
-    problems: list[str]
-    channels: int
-    # norm module -> (its channel indices, fp32 parameters per channel of the group)
-    fp32: dict[str, tuple[set[int], int]] = field(default_factory=dict)
-    channel_groups: int = 1
-
-    @property
-    def fp32_per_channel(self) -> int:
-        return sum(per_channel for _, per_channel in self.fp32.values())
-
-
-def _group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dict[nn.Module, str]) -> _GroupInfo:
-    """The dependency group rooted at ``module``'s output channels, as mask targets.
-
-    Anything Torch-Pruning gets wrong for this group (an exception in its index mapping, an
-    index past a layer's size after a transpose) is recorded as a problem, which makes the
-    unit quantize-only: analysis itself never fails on one group.
-    """
-    pruner = graph.get_pruner_of_module(module)
-    channels = pruner.get_out_channels(module)
-    info = _GroupInfo([root], [MaskTarget(root, "out", torch.arange(channels)[:, None])], [], channels)
-    try:
-        group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
-    except Exception as exc:  # e.g. its index mapping through a GRU's packed output
-        info.problems.append(f"Torch-Pruning cannot trace its channels ({type(exc).__name__}: {exc})")
-        return info
-    info.out_layers, info.targets = [], []
-    grouped: set[int] = set()
-    for item in group.items:
-        target = item.dep.target.module
-        if not isinstance(target, nn.Module) or target not in names:
-            if isinstance(target, nn.Parameter):
-                info.problems.append("it owns an unwrapped nn.Parameter")
-            continue
-        name = names[target]
-        is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
-        idxs = [int(i) for i in item.idxs]
-        if not any(True for _ in target.parameters(recurse=False)):
-            continue
-        if len(idxs) % channels:
-            info.problems.append(f"{name} maps channels unevenly")
-            continue
-        indices = torch.tensor(idxs, dtype=torch.long).reshape(channels, -1)
-        size = _channel_count(target, is_out)
-        if indices.numel() and int(indices.max()) >= size:
-            info.problems.append(f"Torch-Pruning maps these channels past {name}'s {size} (lost through a transpose or reshape)")
-            continue
-        if isinstance(target, QUANTIZABLE):
-            is_conv = isinstance(target, (nn.Conv1d, nn.Conv2d))
-            depthwise = is_conv and target.groups == target.out_channels == target.in_channels and target.groups > 1
-            if is_conv and target.groups > 1 and not depthwise:
-                grouped.add(target.groups)
-                if not is_out:  # weight columns are per group
-                    indices = indices % (target.in_channels // target.groups)
-            if is_out and indices.shape[1] > 1:  # it becomes a unit of its own
-                info.problems.append(f"{name} has {indices.shape[1]} output channels per channel (its output is concatenated with a copy of it)")
-                continue
-            if is_out and name not in info.out_layers:
-                info.out_layers.append(name)
-            info.targets.append(MaskTarget(name, "out" if is_out or depthwise else "in", indices))
-        elif isinstance(target, MASKABLE_NORMS):
-            info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
-            info.targets.append(MaskTarget(name, "out", indices))
-        elif isinstance(target, CHANNEL_MIXING_NORMS):
-            info.problems.append(f"{name} ({type(target).__name__}) normalises across these channels")
-            info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // channels)
-        else:
-            info.problems.append(f"{name} ({type(target).__name__}) is not supported")
-    if len(grouped) > 1 or (grouped and channels % max(grouped)):
-        info.problems.append(f"grouped convs with {sorted(grouped)} groups share these {channels} channels")
-    elif grouped:
-        info.channel_groups = grouped.pop()
-    return info
-
-
-def _channel_count(module: nn.Module, is_out: bool) -> int:
-    """Output (or input) channels of a layer or norm: the range its channel indices must lie in."""
-    if isinstance(module, nn.Linear):
-        return module.out_features if is_out else module.in_features
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return module.out_channels if is_out or module.groups == module.in_channels else module.in_channels
-    return sum(p.numel() for p in module.parameters(recurse=False))
-
-
-def _claim(info: _GroupInfo, claimed: dict[tuple[str, str], tuple[set[int], int]], index: int, taken: set[str]) -> None:
-    """Give every parameter slice to one unit only: a slice an earlier unit owns leaves this group.
-
-    Overlapping groups arise where Torch-Pruning's groups are not a partition (channels
-    split by a concat and joined again): counting a slice twice would double its cost, and
-    pruning it from two units would not be what either unit's masks describe.
-    """
-    kept = []
-    for target in info.targets:
-        key, channels = (target.module, target.role), set(target.indices.flatten().tolist())
-        owned, owner = claimed.get(key, (set(), index))
-        if owned & channels or (target.role == "out" and target.module in taken):
-            if owner != index:
-                info.problems.append(f"it shares {target.module}'s channels with unit {owner}")
-            if target.module in info.out_layers:
-                info.out_layers.remove(target.module)
-            info.fp32.pop(target.module, None)
-            continue
-        claimed[key] = (owned | channels, index)
-        kept.append(target)
-    for name, (channels, _) in list(info.fp32.items()):
-        owned, owner = claimed.get((name, "norm"), (set(), index))
-        if owned & channels and owner != index:
-            del info.fp32[name]
-        else:
-            claimed[(name, "norm")] = (owned | channels, index)
-    info.targets = kept
-
-
-def _make_unit(index: int, name: str, info: _GroupInfo, frozen: set[str], outputs: set[str], model: nn.Module) -> tuple[UnitSpec, UnitGraph]:
+def _make_unit(index: int, name: str, info: GroupInfo, frozen: set[str], outputs: set[str], model: nn.Module) -> tuple[UnitSpec, UnitGraph]:
     """A unit from one group: prunable unless a problem, the model output or the user says otherwise."""
     layers = info.out_layers or [name]
     consumers = [t for t in info.targets if t.role == "in"]

@@ -118,12 +118,12 @@ class GhostModule(nn.Module):
 
 
 class GhostBottleneck(nn.Module):
-    """GhostNet bottleneck (stride 1): ghost expand, SE with hard-sigmoid, ghost project, residual."""
+    """GhostNet bottleneck (stride 1): ghost expand, SE with hard-sigmoid in some blocks, ghost project, residual."""
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, se: bool) -> None:
         super().__init__()
         self.ghost1 = GhostModule(channels, hidden)
-        self.se = SqueezeExcite(hidden, 4)
+        self.se = SqueezeExcite(hidden, 4) if se else nn.Identity()
         self.ghost2 = GhostModule(hidden, channels, relu=False)
 
     def forward(self, x):
@@ -134,11 +134,11 @@ class GhostNet(nn.Module):
     def __init__(self, classes: int = 4) -> None:
         super().__init__()
         self.stem = conv_bn(3, 8, 3, 2)
-        self.block = GhostBottleneck(8, 16)
+        self.blocks = nn.Sequential(GhostBottleneck(8, 16, se=False), GhostBottleneck(8, 16, se=True))
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
-        return self.head(self.block(self.stem(x)).mean(dim=(2, 3)))
+        return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
 
 
 class GroupedBottleneck(nn.Module):
