@@ -178,3 +178,13 @@ def test_compress_refuses_an_infeasible_budget_before_the_probes(monkeypatch):
     model, shape = build("tabular")
     with pytest.raises(InfeasibleBudget, match="the most compressed plan"):
         api.compress(model, torch.randn(8, *shape), task_data(model, shape), hardware="bismo-edge", budget="bitops=0.001")
+
+
+def test_ghost_expansion_prunes_a_channel_with_its_cheap_copy():
+    spec = task("ghostnet").spec
+    unit = next(u for u in spec.units if u.name == "blocks.0.ghost1.primary.0+1")
+    assert unit.prunable and unit.layers == ("blocks.0.ghost1.primary.0", "blocks.0.ghost1.cheap.0")
+    consumer = next(layer for layer in spec.layers if layer.name == "blocks.0.ghost2.primary.0")
+    assert consumer.in_units == ((unit.index, 2),)  # each channel feeds its own column and its copy's
+    gated = next(u for u in spec.units if u.name == "blocks.1.ghost1.primary.0+1")
+    assert not gated.prunable and "blocks.1.se.expand has 2 output channels per channel" in gated.reason
