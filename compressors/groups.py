@@ -57,8 +57,8 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         return info
     info.out_layers, info.targets = [], []
     grouped: set[int] = set()
-    uneven = any(len(item.idxs) != channels for item in group.items if isinstance(item.dep.target.module, nn.Module))
-    reach = _single_channel_reach(graph, module, pruner, channels) if uneven else None
+    fans_out = any(len(item.idxs) != channels for item in group.items if isinstance(item.dep.target.module, nn.Module))
+    reach = _single_channel_reach(graph, module, pruner, channels) if fans_out else None
     uneven, lost, mixing = [], [], []  # module names, summarised in one problem each
     for item in group.items:
         target = item.dep.target.module
