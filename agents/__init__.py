@@ -1,4 +1,4 @@
-"""Who decides: planners that turn a task into a plan (baselines here; learned agents alongside).
+"""Who decides: planners that turn a task into a plan, the learned agents and the baselines.
 
 Every planner meets the ``Planner`` protocol (``plan(context, evaluations, seed) ->
 PlanResult``) and produces its plan through a ``CompressionEnv`` episode (``rollout``).
@@ -6,33 +6,33 @@ PlanResult``) and produces its plan through a ``CompressionEnv`` episode (``roll
 
 from metacompress.agents.ddpg_baseline import DDPGPlanner, TruncatedNormalSchedule
 from metacompress.agents.hawq import HawqPlanner, HawqSolution, UnitOptions, solve_hawq, unit_options
-from metacompress.agents.planner import (
-    EvaluationBudgetError,
-    Planner,
-    PlanResult,
-    ScoreBook,
-    compare_on_context,
-    executed_vectors,
-    rollout,
-)
+from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
+from metacompress.agents.planner import Planner, PlanResult, ScoreBook, rollout
+from metacompress.agents.registry import PlannerEvaluation, build_planner, evaluate_planner, load_planner, parse_method
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformCandidate, UniformPlanner
 
 __all__ = [
     "DDPGPlanner",
-    "EvaluationBudgetError",
     "EvolutionPlanner",
     "HawqPlanner",
     "HawqSolution",
     "PlanResult",
+    "PlannerEvaluation",
     "Planner",
+    "RL2Planner",
     "RandomSearchPlanner",
+    "ReptilePlanner",
+    "SampleAndSelectPlanner",
     "ScoreBook",
     "TruncatedNormalSchedule",
     "UniformCandidate",
     "UniformPlanner",
     "UnitOptions",
-    "compare_on_context",
-    "executed_vectors",
+    "ZeroShotPlanner",
+    "build_planner",
+    "evaluate_planner",
+    "load_planner",
+    "parse_method",
     "rollout",
     "solve_hawq",
     "unit_options",

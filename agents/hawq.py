@@ -51,15 +51,14 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from metacompress.agents.planner import PlanResult, ScoreBook, as_env_choice, check_evaluations, executed_vectors
+from metacompress.agents.planner import PlanResult, ScoreBook, check_evaluations
 from metacompress.agents.search_baselines import PRUNE_STEP, executed_bit_levels, prune_grid
 from metacompress.compressors.cost import total_cost
 from metacompress.compressors.plan import kept_channels_for
 from metacompress.compressors.quant import quantize_weight
 from metacompress.compressors.spec import ModelSpec
-from metacompress.envs.compression_env import choice_to_action
 from metacompress.envs.context import TaskContext
-from metacompress.envs.projection import FEASIBILITY_TOLERANCE, Choice
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
 
 ILP_ROUNDS = 6
 ILP_SECONDS = 30.0  # per solve; HiGHS returns its best feasible point if it hits the limit
@@ -78,7 +77,7 @@ class UnitOptions:
     """
 
     unit: int
-    choices: tuple[Choice, ...]
+    choices: tuple[UnitChoice, ...]
     executed: tuple[tuple[int, int, int], ...]
     sensitivity: np.ndarray
 
@@ -90,7 +89,7 @@ class HawqSolution:
     ``trace`` holds every round's (true cost ratio, objective, fits).
     """
 
-    choices: tuple[Choice, ...]
+    choices: tuple[UnitChoice, ...]
     objective: float
     cost_ratio: float
     fits: bool
@@ -151,19 +150,20 @@ def unit_options(context: TaskContext, prune_step: float = PRUNE_STEP, calibrate
     floor = 0.5 / max(len(context.evaluator.data.search.y), 1)
     bit_levels = executed_bit_levels(context)
     predicted, measured, tables = 0.0, 0.0, []
-    for unit in context.decision_units:
+    codec = context.codec
+    for position, unit in enumerate(context.decision_units):
         terms = _unit_terms(context, unit.index, h, bit_levels)
         probe = probes[unit.index]
         probe_kept = kept_channels_for(unit, 0.5) if unit.prunable and unit.channels // unit.channel_step >= 2 else unit.channels
         at_probe = float(terms.removal[terms.order[: unit.channels - probe_kept]].sum())
         predicted += float(terms.quant[min(bit_levels)].sum()) + at_probe
         measured += max(-probe.drop_w2, floor) + (max(-probe.drop_prune50, floor) if probe_kept < unit.channels else 0.0)
-        seen: dict[tuple[int, int, int], Choice] = {}
+        seen: dict[tuple[int, int, int], UnitChoice] = {}
         rows = []
         for ratio in prune_grid(context.max_prune, prune_step) if unit.prunable else [0.0]:
             for w_bits in bit_levels:
                 for a_bits in bit_levels:
-                    choice = as_env_choice(choice_to_action(Choice(ratio, w_bits, a_bits), context), context)
+                    choice = codec.choice(codec.action(UnitChoice(ratio, w_bits, a_bits), position), position)
                     executed = context.projector.execute(unit, choice)
                     if executed in seen:
                         continue
@@ -280,7 +280,7 @@ def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = I
         if picks is None:
             break
         choices = tuple(o.choices[i] for o, i in zip(options, picks))
-        vectors = executed_vectors(context, choices)
+        vectors = context.projector.executed_vectors(choices)
         ratio = context.cost_ratio(*vectors)
         fits = ratio <= context.budget.fraction * (1 + FEASIBILITY_TOLERANCE)
         value = float(sum(o.sensitivity[i] for o, i in zip(options, picks)))
@@ -295,7 +295,7 @@ def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = I
     if trace:
         return replace(last, trace=tuple(trace))
     most = tuple(context.projector.most_compressed(u) for u in context.decision_units)
-    return HawqSolution(most, float("nan"), context.cost_ratio(*executed_vectors(context, most)), True, ())
+    return HawqSolution(most, float("nan"), context.cost_ratio(*context.projector.executed_vectors(most)), True, ())
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,7 @@ class HawqPlanner:
         check_evaluations(self.name, evaluations)
         book = ScoreBook(context, 1, 1)
         solution = self.solve(context)
-        actions = np.stack([choice_to_action(c, context) for c in solution.choices])
+        actions = np.stack([context.codec.action(c, t) for t, c in enumerate(solution.choices)])
         book.run(actions)
         return book.result(
             ilp_objective=solution.objective,

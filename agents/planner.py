@@ -24,16 +24,11 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from metacompress.compressors.plan import Plan
-from metacompress.envs.compression_env import CompressionEnv, action_to_choice
+from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.context import TaskContext
-from metacompress.envs.projection import FEASIBILITY_TOLERANCE, Choice
-from metacompress.errors import MetacompressError
+from metacompress.errors import EvaluationBudgetError, MetacompressError
 
 Actions = np.ndarray | Sequence[np.ndarray] | Callable[[np.ndarray, int], np.ndarray]
-
-
-class EvaluationBudgetError(MetacompressError):
-    """A planner was given fewer proxy evaluations than it needs to produce a plan."""
 
 
 @dataclass(frozen=True)
@@ -100,30 +95,6 @@ def rollout(context: TaskContext | CompressionEnv, actions: Actions) -> tuple[Pl
     if not terminated:
         raise MetacompressError("the episode did not end after the last decision unit; was the env built with attempts > 1?")
     return info["plan"], float(reward), info
-
-
-def executed_vectors(context: TaskContext, choices: Sequence[Choice]) -> tuple[list[int], list[int], list[int]]:
-    """Per-unit (kept, w bits, a bits) the env executes for ``choices`` if projection never acts.
-
-    Frozen units stay whole at 8 bits. If the resulting plan fits the budget, every step of
-    an episode fed these choices passes the projection untouched (costs are monotone, so
-    each step's check, with later units at maximum compression, costs no more), and the
-    episode executes exactly these vectors.
-    """
-    kept, w_bits, a_bits = context.projector.initial_vectors()
-    for unit, choice in zip(context.decision_units, choices):
-        kept[unit.index], w_bits[unit.index], a_bits[unit.index] = context.projector.execute(unit, choice)
-    return kept, w_bits, a_bits
-
-
-def fits_budget(context: TaskContext, kept: Sequence[int], w_bits: Sequence[int], a_bits: Sequence[int]) -> bool:
-    """Whether a plan's vectors meet the budget (with the projector's tolerance)."""
-    return context.projector.cost(kept, w_bits, a_bits) <= context.budget_cost * (1 + FEASIBILITY_TOLERANCE)
-
-
-def as_env_choice(action: np.ndarray, context: TaskContext) -> Choice:
-    """The choice the env reads from a raw action (float32, as the env receives it)."""
-    return action_to_choice(np.asarray(action, dtype=np.float32), context)
 
 
 def check_evaluations(name: str, evaluations: int, minimum: int = 1) -> None:
@@ -201,29 +172,3 @@ class ScoreBook:
             cost_ratio=self.context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits),
             info=info,
         )
-
-
-def compare_on_context(context: TaskContext, planners: Sequence[Planner], evaluations: int, seed: int = 0):
-    """Run each planner on one task; one row per planner (pandas DataFrame).
-
-    Columns: ``method``, ``proxy_change``, ``evaluations_used``, ``new_evaluations``,
-    ``wall_seconds``, ``cost_ratio``, ``budget_fraction``, ``within_budget``.
-    """
-    import pandas as pd
-
-    rows = []
-    for planner in planners:
-        result = planner.plan(context, evaluations, seed)
-        rows.append(
-            {
-                "method": planner.name,
-                "proxy_change": result.proxy_change,
-                "evaluations_used": result.evaluations_used,
-                "new_evaluations": result.info.get("new_evaluations"),
-                "wall_seconds": result.wall_seconds,
-                "cost_ratio": result.cost_ratio,
-                "budget_fraction": context.budget.fraction,
-                "within_budget": result.cost_ratio <= context.budget.fraction * (1 + FEASIBILITY_TOLERANCE),
-            }
-        )
-    return pd.DataFrame(rows)

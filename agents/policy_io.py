@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from metacompress import __version__
+from metacompress._version import __version__
 from metacompress.compressors.io import atomic_directory
 from metacompress.envs.compression_env import ENV_VERSION
 from metacompress.envs.features import OBSERVATION_DIM

@@ -12,18 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metacompress.agents.planner import (
-    PlanResult,
-    ScoreBook,
-    as_env_choice,
-    check_evaluations,
-    executed_vectors,
-    fits_budget,
-)
+from metacompress.agents.planner import PlanResult, ScoreBook, check_evaluations
+from metacompress.compressors.budget import UnitChoice
 from metacompress.compressors.plan import MAX_BITS, MIN_BITS
-from metacompress.envs.compression_env import choice_to_action
 from metacompress.envs.context import TaskContext
-from metacompress.envs.projection import Choice
 from metacompress.errors import MetacompressError
 
 PRUNE_STEP = 0.125
@@ -88,9 +80,9 @@ class UniformPlanner:
         for w_bits in executed_bit_levels(context):
             for a_bits in executed_bit_levels(context):
                 for ratio in prune_grid(context.max_prune, self.prune_step):
-                    action = choice_to_action(Choice(ratio, w_bits, a_bits), context)
-                    vectors = executed_vectors(context, [as_env_choice(action, context)] * n)
-                    if fits_budget(context, *vectors):
+                    action = context.codec.action(UnitChoice(ratio, w_bits, a_bits), 0)
+                    vectors = context.projector.executed_vectors([context.codec.choice(action, 0)] * n)
+                    if context.projector.fits(*vectors):
                         candidate = UniformCandidate(ratio, w_bits, a_bits, context.cost_ratio(*vectors), np.tile(action, (n, 1)))
                         found.setdefault(tuple(map(tuple, vectors)), candidate)
                         break

@@ -28,7 +28,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
-from metacompress import __version__
+from metacompress._version import __version__
 from metacompress.agents.learned import _PolicyActor
 from metacompress.agents.planner import rollout
 from metacompress.agents.policy_io import PolicyMetadata, policy_kwargs, save_policy
@@ -36,7 +36,7 @@ from metacompress.envs.meta_env import MetaCompressEnv
 from metacompress.envs.suite import default_suite
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS, TaskWorld
-from metacompress.envs.zoo import default_cache_dir
+from metacompress.envs.zoo.cache import default_cache_dir
 from metacompress.errors import MetacompressError, RunExists
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def training_tasks(config: TrainConfig) -> list[Task]:
 
 def monitoring_tasks(config: TrainConfig) -> list[Task]:
     """A fixed, seeded sample of held-out tasks (quick runs prefer small models)."""
-    from metacompress.envs._zoo_catalog import QUICK
+    from metacompress.envs.zoo.catalog import QUICK
 
     if config.eval_tasks <= 0:
         return []

@@ -113,13 +113,6 @@ def total_cost(
     return float(sum(layer_costs(spec, kind, kept, w_bits, a_bits, hardware)))
 
 
-def reference_cost(spec: ModelSpec, kind: str, hardware: LayerCostModel | None = None) -> float:
-    """Cost of the unpruned model at W8A8: the denominator of every budget."""
-    n = len(spec.units)
-    bits = [REFERENCE_BITS] * n
-    return total_cost(spec, kind, spec.full_kept, bits, bits, hardware)
-
-
 def unit_cost_shares(
     spec: ModelSpec,
     kind: str,

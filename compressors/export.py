@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from metacompress import __version__
+from metacompress._version import __version__
 from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.io import atomic_directory
 from metacompress.compressors.masking import layer_bits, quantize_weights

@@ -1,63 +1,36 @@
-"""The RL problem: datasets, the model zoo, tasks and the suite, and the Gymnasium envs.
+"""The RL problem: tasks and the suite, the task world, features, and the Gymnasium envs.
 
-Importing this package registers ``metacompress/Compress-v0`` and
-``metacompress/MetaCompress-v0`` with Gymnasium.
+Importing this package registers ``metacompress/Compress-v1`` and
+``metacompress/MetaCompress-v1`` with Gymnasium. The models and data the tasks are
+made of live in ``metacompress.envs.zoo``.
 """
 
-from metacompress.envs.registration import COMPRESS_ID, META_COMPRESS_ID, register_envs
+from metacompress.envs.actions import ActionCodec
+from metacompress.envs.compression_env import ENV_VERSION, CompressionEnv
+from metacompress.envs.context import TaskContext
+from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.meta_env import MetaCompressEnv
+from metacompress.envs.registration import COMPRESS_ID, DEMO_TASK, META_COMPRESS_ID, register_envs
+from metacompress.envs.suite import TaskSuite, default_suite
+from metacompress.envs.tasks import Task, resolve_hardware
+from metacompress.envs.world import TaskWorld
 
 register_envs()
 
-from metacompress.envs.compression_env import ENV_VERSION, CompressionEnv  # noqa: E402
-from metacompress.envs.context import TaskContext  # noqa: E402
-from metacompress.envs.evaluator import ModelEvaluator  # noqa: E402
-from metacompress.envs.meta_env import MetaCompressEnv  # noqa: E402
-from metacompress.envs.suite import TaskSuite, default_suite  # noqa: E402
-from metacompress.envs.tasks import Budget, Task, resolve_hardware  # noqa: E402
-from metacompress.envs.world import TaskWorld  # noqa: E402
-from metacompress.envs.datasets import DATASETS, DatasetSplits, Split, load_dataset  # noqa: E402
-from metacompress.envs.families import FAMILIES, Family, build_model  # noqa: E402
-from metacompress.envs.zoo import (  # noqa: E402
-    QUICK,
-    ZOO,
-    ZooEntry,
-    ZooRecord,
-    build_zoo,
-    default_cache_dir,
-    get_entry,
-    load_zoo_model,
-    zoo_table,
-)
-
 __all__ = [
     "COMPRESS_ID",
-    "DATASETS",
+    "DEMO_TASK",
     "ENV_VERSION",
-    "FAMILIES",
     "META_COMPRESS_ID",
-    "QUICK",
-    "ZOO",
-    "Budget",
+    "ActionCodec",
     "CompressionEnv",
-    "DatasetSplits",
-    "Family",
     "MetaCompressEnv",
     "ModelEvaluator",
-    "Split",
     "Task",
     "TaskContext",
     "TaskSuite",
     "TaskWorld",
-    "ZooEntry",
-    "ZooRecord",
-    "build_model",
-    "build_zoo",
-    "default_cache_dir",
     "default_suite",
-    "get_entry",
-    "load_dataset",
-    "load_zoo_model",
     "register_envs",
     "resolve_hardware",
-    "zoo_table",
 ]

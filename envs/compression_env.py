@@ -8,53 +8,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from metacompress.compressors.plan import MAX_BITS, MIN_BITS, Plan
+from metacompress.compressors.budget import UnitChoice
+from metacompress.compressors.plan import MIN_BITS, Plan
+from metacompress.envs.actions import ActionCodec
 from metacompress.envs.context import TaskContext
 from metacompress.envs.features import OBSERVATION_DIM, TRIAL_FEATURES
-from metacompress.envs.projection import Choice
+from metacompress.errors import MetacompressError
 
 ENV_VERSION = 1
-BIT_LEVELS = MAX_BITS - MIN_BITS + 1
-
-
-def action_to_choice(action: np.ndarray, context: TaskContext) -> Choice:
-    """Map an action in [-1, 1]^3 to (prune ratio, w bits, a bits) around the task's anchor.
-
-    Each coordinate moves a compression level in [0, 1] piecewise-linearly: 0 keeps the
-    anchor's level (the uniform setting that just fits the budget), +1 goes to maximum
-    compression, -1 to none. Levels become a prune ratio (``level * max_prune``) and bits
-    (``8 - level * 6`` in seven equal-width bins, HAQ's mapping).
-    """
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-    anchor = context.anchor_levels
-    levels = np.where(a >= 0, anchor + a * (1.0 - anchor), anchor * (1.0 + a))
-    return levels_to_choice(levels, context.max_prune)
-
-
-def levels_to_choice(levels: np.ndarray, max_prune: float) -> Choice:
-    """Compression levels in [0, 1]^3 (0 = none, 1 = most) to a choice."""
-    bits = [MAX_BITS - min(int(level * BIT_LEVELS), BIT_LEVELS - 1) for level in levels[1:]]
-    return Choice(float(levels[0]) * max_prune, bits[0], bits[1])
-
-
-def choice_to_action(choice: Choice, context: TaskContext) -> np.ndarray:
-    """The action that maps to ``choice`` (bits at their bin centre): inverse of ``action_to_choice``."""
-    levels = [choice.prune_ratio / context.max_prune if context.max_prune else 0.0]
-    levels += [(MAX_BITS - b + 0.5) / BIT_LEVELS for b in (choice.w_bits, choice.a_bits)]
-    action = []
-    for level, anchor in zip(levels, context.anchor_levels):
-        if level >= anchor:
-            action.append((level - anchor) / (1.0 - anchor) if anchor < 1.0 else 0.0)
-        else:
-            action.append(level / anchor - 1.0)
-    return np.clip(np.asarray(action), -1.0, 1.0).astype(np.float32)
 
 
 @dataclass
 class _Decision:
     unit: str
-    raw: Choice
-    executed: Choice
+    raw: UnitChoice
+    executed: UnitChoice
     kept: int
     channels: int
     w_bits: int
@@ -72,15 +40,15 @@ class CompressionEnv(gym.Env):
     Action:
         ``Box(-1, 1, (3,))`` mapped to (prune ratio in [0, max_prune], weight bits 2-8,
         activation bits 2-8) *around the task's anchor*: the uniform setting that just
-        fits the budget (``TaskContext.anchor_levels``). Action 0 keeps the anchor's
-        compression level in that coordinate, +1 compresses it fully, -1 not at all
-        (``action_to_choice``). So an untrained policy starts from a feasible uniform plan
+        fits the budget (``TaskContext.codec``, see ``envs.actions``). Action 0 keeps the
+        anchor's compression level in that coordinate, +1 compresses it fully, -1 not at
+        all. So an untrained policy starts from a feasible uniform plan
         and learns where to deviate. Bits use seven equal-width bins (HAQ's mapping);
         channels go in whole channel steps; bits round up to what the hardware executes.
     Budget projection:
         AMC-style, during the episode: a choice is executed only if the plan still fits
         with every later unit at maximum compression; otherwise it moves toward this unit's
-        maximum compression until it fits (``envs.projection``). Every finished plan is
+        maximum compression until it fits (``compressors.budget``). Every finished plan is
         within budget; an infeasible task is refused when the context is built.
     Reward:
         0 until the last unit; then the proxy accuracy change on the search split
@@ -98,8 +66,8 @@ class CompressionEnv(gym.Env):
         1: first release (actions relative to the budget's uniform anchor).
 
     Args:
-        context: the task (see ``envs.context.TaskContext``); ``None`` builds the default
-            demo task (a quick-zoo model on a preset hardware).
+        context: the task (see ``envs.context.TaskContext``); ``None`` only for subclasses
+            that choose one per reset (``MetaCompressEnv``).
         attempts: attempts per episode (1 = zero-shot episodes).
         render_mode: ``"ansi"`` renders the decisions so far as a table.
     """
@@ -120,10 +88,16 @@ class CompressionEnv(gym.Env):
     def _next_context(self) -> TaskContext:
         """The task of the next episode (the meta env samples one here)."""
         if self.context is None:
-            from metacompress.envs.suite import default_demo_context
-
-            self.context = default_demo_context()
+            raise MetacompressError(
+                "CompressionEnv needs a task: pass context=TaskWorld().context(task), or use "
+                "gymnasium.make('metacompress/Compress-v1') for the demo task"
+            )
         return self.context
+
+    @property
+    def codec(self) -> ActionCodec:
+        """How this episode reads actions (the task's anchor)."""
+        return self.context.codec
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -143,7 +117,7 @@ class CompressionEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         ctx = self.context
         unit = ctx.decision_units[self._t]
-        raw = action_to_choice(action, ctx)
+        raw = self.codec.choice(action, self._t)
         executed, (kept, w_bits, a_bits) = ctx.projector.project(unit, raw, self._kept, self._w, self._a)
         self._decisions.append(_Decision(unit.name, raw, executed, kept, unit.channels, w_bits, a_bits))
         self._previous = np.asarray(

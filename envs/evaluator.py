@@ -128,6 +128,10 @@ class ModelEvaluator:
         self._cache[key] = value
         return value
 
+    def clear_cache(self) -> None:
+        """Forget every scored plan (a benchmark run then pays for its own evaluations)."""
+        self._cache.clear()
+
     def proxy_change(self, plan: Plan, finetune_steps: int | None = None) -> float:
         """Proxy accuracy minus the original model's, on the search split (the reward)."""
         return self.proxy_accuracy(plan, finetune_steps) - self.base_search_accuracy

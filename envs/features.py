@@ -55,9 +55,10 @@ import math
 
 import numpy as np
 
-from metacompress.compressors.cost import BUDGET_KINDS, layer_costs, total_cost
-from metacompress.compressors.hardware import EMBEDDING_DIM, Hardware
-from metacompress.compressors.spec import ModelSpec, UnitSpec
+from metacompress.compressors.budget import BudgetProjector, reference_vectors
+from metacompress.compressors.cost import BUDGET_KINDS
+from metacompress.compressors.hardware import EMBEDDING_DIM
+from metacompress.compressors.plan import kept_channels_for
 from metacompress.envs.probes import ModelProbes
 
 UNIT_FEATURES = 26
@@ -69,17 +70,11 @@ TRIAL_OFFSET = UNIT_FEATURES + BUDGET_FEATURES + DYNAMIC_FEATURES
 BIT_PROBES = ((4, 4), (2, 2), (8, 4), (4, 8))
 
 
-def unit_features(
-    spec: ModelSpec, hardware: Hardware, kind: str, probes: ModelProbes, decision_units: list[UnitSpec]
-) -> np.ndarray:
+def unit_features(projector: BudgetProjector, probes: ModelProbes) -> np.ndarray:
     """Static features (indices 0-25) of every decision unit: shape (decisions, 26)."""
+    spec, hardware, decision_units = projector.spec, projector.hardware, projector.decision_units
     full = spec.full_kept
-    eights = [8] * len(spec.units)
-    reference = total_cost(spec, kind, full, eights, eights, hardware)
-    shares = np.zeros(len(spec.units))
-    for layer, cost in zip(spec.layers, layer_costs(spec, kind, full, eights, eights, hardware)):
-        shares[layer.unit] += cost
-    shares /= max(shares.sum(), 1e-30)
+    shares = projector.reference_shares()
     model_macs = max(spec.macs(), 1)
     model_weights = max(sum(l.weight_count(l.in_channels, l.out_channels) for l in spec.layers), 1)
     rows = []
@@ -91,12 +86,11 @@ def unit_features(
         pointwise = [l for l in layers if l.kind == "conv" and l.kernel_elems == 1]
 
         def saving(kept_u: int, wb: int, ab: int) -> float:
-            kept = list(full)
-            w, a = list(eights), list(eights)
+            kept, w, a = reference_vectors(spec)
             kept[unit.index], w[unit.index], a[unit.index] = kept_u, wb, ab
-            return 1.0 - total_cost(spec, kind, kept, w, a, hardware) / reference
+            return 1.0 - projector.cost(kept, w, a) / projector.reference_cost
 
-        half = unit.channels - (unit.channels // unit.channel_step // 2) * unit.channel_step if unit.prunable else unit.channels
+        half = kept_channels_for(unit, 0.5) if unit.prunable and unit.channels // unit.channel_step >= 2 else unit.channels
         probe = probes.units[unit.index]
         per_weight = probe.hessian_trace / max(probe.weight_count, 1)
         rows.append(

@@ -27,17 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metacompress import __version__
+from metacompress._version import __version__
 from metacompress.compressors.graph import analyze
 from metacompress.compressors.hardware import PRESETS
 from metacompress.compressors.io import write_text_atomic
 from metacompress.compressors.spec import ModelSpec
-from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext
-from metacompress.envs.families import build_model
-from metacompress.envs.projection import BudgetProjector
-from metacompress.envs.tasks import Budget, Task, resolve_hardware, sampled_hardware_name
-from metacompress.envs._zoo_catalog import ZOO, get_entry
-from metacompress.envs.zoo import default_cache_dir
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.envs.zoo.families import build_model
+from metacompress.compressors.budget import BudgetProjector
+from metacompress.compressors.budget import Budget
+from metacompress.envs.tasks import Task, resolve_hardware, sampled_hardware_name
+from metacompress.envs.zoo.catalog import ZOO, get_entry
+from metacompress.envs.zoo.cache import default_cache_dir
 from metacompress.errors import MetacompressError
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,7 @@ def _hardware_pool(archetypes: tuple[str, ...], per_archetype: int, seed: int) -
 def _feasible(task: Task, max_prune: float) -> bool:
     spec = model_spec(task.model)
     hardware = resolve_hardware(task.hardware)
-    projector = BudgetProjector(spec, hardware, task.budget.kind, 0.0, max_prune)
-    eights = [8] * len(spec.units)
-    reference = projector.cost(list(spec.full_kept), eights, eights)
-    return projector.minimum_cost() <= task.budget.fraction * reference * (1 - 1e-6)
+    return BudgetProjector(spec, hardware, task.budget, max_prune).is_feasible()
 
 
 def _draw_tasks(rng, models, hardware, budgets, count, max_prune, split, novelty) -> list[SuiteTask]:
@@ -192,13 +190,3 @@ def _cached_suite(config: SuiteConfig, cache_dir: str) -> TaskSuite:
     suite = generate_suite(config)
     write_text_atomic(path, json.dumps({"format": SUITE_FORMAT, "tasks": [t.to_dict() for t in suite.tasks]}))
     return suite
-
-
-DEMO_TASK = Task("resnet-w8-d1-digits", "m7-mcu", Budget("latency", 0.5))
-
-
-def default_demo_context() -> TaskContext:
-    """The task ``gym.make("metacompress/Compress-v0")`` runs without arguments."""
-    from metacompress.envs.world import TaskWorld
-
-    return TaskWorld().context(DEMO_TASK)

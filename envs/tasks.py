@@ -11,47 +11,13 @@ JSON-friendly and can be checked for leakage between splits:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from metacompress.compressors.cost import BUDGET_KINDS
+from metacompress.compressors.budget import Budget
 from metacompress.compressors.hardware import Hardware, get_hardware, sample_hardware
 from metacompress.errors import MetacompressError
 
 SAMPLE_PREFIX = "sample:"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A hard budget: ``fraction`` of the unpruned W8A8 model's cost of ``kind``.
-
-    Args:
-        kind: ``latency`` (ms), ``energy`` (mJ), ``size`` (bits) or ``bitops``.
-        fraction: in (0, 1]; 0.25 means a quarter of the reference cost.
-    """
-
-    kind: str
-    fraction: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in BUDGET_KINDS:
-            raise MetacompressError(f"budget kind {self.kind!r} is unknown; use one of {', '.join(BUDGET_KINDS)} (e.g. latency=0.3)")
-        if not 0.0 < self.fraction <= 1.0:
-            raise MetacompressError(
-                f"budget fraction {self.fraction} for {self.kind} is outside (0, 1]; it is a fraction of the "
-                "unpruned 8-bit model's cost, e.g. latency=0.3"
-            )
-
-    @classmethod
-    def parse(cls, text: str) -> "Budget":
-        """Parse ``kind=fraction`` (e.g. ``size=0.125``)."""
-        match = re.fullmatch(r"\s*([a-z]+)\s*=\s*([0-9.eE+-]+)\s*", text)
-        if not match:
-            raise MetacompressError(f"cannot read budget {text!r}; write KIND=FRACTION, e.g. latency=0.3 or size=0.125")
-        return cls(match.group(1), float(match.group(2)))
-
-    def __str__(self) -> str:
-        return f"{self.kind}={self.fraction:g}"
 
 
 @dataclass(frozen=True)

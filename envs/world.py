@@ -13,11 +13,12 @@ from typing import Callable
 
 from torch import nn
 
-from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import ModelProbes, load_or_compute_probes
 from metacompress.envs.tasks import Task, resolve_hardware
-from metacompress.envs.zoo import default_cache_dir, load_zoo_model
+from metacompress.envs.zoo.cache import default_cache_dir, load_zoo_model
 
 log = logging.getLogger(__name__)
 

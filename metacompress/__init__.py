@@ -4,9 +4,8 @@ The user API: ``analyze`` a model into compressible units, make or learn a ``Pla
 (prune ratio and weight/activation bits per unit), ``export`` the compressed model.
 """
 
-__version__ = "0.1.0"
-
-from metacompress.compressors import (  # noqa: E402  (the version must exist first)
+from metacompress._version import __version__
+from metacompress.compressors import (
     ModelSpec,
     Plan,
     analyze,
@@ -14,8 +13,7 @@ from metacompress.compressors import (  # noqa: E402  (the version must exist fi
     load_compressed,
     save_compressed,
 )
-from metacompress.envs.registration import register_envs  # noqa: E402
-from metacompress.errors import (  # noqa: E402
+from metacompress.errors import (
     InfeasibleBudget,
     InvalidCalibration,
     InvalidPlan,
@@ -24,9 +22,8 @@ from metacompress.errors import (  # noqa: E402
     UnsupportedModel,
 )
 
-from metacompress.api import CompressionResult, compress, splits_from_arrays  # noqa: E402
-
-register_envs()  # gymnasium.make("metacompress/Compress-v0") works after `import metacompress`
+from metacompress import agents  # noqa: F401  (``mc.agents.HawqPlanner()``; importing envs registers the Gymnasium ids)
+from metacompress.api import CompressionResult, compress, splits_from_arrays
 
 __all__ = [
     "CompressionResult",

@@ -10,24 +10,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
 from metacompress.agents.planner import Planner, PlanResult
-from metacompress.agents.policy_io import load_policy
+from metacompress.agents.registry import evaluate_planner, load_planner
+from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.recovery import accuracy
-from metacompress.envs.context import DEFAULT_MAX_PRUNE, TaskContext, budget_projector
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector
+from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import compute_probes
-from metacompress.envs.tasks import Budget, resolve_hardware
+from metacompress.compressors.budget import Budget
+from metacompress.envs.tasks import resolve_hardware
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
-from metacompress.errors import MetacompressError, PolicyError, UnsupportedModel
+from metacompress.errors import MetacompressError, UnsupportedModel
 from metacompress.report import decision_table
 
-SHIPPED_POLICIES = Path(__file__).parent / "data"
-SHIPPED_NAMES = {name: SHIPPED_POLICIES / f"{name}_policy" for name in ("default", "rl2", "reptile")}
-DEFAULT_POLICY = SHIPPED_NAMES["default"]
 DEFAULT_FINETUNE_STEPS = 300
 
 
@@ -60,7 +58,7 @@ def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float
     """
     from sklearn.model_selection import train_test_split
 
-    from metacompress.envs.datasets import DatasetSplits, Split
+    from metacompress.envs.zoo.datasets import DatasetSplits, Split
 
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.long)
@@ -86,35 +84,6 @@ def _check_data(example_input: torch.Tensor, data: DataLike) -> None:
             problems.append(f"{name} has {len(split.x)} inputs but {len(split.y)} labels")
     if problems:
         raise UnsupportedModel("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
-
-
-def is_shipped(path: Path) -> bool:
-    """True for a policy folder inside the package's ``data`` (one of ``SHIPPED_NAMES``)."""
-    return path.resolve().parent == SHIPPED_POLICIES.resolve()
-
-
-def policy_path(policy: str | Path | None) -> Path:
-    """A policy folder, or a shipped policy by name (``default``, ``rl2``, ``reptile``) unless such a folder exists here."""
-    if policy is None:
-        return DEFAULT_POLICY
-    if str(policy) in SHIPPED_NAMES and not Path(policy).exists():
-        return SHIPPED_NAMES[str(policy)]
-    return Path(policy)
-
-
-def load_planner(policy: str | Path | None, few_shot: int):
-    """The planner for a policy folder (default: the shipped policy) and a few-shot budget."""
-    path = policy_path(policy)
-    if is_shipped(path) and not (path / "policy.json").exists():
-        raise PolicyError(f"no policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
-    network, metadata = load_policy(path)
-    if few_shot <= 0:
-        return ZeroShotPlanner(network, metadata)
-    if metadata.method == "rl2":
-        return RL2Planner(network, metadata)
-    if metadata.method == "reptile":
-        return ReptilePlanner(network, metadata)
-    return SampleAndSelectPlanner(network, metadata)
 
 
 def compress(
@@ -173,18 +142,16 @@ def compress(
         torch.manual_seed(seed)
         evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
         task_name = f"{name} on {target.name} ({budget})"
-        budget_projector(evaluator.spec, target, budget, max_prune)[1].check_feasible(task_name)  # before the probes
+        BudgetProjector(evaluator.spec, target, budget, max_prune).check_feasible(task_name)  # structure only: before the probes
         probes = compute_probes(evaluator, seed)
         context = TaskContext(evaluator, probes, target, budget, max_prune, name=task_name)
-        planned = planner.plan(context, few_shot, seed)
-        planning_seconds = time.perf_counter() - start
-        compressed = evaluator.final_model(planned.plan, finetune_steps, seed)
+        scored = evaluate_planner(context, planner, few_shot, seed, finetune_steps)
+        planning_seconds = time.perf_counter() - start - scored.finetune_seconds
+    planned, compressed, test_compressed = scored.result, scored.final_model, scored.final_accuracy
     plan = planned.plan
     spec = evaluator.spec
     test_original = evaluator.base_test_accuracy()
-    test_compressed = accuracy(compressed, data.test.x, data.test.y)
     cost_ratio = context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits)
-    eights = [8] * len(spec.units)
     summary = {
         "model": name,
         "hardware": target.name,
@@ -195,9 +162,9 @@ def compress(
         "seed": seed,
         "cost_ratio": cost_ratio,
         "budget_ratio": cost_ratio / budget.fraction,
-        "within_budget": cost_ratio <= budget.fraction * (1 + 1e-9),
+        "within_budget": context.projector.fits(plan.kept, plan.w_bits, plan.a_bits),
         "size_bits": size_bits(spec, plan.kept, plan.w_bits),
-        "reference_size_bits": size_bits(spec, spec.full_kept, eights),
+        "reference_size_bits": int(reference_cost(spec, "size")),
         "fp32_size_bits": spec.total_params * 32,
         "search_accuracy_original": evaluator.base_search_accuracy,
         "search_accuracy_compressed": evaluator.proxy_accuracy(plan),

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from metacompress import __version__
+from metacompress._version import __version__
 from metacompress.errors import MetacompressError
 
 COMMAND_MODULES = ("apply", "bench", "hardware", "inspect", "suite", "train", "zoo")

@@ -53,3 +53,23 @@ class UnknownName(MetacompressError):
 
 class ZooError(MetacompressError):
     """A zoo model is not cached and building was not allowed, or it missed its accuracy floor."""
+
+
+class InvalidBudget(MetacompressError):
+    """A budget cannot be read or is out of range (unknown kind, fraction outside (0, 1], bad prune limit)."""
+
+
+class InvalidData(MetacompressError):
+    """A data split is empty, has labels outside the model's outputs, or is too small to score plans."""
+
+
+class EvaluationBudgetError(MetacompressError):
+    """A planner was given fewer proxy evaluations than it needs to produce a plan."""
+
+
+class UnknownMethod(MetacompressError):
+    """A planner or benchmark method name is not known; the message lists the known ones."""
+
+
+class BenchConfigError(MetacompressError):
+    """A benchmark configuration is invalid (every problem is listed in one message)."""

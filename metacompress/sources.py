@@ -24,7 +24,7 @@ def load_model_source(source: str, weights: str | None = None) -> tuple[nn.Modul
         return _from_factory(source, weights)
     if weights:
         raise MetacompressError("--weights applies to a file.py:factory model, not to a zoo id (zoo weights are cached)")
-    from metacompress.envs.zoo import load_zoo_model
+    from metacompress.envs.zoo.cache import load_zoo_model
 
     model, data, _ = load_zoo_model(source)
     return model, data, {"zoo": source}

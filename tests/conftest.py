@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from tiny_models import TINY_MODELS, example_input, trained_like
+from tiny_world import tiny_loader
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_models import TINY_MODELS, example_input, trained_like  # noqa: E402
-from tiny_world import tiny_loader  # noqa: E402
-
-from metacompress.envs.world import TaskWorld  # noqa: E402
+from metacompress.envs.world import TaskWorld
 
 
 @pytest.fixture(autouse=True)

@@ -13,15 +13,14 @@ from torch import nn
 
 from metacompress import InfeasibleBudget, InvalidCalibration, Plan, export
 from metacompress.agents import HawqPlanner, RandomSearchPlanner, UniformPlanner
-from metacompress.api import load_planner
+from metacompress.agents.registry import load_planner
 from metacompress.compressors import SearchModel, count_params
 from metacompress.compressors.hardware import get_hardware
 from metacompress.compressors.recovery import output_tensors
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import compute_probes
-from metacompress.envs.projection import FEASIBILITY_TOLERANCE
-from metacompress.envs.tasks import Budget
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, Budget
 from catalogue import CATALOGUE, build
 
 BUDGET = Budget("bitops", 0.4)

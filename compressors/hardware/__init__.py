@@ -8,7 +8,7 @@
 - ``hardware_embedding``: the HELP-style fixed-length description the agent observes.
 """
 
-from metacompress.compressors.hardware.base import Hardware, minimum_cost, most_compressed_choices, round_up_bits
+from metacompress.compressors.hardware.base import Hardware, round_up_bits
 from metacompress.compressors.hardware.calibration import CalibrationFigure, calibration_figures
 from metacompress.compressors.hardware.embedding import (
     EMBEDDING_DIM,
@@ -45,8 +45,6 @@ __all__ = [
     "measure_cpu",
     "measure_layers",
     "measured_rank_correlation",
-    "minimum_cost",
-    "most_compressed_choices",
     "round_up_bits",
     "sample_hardware",
     "write_lut_csv",

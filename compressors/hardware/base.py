@@ -8,7 +8,7 @@ the hardware really runs (a 6-bit layer on a 2/4/8-bit machine runs, and costs, 
 
 Costs are monotone non-decreasing in kept channels and in bits. The environment's budget
 projection relies on it: shrinking any choice never makes a plan dearer, so the most
-compressed plan is the cheapest and feasibility is one evaluation (``minimum_cost``).
+compressed plan is the cheapest and feasibility is one evaluation (``compressors.budget``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Sequence
 
 from metacompress.compressors.cost import REFERENCE_BITS, total_cost
-from metacompress.compressors.plan import FROZEN_BITS, MAX_BITS, MIN_BITS, Plan
+from metacompress.compressors.plan import MAX_BITS, MIN_BITS, Plan
 from metacompress.compressors.spec import LayerSpec, ModelSpec
 from metacompress.errors import HardwareError
 
@@ -115,51 +115,6 @@ class Hardware(ABC):
         plan.check_model(spec)
         return total_cost(spec, kind, plan.kept, plan.w_bits, plan.a_bits, self)
 
-    def reference_cost(self, spec: ModelSpec, kind: str = "latency") -> float:
-        """The unpruned W8A8 model's cost: the denominator of every budget."""
-        bits = [REFERENCE_BITS] * len(spec.units)
-        return total_cost(spec, kind, spec.full_kept, bits, bits, self)
-
     def __str__(self) -> str:
         bits = "/".join(str(b) for b in self.supported_bits)
         return f"{self.name} ({self.archetype}, bits {bits})"
-
-
-def most_compressed_choices(spec: ModelSpec, max_prune: float = 0.9, min_bits: int = MIN_BITS) -> tuple[list[int], list[int]]:
-    """Kept channels and bits of the most compressed plan the action space allows.
-
-    Prunable units keep as few channels as ``max_prune`` allows (at least one step); frozen
-    units stay whole at 8 bits; every other unit gets ``min_bits``.
-
-    Raises:
-        HardwareError: if ``max_prune`` is outside [0, 1) or ``min_bits`` outside 2-8.
-    """
-    if not 0.0 <= max_prune < 1.0:
-        raise HardwareError(f"max prune ratio {max_prune} is outside [0, 1); pass a fraction of channels, e.g. 0.9")
-    if not MIN_BITS <= min_bits <= MAX_BITS:
-        raise HardwareError(f"min bits {min_bits} is outside {MIN_BITS}-{MAX_BITS}")
-    kept, bits = [], []
-    for unit in spec.units:
-        if unit.prunable and not unit.frozen:
-            removed_steps = int(max_prune * unit.channels // unit.channel_step)
-            kept.append(max(unit.min_kept, unit.channels - removed_steps * unit.channel_step))
-        else:
-            kept.append(unit.channels)
-        bits.append(FROZEN_BITS if unit.frozen else min_bits)
-    return kept, bits
-
-
-def minimum_cost(spec: ModelSpec, kind: str, hardware: Hardware | None, max_prune: float = 0.9, min_bits: int = MIN_BITS) -> float:
-    """The least cost any allowed plan reaches: costs are monotone, so it is the most compressed plan's.
-
-    Use it to refuse an infeasible budget with the minimum stated.
-
-    Args:
-        spec: the model.
-        kind: ``"latency"``, ``"energy"``, ``"size"`` or ``"bitops"``.
-        hardware: the target (unused for size and BitOps).
-        max_prune: the largest prune ratio the action space allows, in [0, 1).
-        min_bits: the smallest bit-width the action space allows.
-    """
-    kept, bits = most_compressed_choices(spec, max_prune, min_bits)
-    return total_cost(spec, kind, kept, bits, bits, hardware)

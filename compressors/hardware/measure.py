@@ -32,6 +32,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from metacompress.compressors.budget import kept_at
 from metacompress.compressors.cost import count_macs, total_cost
 from metacompress.compressors.hardware.base import Hardware
 from metacompress.compressors.hardware.embedding import PROBE_FRACTIONS, PROBE_LAYERS
@@ -182,9 +183,7 @@ def random_kept(spec: ModelSpec, rng: np.random.Generator, max_prune: float = 0.
         if not unit.prunable or unit.frozen:
             kept.append(unit.channels)
             continue
-        ratio = rng.uniform(0.0, max_prune)
-        removed = int(ratio * unit.channels // unit.channel_step) * unit.channel_step
-        kept.append(max(unit.min_kept, unit.channels - removed))
+        kept.append(kept_at(unit, rng.uniform(0.0, max_prune), max_prune))
     return kept
 
 

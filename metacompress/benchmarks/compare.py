@@ -42,7 +42,6 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import shlex
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,22 +49,24 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from metacompress.api import SHIPPED_NAMES, is_shipped
 from metacompress.benchmarks.costs import estimated_run_seconds, evaluation_seconds
-from metacompress.benchmarks.methods import (
+from metacompress.agents.registry import (
     POLICY_FLAGS,
+    SHIPPED,
     STANDARD_METHODS,
     Method,
     PolicyPaths,
     build_planner,
+    evaluate_planner,
+    is_shipped,
     load_policies,
     missing_policies,
     parse_method,
 )
-from metacompress.envs.projection import FEASIBILITY_TOLERANCE
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
-from metacompress.errors import MetacompressError, RunExists
+from metacompress.errors import BenchConfigError, MetacompressError, RunExists
 
 NOVELTIES = ("family", "hardware", "budget")
 COLUMNS = (
@@ -73,10 +74,6 @@ COLUMNS = (
     "proxy_change", "final_change", "final_accuracy", "base_test_accuracy", "cost_ratio", "budget_fraction",
     "budget_used", "budget_satisfied", "planning_seconds", "finetune_seconds", "finetune_steps",
 )
-
-
-class BenchConfigError(MetacompressError):
-    """``bench agents`` settings are invalid; the message lists every problem and its fix."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,6 @@ class Preset:
 _THIRTY = ("few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "random-30", "evolution-30")
 _TENFOLD = ("ddpg-300", "random-300", "evolution-300")
 _ORACLE = "oracle-evolution-2000"
-SHIPPED = PolicyPaths(SHIPPED_NAMES["default"], SHIPPED_NAMES["rl2"], SHIPPED_NAMES["reptile"])
 PRESETS = {
     "quick": Preset(6, (0,), STANDARD_METHODS, 100, tuple((m, 3, 1) for m in (*_TENFOLD, _ORACLE)), workers=2),
     "full": Preset(None, (0, 1, 2), STANDARD_METHODS, 100,
@@ -278,16 +274,10 @@ def execute_runs(world: TaskWorld, runs: Sequence[Run], policies: dict[str, tupl
         task = run.entry.task
         context = world.context(task)
         evaluator = context.evaluator
-        evaluator._cache.clear()  # cold cache: each method pays for, and is timed on, its own evaluations
-        start = time.perf_counter()
-        result = planners[run.method.name].plan(context, run.method.evaluations, run.seed)
-        planning = time.perf_counter() - start
-        key = (result.plan.key(), finetune_steps, run.seed)
-        if key not in finals:
-            start = time.perf_counter()
-            accuracy = evaluator.final_accuracy(result.plan, finetune_steps, run.seed)
-            finals[key] = (accuracy, time.perf_counter() - start)
-        accuracy, finetune_seconds = finals[key]
+        scored = evaluate_planner(
+            context, planners[run.method.name], run.method.evaluations, run.seed, finetune_steps, finals, cold_cache=True
+        )
+        result, planning, accuracy, finetune_seconds = scored.result, scored.planning_seconds, scored.final_accuracy, scored.finetune_seconds
         if task.model not in bases:
             bases[task.model] = evaluator.base_test_accuracy()
         base = bases[task.model]
@@ -401,9 +391,3 @@ def with_defaults(config: AgentsBenchConfig) -> AgentsBenchConfig:
         return given if given is not None or not (shipped / "policy.json").exists() else shipped
 
     return replace(config, policies=PolicyPaths(**{which: filled(which, given) for which, given in config.policies.items()}))
-
-
-def policy_label(path: Path) -> str:
-    """How reports name a policy folder: shipped ones by their place in the package."""
-    return f"metacompress/data/{path.name} (shipped)" if is_shipped(path) else str(path)
-

@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from metacompress.benchmarks.compare import policy_label
-from metacompress.benchmarks.methods import parse_method
+from metacompress.agents.registry import parse_method, policy_label
 
 CONFIDENCE = 0.95
 TIE_TOLERANCE = 1e-9  # accuracy changes closer than this are equal (one test sample is >= 1e-4)
@@ -209,7 +208,7 @@ def plot_accuracy_vs_evaluations(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def _header(bench, seconds: float) -> list[str]:
-    from metacompress import __version__
+    from metacompress._version import __version__
     from metacompress.envs.compression_env import ENV_VERSION
     from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
 
@@ -243,7 +242,7 @@ def write_run(out: Path, bench, frame: pd.DataFrame, seconds: float, overwrite: 
     """
     import json
 
-    from metacompress import __version__
+    from metacompress._version import __version__
     from metacompress.compressors.io import atomic_directory
     from metacompress.envs.compression_env import ENV_VERSION
 

@@ -23,7 +23,7 @@ from metacompress.compressors.graph import build_graph
 from metacompress.compressors.masking import SearchModel
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.recovery import accuracy, batches_of
-from metacompress.envs.families import build_model
+from metacompress.envs.zoo.families import build_model
 
 
 @dataclass(frozen=True)

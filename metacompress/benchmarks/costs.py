@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 
-from metacompress.benchmarks.methods import Method
+from metacompress.agents.registry import Method
 
 # zoo model id -> (s per proxy evaluation incl. the env episode, s per final KD step incl. export and the
 # test split / 100); 10 random plans and one 100-step fine-tune each, 2026-11-28, proxy = calibration only

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from metacompress.envs.compression_env import CompressionEnv
-from metacompress.envs.tasks import Budget, Task
+from metacompress.compressors.budget import Budget
+from metacompress.envs.tasks import Task
 from metacompress.envs.world import TaskWorld
 
 REFERENCE_TASKS = (

@@ -18,7 +18,8 @@ from scipy.stats import spearmanr
 
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.context import TaskContext
-from metacompress.envs.tasks import Budget, Task, resolve_hardware
+from metacompress.compressors.budget import Budget
+from metacompress.envs.tasks import resolve_hardware
 from metacompress.envs.world import TaskWorld
 
 FIDELITY_MODELS = ("resnet-w8-d1-mnist", "vgg-w16-d1-mnist", "cnn1d-w16-d2-mnist1d")

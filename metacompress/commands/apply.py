@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _baseline(args: argparse.Namespace):
     """The ``--method`` planner and its evaluation budget; the learned modes stay with --policy/--few-shot."""
-    from metacompress.benchmarks.methods import build_planner, parse_method
+    from metacompress.agents.registry import build_planner, parse_method
     from metacompress.errors import MetacompressError
 
     method = parse_method(args.method)
@@ -54,7 +54,7 @@ def _baseline(args: argparse.Namespace):
 def _apply(args: argparse.Namespace) -> int:
     import torch
 
-    from metacompress import __version__
+    from metacompress._version import __version__
     from metacompress.api import compress
     from metacompress.compressors.export import save_compressed
     from metacompress.compressors.io import atomic_directory

@@ -141,7 +141,7 @@ def _agents(args: argparse.Namespace) -> int:
 
     from metacompress.benchmarks import compare
     from metacompress.benchmarks.compare_report import runs_table, write_run
-    from metacompress.benchmarks.methods import PolicyPaths
+    from metacompress.agents.registry import PolicyPaths
 
     torch.set_num_threads(1)
     paths = PolicyPaths(*(Path(p) if p else None for p in (args.policy, args.rl2_policy, args.reptile_policy)))

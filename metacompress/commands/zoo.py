@@ -52,7 +52,7 @@ def _add_cache_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _selected(args: argparse.Namespace):
-    from metacompress.envs.zoo import QUICK, ZOO, get_entry, reseed
+    from metacompress.envs.zoo.catalog import QUICK, ZOO, get_entry, reseed
 
     if args.ids and (args.quick or args.all):
         raise MetacompressError("give either ids or --quick/--all, not both")
@@ -63,7 +63,7 @@ def _selected(args: argparse.Namespace):
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from metacompress.envs.zoo import build_zoo, cached_record, default_cache_dir
+    from metacompress.envs.zoo.cache import build_zoo, cached_record, default_cache_dir
 
     entries = _selected(args)
     cache = args.cache or default_cache_dir()

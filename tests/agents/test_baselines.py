@@ -11,27 +11,23 @@ import torch.nn.functional as F
 
 from metacompress.agents import (
     DDPGPlanner,
-    EvaluationBudgetError,
     EvolutionPlanner,
     HawqPlanner,
     Planner,
     RandomSearchPlanner,
     TruncatedNormalSchedule,
     UniformPlanner,
-    compare_on_context,
-    executed_vectors,
+    evaluate_planner,
     rollout,
 )
 from metacompress.compressors.hardware import get_hardware
 from metacompress.compressors.plan import kept_channels_for
-from metacompress.agents.planner import as_env_choice, fits_budget
-from metacompress.envs.compression_env import choice_to_action
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import ModelProbes, compute_probes
-from metacompress.envs.projection import FEASIBILITY_TOLERANCE, Choice
-from metacompress.envs.tasks import Budget
-from metacompress.errors import MetacompressError
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
+from metacompress.compressors.budget import Budget
+from metacompress.errors import EvaluationBudgetError, MetacompressError
 from tiny_models import TinyResNet, trained_like
 
 BUDGET = Budget("bitops", 0.3)
@@ -160,8 +156,8 @@ def test_uniform_returns_the_best_undominated_uniform_setting(context):
     for c in candidates:
         assert c.cost_ratio <= BUDGET.fraction
         if c.prune_ratio > 0:
-            action = choice_to_action(Choice(c.prune_ratio - planner.prune_step, c.w_bits, c.a_bits), context)
-            assert not fits_budget(context, *executed_vectors(context, [as_env_choice(action, context)] * n))
+            action = context.codec.action(UnitChoice(c.prune_ratio - planner.prune_step, c.w_bits, c.a_bits), 0)
+            assert not context.projector.fits(*context.projector.executed_vectors([context.codec.choice(action, 0)] * n))
     dominated = [
         c for c in candidates for o in candidates
         if o is not c and o.w_bits >= c.w_bits and o.a_bits >= c.a_bits and o.prune_ratio <= c.prune_ratio
@@ -194,7 +190,7 @@ def test_hawq_gives_a_more_sensitive_unit_more_bits(context, unit):
     bits = {}
     for factor in (100.0, 0.01):
         changed = _with_trace(context, unit, factor)
-        kept, w_bits, a_bits = executed_vectors(changed, HawqPlanner().solve(changed).choices)
+        kept, w_bits, a_bits = changed.projector.executed_vectors(HawqPlanner().solve(changed).choices)
         bits[factor] = w_bits[unit]
     assert bits[100.0] >= bits[0.01] + 3
 
@@ -204,7 +200,7 @@ def test_hawq_plan_is_the_ilp_solution_when_it_fits(context):
     solution = planner.solve(context)
     result = planner.plan(context, 5)
     assert solution.fits and result.info["ilp_fits"]
-    assert (list(result.plan.kept), list(result.plan.w_bits), list(result.plan.a_bits)) == executed_vectors(context, solution.choices)
+    assert (list(result.plan.kept), list(result.plan.w_bits), list(result.plan.a_bits)) == tuple(context.projector.executed_vectors(solution.choices))
     assert result.evaluations_used == 1
     assert solution.cost_ratio == pytest.approx(result.cost_ratio)
 
@@ -241,8 +237,14 @@ def test_rollout_takes_a_policy_callable_and_checks_action_count(context):
         rollout(context, np.zeros((1, 3), dtype=np.float32))
 
 
-def test_compare_on_context_reports_one_row_per_planner(context):
-    frame = compare_on_context(context, [UniformPlanner(), HawqPlanner(), RandomSearchPlanner()], evaluations=3, seed=0)
-    assert list(frame["method"]) == ["uniform", "hawq", "random"]
-    assert frame["within_budget"].all()
-    assert (frame["evaluations_used"] <= 3).all()
+def test_evaluate_planner_plans_then_recovers_and_scores_on_test(context):
+    finals: dict = {}
+    for planner in (UniformPlanner(), HawqPlanner(), RandomSearchPlanner()):
+        scored = evaluate_planner(context, planner, 3, seed=0, finetune_steps=2, finals=finals, cold_cache=True)
+        plan = scored.result.plan
+        assert context.projector.fits(plan.kept, plan.w_bits, plan.a_bits)
+        assert scored.result.cost_ratio <= BUDGET.fraction * (1 + FEASIBILITY_TOLERANCE)
+        assert scored.result.evaluations_used <= 3 and 0.0 <= scored.final_accuracy <= 1.0
+    alone = evaluate_planner(context, HawqPlanner(), 1, seed=0, finetune_steps=2)
+    assert alone.final_model is not None
+    assert alone.final_accuracy == finals[(alone.result.plan.key(), 2, 0)][0]  # same plan, same recovery, same score

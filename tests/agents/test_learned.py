@@ -7,7 +7,8 @@ import torch
 
 from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
 from metacompress.agents.policy_io import PolicyMetadata, build_policy
-from metacompress.envs import Budget, Task
+from metacompress.compressors.budget import Budget
+from metacompress.envs import Task
 from metacompress.errors import PolicyError
 
 TASK = Task("vgg", "bismo-edge", Budget("bitops", 0.15))

@@ -20,9 +20,11 @@ from metacompress.benchmarks.compare import (
     run_comparison,
 )
 from metacompress.benchmarks.compare_report import mean_ci, summary_markdown, win_rates, write_run
-from metacompress.benchmarks.methods import Method, PolicyPaths, UnknownMethod, parse_method
+from metacompress.agents.registry import Method, PolicyPaths, parse_method
+from metacompress.errors import UnknownMethod
 from metacompress.envs.suite import SuiteTask
-from metacompress.envs.tasks import Budget, Task
+from metacompress.compressors.budget import Budget
+from metacompress.envs.tasks import Task
 from metacompress.errors import PolicyError, RunExists
 
 TASKS = [
@@ -187,7 +189,7 @@ def test_dry_run_lists_the_quick_preset_with_the_shipped_policies(policy_dir, tm
     out = tmp_path / "bench-quick-s0"
     assert main(["bench", "agents", "--dry-run", "--policy", str(policy_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "skipped" not in printed  # RL^2 and Reptile use the policies shipped in metacompress/data
+    assert "skipped" not in printed  # RL^2 and Reptile use the policies shipped in agents/policies
     # 8 methods on 6 tasks + the 4 expensive ones on the first 3 tasks
     assert "60 runs on 6 tasks" in printed and not out.exists()
     command = printed[printed.index("command: "):]

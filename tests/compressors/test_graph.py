@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from metacompress import UnsupportedModel, analyze
-from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, example_input, trained_like
+from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, example_input
 
 
 def test_mlp_units_and_frozen_head():

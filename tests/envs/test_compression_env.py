@@ -10,7 +10,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from metacompress import InfeasibleBudget
 from metacompress.compressors.hardware import ARCHETYPES
-from metacompress.envs import COMPRESS_ID, META_COMPRESS_ID, Budget, CompressionEnv, MetaCompressEnv, Task
+from metacompress.compressors.budget import Budget
+from metacompress.envs import COMPRESS_ID, META_COMPRESS_ID, CompressionEnv, MetaCompressEnv, Task
 from metacompress.envs.features import OBSERVATION_DIM, TRIAL_OFFSET
 from metacompress.envs.tasks import sampled_hardware_name
 from tiny_models import TINY_MODELS
@@ -141,21 +142,27 @@ def test_render_ansi_shows_decisions(tiny_world):
 
 
 def test_zero_action_is_the_uniform_anchor_that_fits(tiny_world):
-    from metacompress.envs.compression_env import action_to_choice, choice_to_action
+    from metacompress.envs.actions import levels_to_choice
 
     context = tiny_world.context(Task("resnet", "bismo-edge", Budget("bitops", 0.2)))
-    assert context.uniform_fits(context.anchor_levels)
-    assert not context.uniform_fits(context.anchor_levels - 0.02)  # the least compression that fits
+    projector, codec = context.projector, context.codec
+
+    def uniform_fits(levels):
+        choice = levels_to_choice(levels, context.max_prune)
+        return projector.fits(*projector.executed_vectors([choice] * len(context.decision_units)))
+
+    assert uniform_fits(codec.anchor)
+    assert not uniform_fits(codec.anchor - 0.02)  # the least compression that fits
     trace, _, info = run_episode(CompressionEnv(context), seed=0)
     env = CompressionEnv(context)
     env.reset(seed=0)
     done = False
     while not done:
         _, _, done, _, info = env.step(np.zeros(3, dtype=np.float32))
-    anchor = action_to_choice(np.zeros(3), context)
+    anchor = codec.choice(np.zeros(3, dtype=np.float32), 0)
     assert all(row["raw_w_bits"] == anchor.w_bits for row in info["decisions"])  # projection never acted
     assert info["budget_ratio"] <= 1
-    for choice in [anchor, action_to_choice(np.array([0.5, -0.3, 0.9]), context)]:
-        again = action_to_choice(choice_to_action(choice, context), context)
+    for choice in [anchor, codec.choice(np.array([0.5, -0.3, 0.9], dtype=np.float32), 0)]:
+        again = codec.choice(codec.action(choice, 0), 0)
         assert (again.w_bits, again.a_bits) == (choice.w_bits, choice.a_bits)
         assert abs(again.prune_ratio - choice.prune_ratio) < 1e-6

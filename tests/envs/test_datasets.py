@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from metacompress.envs._shapes import CLASSES, make_shapes
-from metacompress.envs.datasets import ATTRIBUTION, DATASETS, _make_mnist1d, _split_indices, load_dataset
+from metacompress.envs.zoo.shapes import CLASSES, make_shapes
+from metacompress.envs.zoo.datasets import ATTRIBUTION, DATASETS, _make_mnist1d, _split_indices, load_dataset
 from metacompress.errors import UnknownName
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from metacompress.envs._training import count_macs, count_params
-from metacompress.envs.datasets import DATASETS
-from metacompress.envs.families import FAMILIES, Attention, build_model
-from metacompress.envs.zoo import ZOO
+from metacompress.envs.zoo.training import module_macs, module_params
+from metacompress.envs.zoo.datasets import DATASETS
+from metacompress.envs.zoo.families import FAMILIES, Attention, build_model
+from metacompress.envs.zoo.catalog import ZOO
 from metacompress.errors import UnknownName, UnsupportedModel
 
 ALLOWED = (
@@ -45,8 +45,8 @@ def test_families_cover_six_architectures_and_derive_their_datasets_from_input_k
 def test_params_and_macs_by_hand_for_a_small_mlp():
     model = build_model("mlp", (1, 8, 8), 10, width=8, depth=1)
     # Linear 64->8 (+bias), BatchNorm1d(8) weight+bias, head 8->10 (+bias)
-    assert count_params(model) == 64 * 8 + 8 + 2 * 8 + 8 * 10 + 10
-    assert count_macs(model, (1, 8, 8)) == 64 * 8 + 8 * 10
+    assert module_params(model) == 64 * 8 + 8 + 2 * 8 + 8 * 10 + 10
+    assert module_macs(model, (1, 8, 8)) == 64 * 8 + 8 * 10
 
 
 def test_resnet_projects_the_shortcut_only_where_shapes_change():

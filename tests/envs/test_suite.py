@@ -7,7 +7,7 @@ import pytest
 from metacompress.cli import main
 from metacompress.envs.suite import SuiteConfig, generate_suite, model_spec
 from metacompress.envs.tasks import hardware_archetype
-from metacompress.envs.zoo import get_entry
+from metacompress.envs.zoo.catalog import get_entry
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +44,14 @@ def test_suite_is_seeded_and_every_kind_is_represented(suite):
 
 
 def test_every_task_is_feasible(suite):
-    from metacompress.envs.projection import BudgetProjector
+    from metacompress.compressors.budget import BudgetProjector
     from metacompress.envs.tasks import resolve_hardware
 
     for entry in suite.tasks[::7]:
         task = entry.task
         spec = model_spec(task.model)
-        projector = BudgetProjector(spec, resolve_hardware(task.hardware), task.budget.kind, 0.0, suite.config.max_prune)
-        reference = projector.cost(list(spec.full_kept), [8] * len(spec.units), [8] * len(spec.units))
-        assert projector.minimum_cost() <= task.budget.fraction * reference
+        projector = BudgetProjector(spec, resolve_hardware(task.hardware), task.budget, suite.config.max_prune)
+        assert projector.minimum_cost() <= task.budget.fraction * projector.reference_cost
 
 
 def test_suite_list_prints_the_split(tmp_path, monkeypatch, capsys):

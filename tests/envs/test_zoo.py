@@ -9,22 +9,11 @@ import pytest
 import torch
 
 from metacompress.cli import build_parser, main
-from metacompress.envs import zoo
-from metacompress.envs._training import accuracy
-from metacompress.envs.families import FAMILIES
-from metacompress.envs.zoo import (
-    QUICK,
-    ZOO,
-    ZooEntry,
-    ZooRecord,
-    build_zoo,
-    cached_record,
-    default_cache_dir,
-    get_entry,
-    load_zoo_model,
-    reseed,
-    zoo_table,
-)
+from metacompress.envs.zoo import cache as zoo
+from metacompress.envs.zoo.training import model_accuracy
+from metacompress.envs.zoo.families import FAMILIES
+from metacompress.envs.zoo.cache import ZooRecord, build_zoo, cached_record, default_cache_dir, load_zoo_model, zoo_table
+from metacompress.envs.zoo.catalog import QUICK, ZOO, ZooEntry, get_entry, reseed
 from metacompress.errors import CacheCorrupted, UnknownName, ZooError
 
 
@@ -69,7 +58,7 @@ def test_build_writes_both_files_and_load_reproduces_the_record(tmp_path):
     assert record.params == 64 * 8 + 8 + 16 + 80 + 10 and record.macs == 64 * 8 + 80
     model, data, loaded = load_zoo_model(tiny(), tmp_path, build_if_missing=False)
     assert loaded == record and not model.training
-    assert accuracy(model, data.test) == record.test_accuracy > 0.3
+    assert model_accuracy(model, data.test) == record.test_accuracy > 0.3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-mlp.json", "tiny-mlp.safetensors"]
 
 

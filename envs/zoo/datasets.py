@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from metacompress.envs._shapes import make_shapes
+from metacompress.envs.zoo.shapes import make_shapes
 from metacompress.errors import UnknownName
 
 
@@ -171,7 +171,7 @@ DATASETS: dict[str, DatasetInfo] = {
             num_classes=10,
             search_size=2_000,
             test_size=2_000,
-            source="metacompress procedural shapes and textures (envs/_shapes.py), generated from the seed",
+            source="metacompress procedural shapes and textures (envs/zoo/shapes.py), generated from the seed",
             licence="MIT (this package)",
             note="16,000 colour 16x16 images: 10 shapes/textures, random colours, pose, noise and a distractor blob.",
         ),

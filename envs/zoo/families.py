@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from metacompress.envs.datasets import DATASETS
+from metacompress.envs.zoo.datasets import DATASETS
 from metacompress.errors import UnknownName, UnsupportedModel
 
 Builder = Callable[[tuple[int, ...], int, int, int], nn.Module]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from metacompress.envs.datasets import Split
+from metacompress.envs.zoo.datasets import Split
 
 EVAL_BATCH = 1024
 TRAINING_REVISION = 1
@@ -81,7 +81,7 @@ def _fit(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split: Split) -> float:
+def model_accuracy(model: nn.Module, split: Split) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on ``split``, in [0, 1]."""
     model.eval()
     correct = 0
@@ -91,13 +91,13 @@ def accuracy(model: nn.Module, split: Split) -> float:
     return correct / len(split)
 
 
-def count_params(model: nn.Module) -> int:
+def module_params(model: nn.Module) -> int:
     """Number of parameters (BatchNorm running statistics are buffers, not counted)."""
     return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+def module_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass on one sample.
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2): convolutions,

@@ -1,25 +1,39 @@
-"""The methods ``bench agents`` compares: names, evaluation budgets, planners and their policies.
+"""Planners by name, the shipped policies, and the one loop that plans a task and scores the plan.
 
 A method is a planner plus its evaluation budget, named ``<kind>-<N>`` (``random-300``:
 random search with 300 proxy evaluations) or by its kind alone when the budget is fixed
 (``zero-shot``: 0, ``hawq``: 1, ``uniform``: up to 64 candidates, of which it reports
 what it used). Every planner meets the same evaluator and budget projection
-(``agents.planner``); only the policy-backed kinds need a saved policy folder.
+(``agents.planner``); only the policy-backed kinds need a saved policy folder. The
+policies ``metacompress train`` made for the release ship in ``agents/policies/``.
+
+``evaluate_planner`` is the one loop every comparison uses (``compress``, ``bench agents``
+and the tests): plan on the search split, then export the plan, recover it with the
+final KD fine-tune and score it on the test split.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from torch import nn
 
 from metacompress.agents.ddpg_baseline import DDPGPlanner
 from metacompress.agents.hawq import HawqPlanner
 from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
-from metacompress.agents.planner import Planner
+from metacompress.agents.planner import Planner, PlanResult
 from metacompress.agents.policy_io import load_policy
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
-from metacompress.errors import MetacompressError, PolicyError
+from metacompress.compressors.recovery import accuracy
+from metacompress.envs.context import TaskContext
+from metacompress.errors import PolicyError, UnknownMethod
+
+SHIPPED_POLICIES = Path(__file__).parent / "policies"
+SHIPPED_NAMES = {name: SHIPPED_POLICIES / name for name in ("default", "rl2", "reptile")}
+DEFAULT_POLICY = SHIPPED_NAMES["default"]
 
 # kind -> (policy it needs or None, fixed evaluation budget or None when the name carries it)
 KINDS: dict[str, tuple[str | None, int | None]] = {
@@ -41,10 +55,6 @@ STANDARD_METHODS = (
 )
 POLICY_FLAGS = {"policy": "--policy", "rl2": "--rl2-policy", "reptile": "--reptile-policy"}
 _BUDGETED = re.compile(r"^(?P<kind>[a-z0-9-]+?)-(?P<evaluations>\d+)$")
-
-
-class UnknownMethod(MetacompressError):
-    """A ``--methods`` entry names no planner kind or lacks its evaluation budget."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,43 @@ class PolicyPaths:
         return [(which, self.get(which)) for which in POLICY_FLAGS]
 
 
+SHIPPED = PolicyPaths(SHIPPED_NAMES["default"], SHIPPED_NAMES["rl2"], SHIPPED_NAMES["reptile"])
+
+
+def is_shipped(path: Path) -> bool:
+    """True for a policy folder shipped with the package (one of ``SHIPPED_NAMES``)."""
+    return path.resolve().parent == SHIPPED_POLICIES.resolve()
+
+
+def policy_label(path: Path) -> str:
+    """How reports name a policy folder: shipped ones by their place in the package."""
+    return f"agents/policies/{path.name} (shipped)" if is_shipped(path) else str(path)
+
+
+def policy_path(policy: str | Path | None) -> Path:
+    """A policy folder, or a shipped policy by name (``default``, ``rl2``, ``reptile``) unless such a folder exists here."""
+    if policy is None:
+        return DEFAULT_POLICY
+    if str(policy) in SHIPPED_NAMES and not Path(policy).exists():
+        return SHIPPED_NAMES[str(policy)]
+    return Path(policy)
+
+
+def load_planner(policy: str | Path | None, few_shot: int) -> Planner:
+    """The learned planner for a policy folder (default: the shipped policy) and a few-shot budget."""
+    path = policy_path(policy)
+    if is_shipped(path) and not (path / "policy.json").exists():
+        raise PolicyError(f"no policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
+    network, metadata = load_policy(path)
+    if few_shot <= 0:
+        return ZeroShotPlanner(network, metadata)
+    if metadata.method == "rl2":
+        return RL2Planner(network, metadata)
+    if metadata.method == "reptile":
+        return ReptilePlanner(network, metadata)
+    return SampleAndSelectPlanner(network, metadata)
+
+
 def missing_policies(methods: list[Method], paths: PolicyPaths) -> tuple[list[Method], list[str]]:
     """Split methods into the runnable ones and notes on those skipped for want of a policy folder."""
     runnable, notes = [], []
@@ -154,3 +201,65 @@ def build_planner(method: Method, policies: dict[str, tuple]) -> Planner:
     if method.kind in simple:
         return simple[method.kind](name=method.name)
     return EvolutionPlanner(name=method.name)
+
+
+@dataclass(frozen=True)
+class PlannerEvaluation:
+    """One planner on one task: its plan, the recovered model and the timings.
+
+    Args:
+        result: what the planner returned (plan, proxy change, evaluations used).
+        planning_seconds: wall time of ``plan``.
+        final_model: the exported plan after the final KD fine-tune (None when reused).
+        final_accuracy: its test-split accuracy.
+        finetune_seconds: wall time of export, fine-tune and scoring.
+    """
+
+    result: PlanResult
+    planning_seconds: float
+    final_model: nn.Module | None
+    final_accuracy: float
+    finetune_seconds: float
+
+
+def evaluate_planner(
+    context: TaskContext,
+    planner: Planner,
+    evaluations: int,
+    seed: int,
+    finetune_steps: int,
+    finals: dict[tuple, tuple[float, float]] | None = None,
+    cold_cache: bool = False,
+) -> PlannerEvaluation:
+    """Plan ``context`` with ``planner``, then export, recover and score the plan on the test split.
+
+    Args:
+        context: the task.
+        planner: any ``Planner``.
+        evaluations: its proxy-evaluation budget.
+        seed: seeds planning and the fine-tune.
+        finetune_steps: KD steps of the final recovery (the same for every method).
+        finals: a cache ``(plan key, steps, seed) -> (accuracy, seconds)`` shared across
+            calls, so two methods that find the same plan share one fine-tune (the model
+            is then not kept: ``final_model`` is None).
+        cold_cache: clear the evaluator's plan cache first, so each method pays for (and
+            is timed on) its own evaluations.
+    """
+    evaluator = context.evaluator
+    if cold_cache:
+        evaluator.clear_cache()
+    start = time.perf_counter()
+    result = planner.plan(context, evaluations, seed)
+    planning = time.perf_counter() - start
+    key = (result.plan.key(), finetune_steps, seed)
+    if finals is not None and key in finals:
+        final_accuracy, seconds = finals[key]
+        return PlannerEvaluation(result, planning, None, final_accuracy, seconds)
+    start = time.perf_counter()
+    model = evaluator.final_model(result.plan, finetune_steps, seed)
+    final_accuracy = accuracy(model, evaluator.data.test.x, evaluator.data.test.y)
+    seconds = time.perf_counter() - start
+    if finals is not None:
+        finals[key] = (final_accuracy, seconds)
+        model = None
+    return PlannerEvaluation(result, planning, model, final_accuracy, seconds)

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
 
-from metacompress.envs.datasets import DATASETS
-from metacompress.envs.families import FAMILIES
+from metacompress.envs.zoo.datasets import DATASETS
+from metacompress.envs.zoo.families import FAMILIES
 from metacompress.errors import UnknownName, ZooError
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

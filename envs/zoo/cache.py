@@ -4,7 +4,7 @@ A ``ZooEntry`` says how to make one model (family, dataset, knobs, training reci
 seed) and the test accuracy it must reach. ``build_zoo`` trains what the cache lacks and
 ``load_zoo_model`` returns a model with its data and record, verifying the cached
 file's sha256 first. The catalogue itself (``ZOO``, ``QUICK``, accuracy floors) lives in
-``envs/_zoo_catalog.py``; adding a model is one line there.
+``envs/zoo/catalog.py``; adding a model is one line there.
 
 Cache layout (one folder, default ``$METACOMPRESS_CACHE/zoo`` or
 ``~/.cache/metacompress/zoo``), per model:
@@ -33,27 +33,13 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 from tqdm.auto import tqdm
 
-from metacompress import __version__
+from metacompress._version import __version__
 from metacompress.compressors.io import write_bytes_atomic, write_text_atomic
-from metacompress.envs._training import TRAINING_REVISION, accuracy, count_macs, count_params, train_model
-from metacompress.envs._zoo_catalog import QUICK, ZOO, ZooEntry, get_entry, reseed
-from metacompress.envs.datasets import DatasetSplits, Split, load_dataset
-from metacompress.envs.families import build_model
+from metacompress.envs.zoo.training import TRAINING_REVISION, model_accuracy, module_macs, module_params, train_model
+from metacompress.envs.zoo.catalog import ZOO, ZooEntry, get_entry
+from metacompress.envs.zoo.datasets import DatasetSplits, Split, load_dataset
+from metacompress.envs.zoo.families import build_model
 from metacompress.errors import CacheCorrupted, ZooError
-
-__all__ = [
-    "QUICK",
-    "ZOO",
-    "ZooEntry",
-    "ZooRecord",
-    "build_zoo",
-    "cached_record",
-    "default_cache_dir",
-    "get_entry",
-    "load_zoo_model",
-    "reseed",
-    "zoo_table",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +179,7 @@ def _train_entry(entry: ZooEntry) -> tuple[nn.Module, DatasetSplits, float]:
 def _build_one(entry: ZooEntry, cache_dir: Path) -> ZooRecord:
     """Train, measure and cache one model; raises ZooError (caching nothing) below its floor."""
     model, splits, seconds = _train_entry(entry)
-    test_accuracy = accuracy(model, splits.test)
+    test_accuracy = model_accuracy(model, splits.test)
     if test_accuracy < entry.min_test_accuracy:
         raise ZooError(
             f"{entry.id} reached test accuracy {test_accuracy:.4f}, below its floor {entry.min_test_accuracy:.2f}"
@@ -206,9 +192,9 @@ def _build_one(entry: ZooEntry, cache_dir: Path) -> ZooRecord:
     record = ZooRecord(
         entry=entry,
         test_accuracy=test_accuracy,
-        search_accuracy=accuracy(model, splits.search),
-        params=count_params(model),
-        macs=count_macs(model, entry.input_shape),
+        search_accuracy=model_accuracy(model, splits.search),
+        params=module_params(model),
+        macs=module_macs(model, entry.input_shape),
         train_seconds=round(seconds, 3),
         sha256=hashlib.sha256(blob).hexdigest(),
         package_version=__version__,
@@ -333,7 +319,7 @@ def zoo_table(entries: list[ZooEntry] | tuple[ZooEntry, ...] = ZOO, cache_dir: P
         record = cached_record(entry, cache_dir)
         if record is None:
             model = _make_model(entry)
-            params, macs = count_params(model), count_macs(model, entry.input_shape)
+            params, macs = module_params(model), module_macs(model, entry.input_shape)
         else:
             params, macs = record.params, record.macs
         nan = float("nan")
