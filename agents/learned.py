@@ -34,7 +34,7 @@ from metacompress.envs.context import TaskContext
 from metacompress.errors import PolicyError
 
 
-class _PolicyActor:
+class PolicyActor:
     """Calls a (possibly recurrent) SB3 policy step by step through one episode.
 
     Args:
@@ -73,7 +73,7 @@ class ZeroShotPlanner:
 
     def plan(self, context: TaskContext, evaluations: int = 0, seed: int = 0) -> PlanResult:
         start = time.perf_counter()
-        plan, reward, info = rollout(context, _PolicyActor(self.policy, deterministic=True))
+        plan, reward, info = rollout(context, PolicyActor(self.policy, deterministic=True))
         return PlanResult(
             plan, reward, 0, time.perf_counter() - start, info["cost_ratio"],
             {"note": "proxy measured for the report only; the plan was chosen without evaluations", "decisions": info["decisions"]},
@@ -90,10 +90,10 @@ class SampleAndSelectPlanner(ZeroShotPlanner):
         check_evaluations(self.name, evaluations)
         book = ScoreBook(context, evaluations, max_episodes=4 * evaluations)
         rng = np.random.default_rng(seed)
-        plan, reward, _ = rollout(book.env, _PolicyActor(self.policy, deterministic=True))
+        plan, reward, _ = rollout(book.env, PolicyActor(self.policy, deterministic=True))
         book.record(plan, reward)
         while not book.exhausted:
-            plan, reward, _ = rollout(book.env, _PolicyActor(self.policy, deterministic=True, noise=self.noise, rng=rng))
+            plan, reward, _ = rollout(book.env, PolicyActor(self.policy, deterministic=True, noise=self.noise, rng=rng))
             book.record(plan, reward)
         return book.result()
 
@@ -112,7 +112,7 @@ class RL2Planner(ZeroShotPlanner):
         check_evaluations(self.name, evaluations)
         book = ScoreBook(context, evaluations, max_episodes=evaluations)
         env = CompressionEnv(context, attempts=evaluations)
-        actor = _PolicyActor(self.policy, deterministic=False)
+        actor = PolicyActor(self.policy, deterministic=False)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             observation, _ = env.reset(seed=seed)
@@ -162,6 +162,6 @@ class ReptilePlanner(ZeroShotPlanner):
             model.policy.load_state_dict(self.policy.state_dict())
             model.learn(total_timesteps=units * book.max_episodes, callback=_BestPlanCallback(book))
             if not book.exhausted:  # the adapted policy's own choice, if budget is left
-                plan, reward, _ = rollout(context, _PolicyActor(model.policy, deterministic=True))
+                plan, reward, _ = rollout(context, PolicyActor(model.policy, deterministic=True))
                 book.record(plan, reward)
         return book.result()

@@ -78,7 +78,8 @@ def rollout(context: TaskContext | CompressionEnv, actions: Actions) -> tuple[Pl
             sequence), or a callable ``(observation, step) -> action`` (e.g. a policy).
 
     Returns:
-        The executed plan, the reward (proxy accuracy change) and the last step's info
+        The executed plan, its proxy accuracy change (the reward before any per-task
+        baseline is subtracted) and the last step's info
         (``plan``, ``cost_ratio``, ``decisions``, ...).
 
     Raises:
@@ -94,7 +95,7 @@ def rollout(context: TaskContext | CompressionEnv, actions: Actions) -> tuple[Pl
         observation, reward, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
     if not terminated:
         raise MetacompressError("the episode did not end after the last decision unit; was the env built with attempts > 1?")
-    return info["plan"], float(reward), info
+    return info["plan"], float(info["accuracy_change"]), info
 
 
 def check_evaluations(name: str, evaluations: int, minimum: int = 1) -> None:
@@ -114,13 +115,14 @@ class ScoreBook:
         budget: evaluations (distinct plans) allowed.
         max_episodes: episodes allowed in all (repeats of a scored plan are free but still
             take an episode; this bounds the loop on tasks with few distinct plans).
+        observation: the episodes' observation kind (``"network"`` for residual policies).
     """
 
-    def __init__(self, context: TaskContext, budget: int, max_episodes: int) -> None:
+    def __init__(self, context: TaskContext, budget: int, max_episodes: int, observation: str = "step") -> None:
         self.context = context
         self.budget = int(budget)
         self.max_episodes = int(max_episodes)
-        self.env = CompressionEnv(context)
+        self.env = CompressionEnv(context, observation=observation)
         self.scores: dict[tuple, float] = {}
         self.history: list[float] = []
         self.episodes = 0

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -23,7 +22,8 @@ from torch import nn
 
 from metacompress._version import __version__
 from metacompress.compressors.io import atomic_directory
-from metacompress.envs.compression_env import ENV_VERSION
+from metacompress.agents.encoder import UnitSetExtractor
+from metacompress.envs.compression_env import ENV_VERSION, OBSERVATIONS
 from metacompress.envs.features import OBSERVATION_DIM
 from metacompress.errors import PolicyError
 
@@ -43,7 +43,10 @@ class PolicyMetadata:
         activation: ``"tanh"`` or ``"relu"``.
         lstm_hidden_size: LSTM width (recurrent only).
         attempts: attempts per episode it was trained with (1 = zero-shot, K = RL^2 trial).
-        method: how the weights were made: ``"ppo"``, ``"rl2"`` or ``"reptile"``.
+        method: how the weights were made: ``"ppo"``, ``"rl2"``, ``"reptile"`` or ``"residual"``
+            (PPO on the solver-anchored env: actions are corrections to the exact solver's plan).
+        observation: ``"step"`` (one unit's row, an MLP) or ``"network"`` (plus the whole
+            unit table, read by ``agents.encoder.UnitSetExtractor``).
         observation_dim / action_dim / env_version: the spaces and env it was trained on.
         metacompress_version: package version that saved it.
         training: the training record (config, timesteps, seconds), for people.
@@ -55,6 +58,7 @@ class PolicyMetadata:
     lstm_hidden_size: int = 0
     attempts: int = 1
     method: str = "ppo"
+    observation: str = "step"
     observation_dim: int = OBSERVATION_DIM
     action_dim: int = ACTION_DIM
     env_version: int = ENV_VERSION
@@ -78,8 +82,8 @@ class PolicyMetadata:
             raise PolicyError(f"{where} is not a metacompress policy description ({exc}); save policies with save_policy") from exc
 
 
-def observation_space() -> gym.spaces.Box:
-    return gym.spaces.Box(-1.0, 1.0, (OBSERVATION_DIM,), np.float32)
+def observation_space(observation: str = "step") -> gym.spaces.Box:
+    return gym.spaces.Box(-1.0, 1.0, (OBSERVATIONS[observation],), np.float32)
 
 
 def action_space() -> gym.spaces.Box:
@@ -94,6 +98,8 @@ def policy_kwargs(metadata: PolicyMetadata) -> dict:
     }
     if metadata.algo == "recurrent_ppo":
         kwargs["lstm_hidden_size"] = metadata.lstm_hidden_size
+    if metadata.observation == "network":
+        kwargs["features_extractor_class"] = UnitSetExtractor
     return kwargs
 
 
@@ -105,13 +111,13 @@ def build_policy(metadata: PolicyMetadata) -> ActorCriticPolicy:
         from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy as policy_class
     else:
         policy_class = ActorCriticPolicy
-    policy = policy_class(observation_space(), action_space(), lambda _: 0.0, **policy_kwargs(metadata))
+    policy = policy_class(observation_space(metadata.observation), action_space(), lambda _: 0.0, **policy_kwargs(metadata))
     return policy.eval()
 
 
 def save_policy(policy: ActorCriticPolicy, metadata: PolicyMetadata, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``policy`` to the folder ``path`` atomically (never half-written)."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    tensors = _unaliased(policy)
     with atomic_directory(Path(path), overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / "policy.safetensors"))
         (tmp / "policy.json").write_text(json.dumps(metadata.to_dict(), indent=2))
@@ -134,10 +140,13 @@ def load_policy(path: str | Path) -> tuple[ActorCriticPolicy, PolicyMetadata]:
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{description} is corrupt ({exc}); re-save or retrain the policy") from exc
     problems = []
-    if metadata.observation_dim != OBSERVATION_DIM or metadata.action_dim != ACTION_DIM:
+    expected = OBSERVATIONS.get(metadata.observation)
+    if expected is None:
+        problems.append(f"its observation kind {metadata.observation!r} is unknown (this version has {', '.join(OBSERVATIONS)})")
+    elif metadata.observation_dim != expected or metadata.action_dim != ACTION_DIM:
         problems.append(
             f"it expects observations of {metadata.observation_dim} and actions of {metadata.action_dim} "
-            f"values, this version has {OBSERVATION_DIM} and {ACTION_DIM}"
+            f"values, this version has {expected} and {ACTION_DIM}"
         )
     if metadata.env_version != ENV_VERSION:
         problems.append(f"it was trained on env version {metadata.env_version}, this is version {ENV_VERSION}")
@@ -148,14 +157,26 @@ def load_policy(path: str | Path) -> tuple[ActorCriticPolicy, PolicyMetadata]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise PolicyError(f"{weights} is corrupt ({exc}); re-save or retrain the policy") from exc
     policy = build_policy(metadata)
+    expected = _unaliased(policy)
     try:
-        policy.load_state_dict(state, strict=True)
+        if set(state) != set(expected):
+            raise RuntimeError(f"tensor names differ: {sorted(set(state) ^ set(expected))[:4]}")
+        policy.load_state_dict(state, strict=False)  # the aliases of shared modules load through their first name
     except RuntimeError as exc:
         raise PolicyError(f"{weights} does not match the network in {description.name} ({str(exc).splitlines()[0]}); re-save the policy") from exc
     return policy, metadata
 
 
-def copy_weights(source: ActorCriticPolicy, target: ActorCriticPolicy) -> None:
-    """Load ``source``'s weights into ``target`` (same architecture)."""
-    with torch.no_grad():
-        target.load_state_dict(source.state_dict())
+def _unaliased(policy: ActorCriticPolicy) -> dict:
+    """The state dict with each shared tensor once, under its first name.
+
+    SB3 keeps ``features_extractor`` and ``pi_features_extractor`` as one module under two
+    names; safetensors refuses to store a tensor twice.
+    """
+    tensors, seen = {}, set()
+    for name, value in policy.state_dict().items():
+        if value.data_ptr() in seen and value.numel():
+            continue
+        seen.add(value.data_ptr())
+        tensors[name] = value.detach().cpu().contiguous()
+    return tensors

@@ -26,6 +26,7 @@ from metacompress.agents.hawq import HawqPlanner
 from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
 from metacompress.agents.planner import Planner, PlanResult
 from metacompress.agents.policy_io import load_policy
+from metacompress.agents.residual import ResidualFewShotPlanner, ResidualPlanner
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
 from metacompress.compressors.recovery import accuracy
 from metacompress.envs.context import TaskContext
@@ -145,6 +146,8 @@ def load_planner(policy: str | Path | None, few_shot: int) -> Planner:
     if is_shipped(path) and not (path / "policy.json").exists():
         raise PolicyError(f"no policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
     network, metadata = load_policy(path)
+    if metadata.method == "residual":
+        return ResidualPlanner(network, metadata) if few_shot <= 0 else ResidualFewShotPlanner(network, metadata)
     if few_shot <= 0:
         return ZeroShotPlanner(network, metadata)
     if metadata.method == "rl2":
@@ -189,10 +192,11 @@ def load_policies(methods: list[Method], paths: PolicyPaths) -> dict[str, tuple]
 
 def build_planner(method: Method, policies: dict[str, tuple]) -> Planner:
     """The planner that runs ``method`` (policies from ``load_policies``)."""
+    residual = "policy" in policies and policies["policy"][1].method == "residual"
     if method.kind == "zero-shot":
-        return ZeroShotPlanner(*policies["policy"])
+        return (ResidualPlanner if residual else ZeroShotPlanner)(*policies["policy"])
     if method.kind == "few-shot-sample":
-        return SampleAndSelectPlanner(*policies["policy"])
+        return (ResidualFewShotPlanner if residual else SampleAndSelectPlanner)(*policies["policy"])
     if method.kind == "few-shot-rl2":
         return RL2Planner(*policies["rl2"])
     if method.kind == "few-shot-reptile":

@@ -29,19 +29,23 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
 from metacompress._version import __version__
-from metacompress.agents.learned import _PolicyActor
+from metacompress.agents.learned import PolicyActor
 from metacompress.agents.planner import rollout
 from metacompress.agents.policy_io import PolicyMetadata, policy_kwargs, save_policy
+from metacompress.agents.residual import solver_anchored
+from metacompress.envs.compression_env import OBSERVATIONS, CompressionEnv
+from metacompress.envs.context import TaskContext
 from metacompress.envs.meta_env import MetaCompressEnv
 from metacompress.envs.suite import default_suite
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS, TaskWorld
 from metacompress.envs.zoo.cache import default_cache_dir
+from metacompress.envs.zoo.catalog import get_entry
 from metacompress.errors import MetacompressError, RunExists
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ppo", "rl2", "reptile")
+METHODS = ("ppo", "rl2", "reptile", "residual")
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,9 @@ class TrainConfig:
 
     Args:
         algo: ``ppo`` (zero-shot, task-conditioned), ``rl2`` (RecurrentPPO on K-attempt
-            trials) or ``reptile`` (first-order meta-learned initialisation).
+            trials), ``reptile`` (first-order meta-learned initialisation) or ``residual``
+            (PPO with the whole-network encoder on tasks anchored on the exact solver's plan,
+            rewarded by the gain over it: ``agents.residual``).
         split: suite split to train on (``train``; held-out tasks are only monitored).
         timesteps: environment steps (one step = one unit decision).
         seed: seeds the suite sampling, the envs and the networks.
@@ -66,6 +72,9 @@ class TrainConfig:
         eval_every / eval_tasks: monitoring cadence (steps) and number of held-out tasks.
         checkpoint_every: steps between checkpoints.
         search_finetune_steps: KD steps in every proxy evaluation (the reward's recovery).
+        validation_families: zoo families of the train split left out of training; their
+            tasks form the validation split that picks the checkpoint (``residual``; the
+            held-out split is never used to choose anything).
     """
 
     algo: str = "ppo"
@@ -93,6 +102,12 @@ class TrainConfig:
     eval_tasks: int = 8
     checkpoint_every: int = 10_000
     search_finetune_steps: int = DEFAULT_SEARCH_FINETUNE_STEPS
+    validation_families: tuple[str, ...] = ()
+
+    @property
+    def observation(self) -> str:
+        """The env observation the policy reads: the whole network for the residual planner."""
+        return "network" if self.algo == "residual" else "step"
 
     def __post_init__(self) -> None:
         problems = []
@@ -109,6 +124,8 @@ class TrainConfig:
 
     def metadata(self, training: dict) -> PolicyMetadata:
         return PolicyMetadata(
+            observation=self.observation,
+            observation_dim=OBSERVATIONS[self.observation],
             algo="recurrent_ppo" if self.algo == "rl2" else "ppo",
             net_arch=tuple(self.net_arch),
             lstm_hidden_size=self.lstm_hidden_size if self.algo == "rl2" else 0,
@@ -126,11 +143,15 @@ class EnvFactory:
     attempts: int
     search_finetune_steps: int
     cache_dir: str
+    observation: str = "step"
 
     def __call__(self) -> MetaCompressEnv:
         torch.set_num_threads(1)  # one core per worker: no oversubscription on small machines
         world = TaskWorld(self.cache_dir, search_finetune_steps=self.search_finetune_steps)
-        return MetaCompressEnv([Task.from_dict(t) for t in self.tasks], attempts=self.attempts, world=world)
+        anchor = solver_anchored if self.observation == "network" else None
+        return MetaCompressEnv(
+            [Task.from_dict(t) for t in self.tasks], attempts=self.attempts, world=world, observation=self.observation, anchor=anchor
+        )
 
 
 def training_tasks(config: TrainConfig) -> list[Task]:
@@ -142,17 +163,29 @@ def training_tasks(config: TrainConfig) -> list[Task]:
         tasks = [t for t in tasks if t.model in config.models]
     if config.max_model_macs:
         tasks = [t for t in tasks if model_spec(t.model).macs() <= config.max_model_macs]
+    tasks = [t for t in tasks if get_entry(t.model).family not in config.validation_families]
     if not tasks:
         raise MetacompressError(f"no {config.split} tasks use models {list(config.models)}; see `metacompress suite list`")
     return tasks
 
 
 def monitoring_tasks(config: TrainConfig) -> list[Task]:
-    """A fixed, seeded sample of held-out tasks (quick runs prefer small models)."""
+    """A fixed, seeded sample of validation tasks if the config has a validation split, else of held-out tasks.
+
+    Quick runs prefer small models.
+    """
+    from metacompress.envs.suite import model_spec
     from metacompress.envs.zoo.catalog import QUICK
 
     if config.eval_tasks <= 0:
         return []
+    if config.validation_families:
+        pool = [t for t in default_suite().split(config.split) if get_entry(t.model).family in config.validation_families]
+        if config.max_model_macs:
+            pool = [t for t in pool if model_spec(t.model).macs() <= config.max_model_macs]
+        rng = np.random.default_rng(config.seed)
+        picks = rng.choice(len(pool), size=min(config.eval_tasks, len(pool)), replace=False)
+        return [pool[i] for i in sorted(picks)]
     heldout = default_suite().split("heldout")
     if config.models:
         quick = {e.id for e in QUICK}
@@ -162,21 +195,36 @@ def monitoring_tasks(config: TrainConfig) -> list[Task]:
     return [heldout[i] for i in sorted(picks)]
 
 
-def monitor_heldout(policy, tasks: list[Task], world: TaskWorld, timesteps: int, csv_path: Path, logger=None) -> dict:
-    """Zero-shot rollouts of ``policy`` on held-out tasks; appended to ``metrics.csv``.
+def monitor_heldout(
+    policy, tasks: list[Task], world: TaskWorld, timesteps: int, csv_path: Path, logger=None, observation: str = "step",
+    split: str = "heldout", anchored: dict[str, TaskContext] | None = None,
+) -> dict:
+    """Zero-shot rollouts of ``policy`` on monitored tasks; appended to ``metrics.csv``.
 
-    Monitoring only: no checkpoint is ever chosen by it, so the held-out split never
-    influences training.
+    On held-out tasks this is monitoring only: no checkpoint is ever chosen by it, so the
+    held-out split never influences training. On validation tasks (``split="validation"``)
+    the residual trainer keeps the checkpoint with the best ``validation_gain`` (the mean
+    proxy gain over the solver's plan). ``anchored`` caches the solver-anchored contexts.
     """
-    rewards, ratios = [], []
+    rewards, gains, ratios = [], [], []
+    anchored = {} if anchored is None else anchored
     for task in tasks:
-        _, reward, info = rollout(world.context(task), _PolicyActor(policy, deterministic=True))
-        rewards.append(reward)
+        context = world.context(task)
+        if observation == "network":
+            if task.id not in anchored:
+                anchored[task.id] = solver_anchored(context)
+            context = anchored[task.id]
+        _, change, info = rollout(CompressionEnv(context, observation=observation), PolicyActor(policy, deterministic=True))
+        rewards.append(change)
+        gains.append(change - context.baseline_change)
         ratios.append(info["budget_ratio"])
-    row = {"timesteps": timesteps, "heldout_accuracy_change": float(np.mean(rewards)), "heldout_budget_ratio": float(np.mean(ratios))}
+    row = {"timesteps": timesteps, f"{split}_accuracy_change": float(np.mean(rewards)), f"{split}_budget_ratio": float(np.mean(ratios))}
+    if observation == "network":
+        row[f"{split}_gain"] = float(np.mean(gains))
     if logger is not None:
-        logger.record("eval/heldout_accuracy_change", row["heldout_accuracy_change"])
-        logger.record("eval/heldout_budget_ratio", row["heldout_budget_ratio"])
+        for key, value in row.items():
+            if key != "timesteps":
+                logger.record(f"eval/{key}", value)
     new = not csv_path.exists()
     with csv_path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row))
@@ -187,11 +235,15 @@ def monitor_heldout(policy, tasks: list[Task], world: TaskWorld, timesteps: int,
 
 
 class _HeldoutMonitor(BaseCallback):
-    """Calls ``monitor_heldout`` every ``every`` steps."""
+    """Calls ``monitor_heldout`` every ``every`` steps; on a validation split keeps the best policy state."""
 
-    def __init__(self, tasks: list[Task], world: TaskWorld, every: int, csv_path: Path) -> None:
+    def __init__(self, tasks: list[Task], world: TaskWorld, every: int, csv_path: Path, observation: str = "step",
+                 split: str = "heldout") -> None:
         super().__init__()
         self.tasks, self.world, self.every, self.csv_path = tasks, world, every, csv_path
+        self.observation, self.split = observation, split
+        self.best: tuple[float, int, dict] | None = None
+        self._anchored: dict[str, TaskContext] = {}
         self._next = every
 
     def _on_step(self) -> bool:
@@ -201,7 +253,13 @@ class _HeldoutMonitor(BaseCallback):
         return True
 
     def evaluate(self) -> dict:
-        return monitor_heldout(self.model.policy, self.tasks, self.world, self.num_timesteps, self.csv_path, self.logger)
+        row = monitor_heldout(self.model.policy, self.tasks, self.world, self.num_timesteps, self.csv_path, self.logger,
+                              self.observation, self.split, self._anchored)
+        score = row.get(f"{self.split}_gain", row[f"{self.split}_accuracy_change"])
+        if self.split == "validation" and (self.best is None or score > self.best[0]):
+            state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+            self.best = (score, self.num_timesteps, state)
+        return row
 
 
 class _Checkpointer(BaseCallback):
@@ -299,7 +357,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite:
 
 def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, progress: bool):
     attempts = config.attempts if config.algo == "rl2" else 1
-    factory = EnvFactory([t.to_dict() for t in tasks], attempts, config.search_finetune_steps, str(default_cache_dir()))
+    factory = EnvFactory([t.to_dict() for t in tasks], attempts, config.search_finetune_steps, str(default_cache_dir()), config.observation)
     _warm_caches(factory, tasks)
     vec_cls = SubprocVecEnv if config.vec_env == "subproc" and config.n_envs > 1 else DummyVecEnv
     venv = VecMonitor(vec_cls([factory] * config.n_envs))
@@ -326,15 +384,22 @@ def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, 
     world = TaskWorld(search_finetune_steps=config.search_finetune_steps)
     monitored = monitoring_tasks(config)
     callbacks = [_Checkpointer(out / "checkpoints", config.checkpoint_every)]
+    split = "validation" if config.validation_families else "heldout"
+    monitor = _HeldoutMonitor(monitored, world, config.eval_every, out / "metrics.csv", config.observation, split)
     if monitored:
-        callbacks.append(_HeldoutMonitor(monitored, world, config.eval_every, out / "metrics.csv"))
+        callbacks.append(monitor)
     remaining = config.timesteps - model.num_timesteps
     try:
         if remaining > 0:
             model.learn(remaining, callback=CallbackList(callbacks), progress_bar=progress,
                         reset_num_timesteps=checkpoint is None, tb_log_name=config.algo)
         save_checkpoint(model, out / "checkpoints")
-        final = monitor_heldout(model.policy, monitored, world, model.num_timesteps, out / "metrics.csv") if monitored else {}
+        monitor.init_callback(model)
+        final = monitor.evaluate() if monitored else {}
+        if monitor.best is not None:  # the validation split picks the checkpoint
+            score, at, state = monitor.best
+            model.policy.load_state_dict(state)
+            final = {**final, "chosen_timesteps": at, f"chosen_{split}_score": score}
     finally:
         venv.close()
     return model.policy, model.num_timesteps, final

@@ -12,10 +12,11 @@ from metacompress.compressors.budget import UnitChoice
 from metacompress.compressors.plan import MIN_BITS, Plan
 from metacompress.envs.actions import ActionCodec
 from metacompress.envs.context import TaskContext
-from metacompress.envs.features import OBSERVATION_DIM, TRIAL_FEATURES
+from metacompress.envs.features import NETWORK_OBSERVATION_DIM, OBSERVATION_DIM, TRIAL_FEATURES, table_window
 from metacompress.errors import MetacompressError
 
 ENV_VERSION = 1
+OBSERVATIONS = {"step": OBSERVATION_DIM, "network": NETWORK_OBSERVATION_DIM}
 
 
 @dataclass
@@ -50,9 +51,13 @@ class CompressionEnv(gym.Env):
         with every later unit at maximum compression; otherwise it moves toward this unit's
         maximum compression until it fits (``compressors.budget``). Every finished plan is
         within budget; an infeasible task is refused when the context is built.
+        With ``observation="network"`` the observation also holds the current unit's anchor
+        levels and the whole network as a padded unit table (``envs.features``).
     Reward:
         0 until the last unit; then the proxy accuracy change on the search split
-        (compressed minus original, a fraction; e.g. -0.012 = 1.2 points lost).
+        (compressed minus original, a fraction; e.g. -0.012 = 1.2 points lost), minus
+        the task's ``baseline_change`` (0 unless the context is anchored on a solver's
+        plan, see ``TaskContext.anchored``: then the reward is the gain over that plan).
     Episode end:
         terminated after every compressible unit has been decided, ``attempts`` times
         (trial mode: attempts > 1, each attempt's reward paid at its end, its feedback in
@@ -70,17 +75,24 @@ class CompressionEnv(gym.Env):
             that choose one per reset (``MetaCompressEnv``).
         attempts: attempts per episode (1 = zero-shot episodes).
         render_mode: ``"ansi"`` renders the decisions so far as a table.
+        observation: ``"step"`` (the current unit's row) or ``"network"`` (plus its anchor
+            and the whole network's unit table).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, context: TaskContext | None = None, attempts: int = 1, render_mode: str | None = None) -> None:
+    def __init__(
+        self, context: TaskContext | None = None, attempts: int = 1, render_mode: str | None = None, observation: str = "step"
+    ) -> None:
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use 'ansi' or None")
+        if observation not in OBSERVATIONS:
+            raise MetacompressError(f"observation {observation!r} is unknown; use one of {', '.join(OBSERVATIONS)}")
         self.context = context
+        self.observation = observation
         self.attempts = int(attempts)
         self.render_mode = render_mode
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (OBSERVATION_DIM,), np.float32)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (OBSERVATIONS[observation],), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
         self._trial = np.zeros(TRIAL_FEATURES, dtype=np.float32)
 
@@ -135,7 +147,7 @@ class CompressionEnv(gym.Env):
             terminated = self._attempt == self.attempts
             if not terminated:
                 self._start_attempt()
-        observation = self._observe() if not terminated else np.zeros(OBSERVATION_DIM, dtype=np.float32)
+        observation = self._observe() if not terminated else np.zeros(self.observation_space.shape, dtype=np.float32)
         return observation, reward, terminated, False, info
 
     def _finish_attempt(self, info: dict[str, Any]) -> float:
@@ -167,7 +179,7 @@ class CompressionEnv(gym.Env):
             attempt=self._attempt,
             decisions=self._decision_rows(),
         )
-        return float(change)
+        return float(change - ctx.baseline_change)
 
     # observation and rendering ----------------------------------------------------------
     def _observe(self) -> np.ndarray:
@@ -187,7 +199,11 @@ class CompressionEnv(gym.Env):
             ],
             dtype=np.float32,
         ).clip(-1.0, 1.0)
-        return np.concatenate([ctx.unit_features[t], ctx.budget_features, dynamic, self._trial, ctx.embedding])
+        step = np.concatenate([ctx.unit_features[t], ctx.budget_features, dynamic, self._trial, ctx.embedding])
+        if self.observation == "step":
+            return step
+        anchor = self.codec.anchor_of(t).astype(np.float32)
+        return np.concatenate([step, anchor, table_window(ctx.network_table, n, t)])
 
     def _decision_rows(self) -> list[dict]:
         return [

@@ -8,16 +8,17 @@ whole-plan cost sums.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
 
-from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, Budget, BudgetProjector
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, Budget, BudgetProjector, UnitChoice
 from metacompress.compressors.hardware import Hardware, hardware_embedding
 from metacompress.compressors.spec import ModelSpec
 from metacompress.envs.actions import ActionCodec
 from metacompress.envs.evaluator import ModelEvaluator
-from metacompress.envs.features import budget_features, unit_features
+from metacompress.envs.features import budget_features, network_table, unit_features
 from metacompress.envs.probes import ModelProbes
 
 
@@ -59,6 +60,7 @@ class TaskContext:
         minimum_fraction = self.projector.minimum_cost() / self.reference_cost
         self.budget_features = budget_features(budget.kind, budget.fraction, minimum_fraction, self.codec.mean_level)
         self.embedding = hardware_embedding(hardware).astype(np.float32)
+        self.baseline_change = 0.0
         shares = self.projector.reference_shares()
         decision_shares = [shares[u.index] for u in self.decision_units]
         # share of the W8A8 cost in decision t and the ones after it
@@ -67,6 +69,26 @@ class TaskContext:
     @property
     def spec(self) -> ModelSpec:
         return self.evaluator.spec
+
+    @property
+    def network_table(self) -> np.ndarray:
+        """The padded unit table of the ``network`` observation (see ``envs.features``)."""
+        if getattr(self, "_table", None) is None:
+            self._table = network_table(self.unit_features, self.codec.anchor)
+        return self._table
+
+    def anchored(self, choices: Sequence[UnitChoice], baseline_change: float) -> TaskContext:
+        """The same task with actions read around ``choices`` and rewards relative to ``baseline_change``.
+
+        A residual planner's view of the task: action 0 reproduces ``choices`` (e.g. the
+        exact solver's plan) and the reward is a plan's proxy change minus the anchor
+        plan's (a per-task baseline, so task difficulty does not drown the signal).
+        """
+        view = copy.copy(self)
+        view.codec = ActionCodec.at_choices(choices, self.max_prune)
+        view.baseline_change = float(baseline_change)
+        view._table = None
+        return view
 
     def cost_ratio(self, kept: Sequence[int], w_bits: Sequence[int], a_bits: Sequence[int]) -> float:
         """A plan's cost as a fraction of the unpruned W8A8 cost."""

@@ -47,6 +47,14 @@ index  feature                 definition (why it transfers)
 46     trial_last_cost         last attempt's cost / budget
 47-    hardware                HELP-style hardware embedding (``hardware.embedding``)
 =====  ======================  ==========================================================
+
+With ``observation="network"`` (the solver-anchored residual planner) the step vector
+above is followed by the current unit's anchor levels (prune, w bits, a bits; 0-1, the
+solver's choice that action 0 reproduces) and by the whole network as a padded table
+of ``TABLE_UNITS`` rows, one per decision unit in order, each row its static features
+0-25, its anchor levels, a flag for the current unit and a flag for a real (not padding)
+row. A network with more decision units shows the ``TABLE_UNITS`` nearest the current
+one. ``agents.encoder`` reads the table with a permutation-invariant set encoder.
 """
 
 from __future__ import annotations
@@ -66,6 +74,11 @@ BUDGET_FEATURES = 7
 DYNAMIC_FEATURES = 7
 TRIAL_FEATURES = 7
 OBSERVATION_DIM = UNIT_FEATURES + BUDGET_FEATURES + DYNAMIC_FEATURES + TRIAL_FEATURES + EMBEDDING_DIM
+ANCHOR_FEATURES = 3
+TABLE_UNITS = 48
+TABLE_FEATURES = UNIT_FEATURES + ANCHOR_FEATURES + 2
+STEP_DIM = OBSERVATION_DIM + ANCHOR_FEATURES
+NETWORK_OBSERVATION_DIM = STEP_DIM + TABLE_UNITS * TABLE_FEATURES
 TRIAL_OFFSET = UNIT_FEATURES + BUDGET_FEATURES + DYNAMIC_FEATURES
 BIT_PROBES = ((4, 4), (2, 2), (8, 4), (4, 8))
 
@@ -128,3 +141,26 @@ def budget_features(kind: str, budget_fraction: float, minimum_fraction: float, 
     one_hot = [float(kind == k) for k in BUDGET_KINDS]
     values = one_hot + [budget_fraction, minimum_fraction, anchor_level]
     return np.clip(np.asarray(values, dtype=np.float32), -1.0, 1.0)
+
+
+def network_table(unit_rows: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """The padded unit table without the current-unit flag: (max(decisions, TABLE_UNITS), TABLE_FEATURES).
+
+    Args:
+        unit_rows: static features of every decision unit, (decisions, 26).
+        anchor: anchor levels, (decisions, 3) or (3,) for all alike.
+    """
+    n = len(unit_rows)
+    table = np.zeros((max(n, TABLE_UNITS), TABLE_FEATURES), dtype=np.float32)
+    table[:n, :UNIT_FEATURES] = unit_rows
+    table[:n, UNIT_FEATURES : UNIT_FEATURES + ANCHOR_FEATURES] = np.broadcast_to(anchor, (n, ANCHOR_FEATURES))
+    table[:n, -1] = 1.0
+    return table
+
+
+def table_window(table: np.ndarray, decisions: int, position: int) -> np.ndarray:
+    """The ``TABLE_UNITS`` rows around ``position`` with the current unit flagged, flattened."""
+    start = min(max(position - TABLE_UNITS // 2, 0), max(decisions - TABLE_UNITS, 0))
+    window = table[start : start + TABLE_UNITS].copy()
+    window[position - start, -2] = 1.0
+    return window.reshape(-1)

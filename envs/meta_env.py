@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.context import TaskContext
@@ -25,6 +25,10 @@ class MetaCompressEnv(CompressionEnv):
         attempts: attempts per episode.
         world: where models and contexts come from (default: a new ``TaskWorld``).
         render_mode: ``"ansi"`` or None.
+        observation: ``"step"`` or ``"network"`` (see ``CompressionEnv``).
+        anchor: turns each task's context into the one the episodes run on (e.g.
+            anchored on the exact solver's plan, ``agents.residual.solver_anchored``);
+            applied once per task and cached.
     """
 
     def __init__(
@@ -33,8 +37,12 @@ class MetaCompressEnv(CompressionEnv):
         attempts: int = 1,
         world: TaskWorld | None = None,
         render_mode: str | None = None,
+        observation: str = "step",
+        anchor: Callable[[TaskContext], TaskContext] | None = None,
     ) -> None:
-        super().__init__(None, attempts=attempts, render_mode=render_mode)
+        super().__init__(None, attempts=attempts, render_mode=render_mode, observation=observation)
+        self.anchor = anchor
+        self._anchored: dict[str, TaskContext] = {}
         if isinstance(tasks, str):
             from metacompress.envs.suite import default_suite
 
@@ -46,4 +54,8 @@ class MetaCompressEnv(CompressionEnv):
 
     def _next_context(self) -> TaskContext:
         task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        return self.world.context(task)
+        if self.anchor is None:
+            return self.world.context(task)
+        if task.id not in self._anchored:
+            self._anchored[task.id] = self.anchor(self.world.context(task))
+        return self._anchored[task.id]

@@ -21,7 +21,12 @@ PRESETS = {
 
 # The few-shot agents' recipes under --preset default: smaller budgets (RecurrentPPO's
 # learner is ~10x slower per step; Reptile runs its inner loops in one process).
-ALGO_DEFAULTS = {"rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8}, "reptile": {"timesteps": 300_000}}
+ALGO_DEFAULTS = {
+    "rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8},
+    "reptile": {"timesteps": 300_000},
+    # the solver-anchored residual planner: vgg tasks of the train split are its validation split
+    "residual": {"timesteps": 60_000, "validation_families": ("vgg",), "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="meta-train a compression policy on the task suite",
         epilog="example: metacompress train --preset quick --seed 0 --out runs/train-quick-s0",
     )
-    parser.add_argument("--algo", choices=["ppo", "rl2", "reptile"], default="ppo",
-                        help="ppo: zero-shot task-conditioned PPO; rl2: RecurrentPPO on K-attempt trials; reptile: meta-learned init (default ppo)")
+    parser.add_argument("--algo", choices=["ppo", "rl2", "reptile", "residual"], default="ppo",
+                        help="ppo: zero-shot task-conditioned PPO; rl2: RecurrentPPO on K-attempt trials; reptile: meta-learned init; "
+                             "residual: PPO correcting the exact solver's plan, whole-network encoder (default ppo)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="recipe: default (the shipped policy's) or quick (minutes)")
     parser.add_argument("--split", choices=["train"], default="train", help="suite split to train on (held-out tasks are only monitored)")
     parser.add_argument("--timesteps", type=int, default=None, help="environment steps (one per unit decision); overrides the preset")
@@ -60,8 +66,12 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     monitor = result.final_monitor
     print(f"trained {result.timesteps:,} steps in {result.seconds / 60:.1f} min -> {result.policy_path}")
+    split = "validation" if config.validation_families else "heldout"
     if monitor:
-        print(f"held-out zero-shot (monitoring): accuracy change {monitor['heldout_accuracy_change']:+.4f}, "
-              f"budget used {monitor['heldout_budget_ratio']:.3f}")
+        gain = f", gain over the solver's plan {monitor[f'{split}_gain']:+.4f}" if f"{split}_gain" in monitor else ""
+        print(f"{split} zero-shot ({'picked the checkpoint' if split == 'validation' else 'monitoring'}): accuracy change "
+              f"{monitor[f'{split}_accuracy_change']:+.4f}, budget used {monitor[f'{split}_budget_ratio']:.3f}{gain}")
+    if "chosen_timesteps" in monitor:
+        print(f"kept the checkpoint at {monitor['chosen_timesteps']:,} steps (best on the validation split)")
     print(f"next: metacompress apply --policy {result.policy_path} --model mobilenetv2-w8-d1-digits")
     return 0

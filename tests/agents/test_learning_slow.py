@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metacompress.agents.learned import _PolicyActor
+from metacompress.agents.learned import PolicyActor
 from metacompress.agents.planner import rollout
 from metacompress.agents.policy_io import load_policy
 from metacompress.agents.training import TrainConfig, train, training_tasks
@@ -25,7 +25,7 @@ def test_ppo_beats_random_actions_on_training_tasks(tmp_path):
     learned, random_actions = [], []
     for i in picks:
         context = world.context(tasks[i])
-        learned.append(rollout(context, _PolicyActor(policy, deterministic=True))[1])
+        learned.append(rollout(context, PolicyActor(policy, deterministic=True))[1])
         actions = np.random.default_rng(int(i)).uniform(-1, 1, (len(context.decision_units), 3))
         random_actions.append(rollout(context, actions)[1])
     assert np.mean(learned) > np.mean(random_actions) + 0.05  # measured: -0.43 vs -0.58

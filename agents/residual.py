@@ -1,0 +1,163 @@
+"""The solver-anchored residual planner: the exact solver plans, the policy learns what it misjudges.
+
+Every production mixed-precision tool scores each layer's options and solves the budget
+exactly (HAWQ-V3's ILP, NNCF, AIMET AMP, ModelOpt); their weak part is the score (isolated,
+additive per-layer sensitivities miss interactions), not the solver. So the learned planner
+keeps the solver in the loop (residual policy learning, Silver et al. 2018; Johannink et
+al. 2019): each task's context is *anchored* on the HAWQ-style ILP's plan
+(``TaskContext.anchored``), action 0 reproduces that plan, and the policy, trained with a
+per-task baseline (reward = proxy change minus the solver plan's), learns where to deviate.
+
+- ``solver_anchored``: the anchored context of a task (the ILP's plan and, for training
+  rewards, its proxy change).
+- ``fill_budget``: spends budget a finished plan leaves unused, greedily, on the options the
+  solver's scores say help most per unit of cost (a plan never ends below budget when a
+  gentler option still fits).
+- ``ResidualPlanner``: zero-shot, one deterministic rollout of the policy on the anchored
+  task (no proxy evaluation chooses it), then ``fill_budget``.
+- ``ResidualFewShotPlanner``: with N evaluations, the solver's plan, the zero-shot plan and
+  noisy rollouts around the policy, best by proxy: never worse on the proxy than either.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from metacompress.agents.hawq import UnitOptions, solve_hawq, unit_options
+from metacompress.agents.learned import PolicyActor
+from metacompress.agents.planner import PlanResult, ScoreBook, check_evaluations, rollout
+from metacompress.agents.policy_io import PolicyMetadata
+from metacompress.compressors.budget import PlanVectors, UnitChoice
+from metacompress.compressors.plan import Plan
+from metacompress.envs.compression_env import CompressionEnv
+from metacompress.envs.context import TaskContext
+
+FEW_SHOT_NOISE = 0.25  # action-space std of the exploration around the residual policy's mean
+
+
+def solver_anchored(context: TaskContext, with_baseline: bool = True, options: list[UnitOptions] | None = None) -> TaskContext:
+    """``context`` anchored on the solver's plan; with ``with_baseline`` its reward is the gain over that plan.
+
+    The baseline costs one proxy evaluation (the solver's plan, through the same env
+    episode as every plan); planning alone (``with_baseline=False``) costs none.
+    ``options`` are the solver's scored options (``hawq.unit_options``), if already made.
+    """
+    solution = solve_hawq(context, options if options is not None else unit_options(context))
+    view = context.anchored(solution.choices, 0.0)
+    if with_baseline:
+        _, change, _ = rollout(view, np.zeros((len(view.decision_units), 3), dtype=np.float32))
+        view.baseline_change = change
+    return view
+
+
+def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]) -> PlanVectors:
+    """Spend unused budget: repeatedly take the gentler option with the best score gain per cost.
+
+    Candidates are options of a decision unit that compress no coordinate more than the
+    plan does now (more kept channels or more bits, none fewer) and have a lower HAWQ
+    sensitivity; the one with the largest sensitivity drop per unit of added cost that
+    still fits is applied, until none fits.
+    """
+    projector = context.projector
+    kept, w_bits, a_bits = (list(v) for v in vectors)
+    while True:
+        base_cost = projector.cost(kept, w_bits, a_bits)
+        best, best_gain = None, 0.0
+        for option in options:
+            u = option.unit
+            current = _sensitivity_of(option, (kept[u], w_bits[u], a_bits[u]))
+            for (k, w, a), score in zip(option.executed, option.sensitivity):
+                if k < kept[u] or w < w_bits[u] or a < a_bits[u] or (k, w, a) == (kept[u], w_bits[u], a_bits[u]):
+                    continue
+                if current is not None and score >= current:
+                    continue
+                trial = (list(kept), list(w_bits), list(a_bits))
+                trial[0][u], trial[1][u], trial[2][u] = k, w, a
+                if not projector.fits(*trial):
+                    continue
+                added = max(projector.cost(*trial) - base_cost, 1e-12 * projector.reference_cost)
+                gain = ((current if current is not None else score) - score + 1e-12) / added
+                if gain > best_gain:
+                    best, best_gain = trial, gain
+        if best is None:
+            return PlanVectors(kept, w_bits, a_bits)
+        kept, w_bits, a_bits = best
+
+
+def _sensitivity_of(option: UnitOptions, executed: tuple[int, int, int]) -> float | None:
+    """The solver's score of the option a unit executes now (None if it is off the solver's grid)."""
+    try:
+        return float(option.sensitivity[option.executed.index(executed)])
+    except ValueError:
+        return None
+
+
+def _choices_for(context: TaskContext, vectors: PlanVectors) -> list[UnitChoice]:
+    """Raw choices that execute exactly ``vectors`` (each kept count as its prune ratio)."""
+    return [
+        UnitChoice(1.0 - vectors.kept[u.index] / u.channels, vectors.w_bits[u.index], vectors.a_bits[u.index])
+        for u in context.decision_units
+    ]
+
+
+class ResidualPlanner:
+    """Zero-shot: the residual policy's deterministic corrections to the solver's plan, then ``fill_budget``.
+
+    Args:
+        policy: a policy trained with ``metacompress train --algo residual``.
+        metadata: its description (``method == "residual"``).
+        fill: spend unused budget after the rollout (default).
+    """
+
+    name = "zero-shot"
+
+    def __init__(self, policy: ActorCriticPolicy, metadata: PolicyMetadata, fill: bool = True) -> None:
+        self.policy, self.metadata, self.fill = policy, metadata, fill
+
+    def _policy_plan(self, view: TaskContext, env: CompressionEnv, options: list[UnitOptions]) -> tuple[Plan, float, dict]:
+        plan, change, info = rollout(env, PolicyActor(self.policy, deterministic=True))
+        if not self.fill:
+            return plan, change, info
+        vectors = PlanVectors(list(plan.kept), list(plan.w_bits), list(plan.a_bits))
+        filled = fill_budget(view, vectors, options)
+        if filled == vectors:
+            return plan, change, info
+        actions = np.stack([view.codec.action(c, t) for t, c in enumerate(_choices_for(view, filled))])
+        filled_plan, filled_change, filled_info = rollout(env, actions)
+        return filled_plan, filled_change, filled_info
+
+    def plan(self, context: TaskContext, evaluations: int = 0, seed: int = 0) -> PlanResult:
+        start = time.perf_counter()
+        options = unit_options(context)
+        view = solver_anchored(context, with_baseline=False, options=options)
+        env = CompressionEnv(view, observation=self.metadata.observation)
+        plan, change, info = self._policy_plan(view, env, options)
+        return PlanResult(
+            plan, change, 0, time.perf_counter() - start, info["cost_ratio"],
+            {"note": "proxy measured for the report only; the plan was chosen without evaluations", "decisions": info["decisions"]},
+        )
+
+
+class ResidualFewShotPlanner(ResidualPlanner):
+    """N evaluations: the solver's plan, the zero-shot plan, then noisy residual rollouts; best by proxy."""
+
+    name = "few-shot-sample"
+
+    def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
+        check_evaluations(self.name, evaluations)
+        options = unit_options(context)
+        view = solver_anchored(context, with_baseline=False, options=options)
+        book = ScoreBook(view, evaluations, max_episodes=4 * evaluations, observation=self.metadata.observation)
+        units = len(view.decision_units)
+        book.run(np.zeros((units, 3), dtype=np.float32))  # the solver's own plan
+        if not book.exhausted:
+            plan, change, _ = self._policy_plan(view, book.env, options)
+            book.record(plan, change)
+        rng = np.random.default_rng(seed)
+        while not book.exhausted:
+            plan, change, _ = rollout(book.env, PolicyActor(self.policy, deterministic=True, noise=FEW_SHOT_NOISE, rng=rng))
+            book.record(plan, change)
+        return book.result()

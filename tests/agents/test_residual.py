@@ -1,0 +1,82 @@
+"""The solver-anchored residual planner: action 0 is the solver's plan, rewards are gains over it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from metacompress.agents.hawq import HawqPlanner, unit_options
+from metacompress.agents.planner import rollout
+from metacompress.agents.policy_io import PolicyMetadata, build_policy, load_policy, save_policy
+from metacompress.agents.registry import load_planner
+from metacompress.agents.residual import ResidualFewShotPlanner, ResidualPlanner, fill_budget, solver_anchored
+from metacompress.compressors.budget import Budget, PlanVectors
+from metacompress.envs import Task
+from metacompress.envs.compression_env import CompressionEnv
+from metacompress.envs.features import NETWORK_OBSERVATION_DIM
+
+TASKS = [Task("vgg", "bismo-edge", Budget("bitops", 0.15)), Task("resnet", "bitfusion-edge", Budget("size", 0.3))]
+
+
+def residual_policy():
+    torch.manual_seed(0)
+    metadata = PolicyMetadata(algo="ppo", net_arch=(32, 32), method="residual", observation="network",
+                              observation_dim=NETWORK_OBSERVATION_DIM)
+    return build_policy(metadata), metadata
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.model)
+def test_action_zero_reproduces_the_solver_plan_and_earns_zero(tiny_world, task):
+    context = tiny_world.context(task)
+    view = solver_anchored(context)
+    solution = HawqPlanner().solve(context)
+    plan, change, info = rollout(CompressionEnv(view, observation="network"), np.zeros((len(view.decision_units), 3), np.float32))
+    assert [list(plan.kept), list(plan.w_bits), list(plan.a_bits)] == list(context.projector.executed_vectors(solution.choices))
+    assert change == pytest.approx(view.baseline_change)
+    env = CompressionEnv(view, observation="network")
+    env.reset(seed=0)
+    for _ in view.decision_units:
+        _, reward, done, _, _ = env.step(np.zeros(3, np.float32))
+    assert done and reward == pytest.approx(0.0, abs=1e-12)  # the per-task baseline: no gain, no loss
+
+
+def test_network_observation_passes_the_checker_and_is_bounded(tiny_world):
+    env = CompressionEnv(solver_anchored(tiny_world.context(TASKS[1])), observation="network")
+    check_env(env, skip_render_check=True)
+    observation, _ = env.reset(seed=0)
+    assert observation.shape == (NETWORK_OBSERVATION_DIM,) and np.all(np.abs(observation) <= 1.0)
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.model)
+def test_fill_budget_spends_what_is_left_and_still_fits(tiny_world, task):
+    context = tiny_world.context(task)
+    projector = context.projector
+    most = projector.initial_vectors()  # the most compressed plan leaves the most budget unused
+    filled = fill_budget(context, most, unit_options(context))
+    assert projector.fits(*filled)
+    assert projector.cost(*filled) > projector.cost(*most)
+    assert all(f >= m for f, m in zip(filled.kept + filled.w_bits + filled.a_bits, most.kept + most.w_bits + most.a_bits))
+    assert fill_budget(context, filled, unit_options(context)) == PlanVectors(*filled)  # nothing left to spend
+
+
+def test_residual_planners_stay_in_budget_and_few_shot_never_loses_to_solver_or_zero_shot(tiny_world):
+    context = tiny_world.context(TASKS[0])
+    zero_shot = ResidualPlanner(*residual_policy()).plan(context)
+    assert zero_shot.evaluations_used == 0 and context.projector.fits(zero_shot.plan.kept, zero_shot.plan.w_bits, zero_shot.plan.a_bits)
+    assert ResidualPlanner(*residual_policy()).plan(context, seed=3).plan == zero_shot.plan
+    few = ResidualFewShotPlanner(*residual_policy()).plan(context, 5, seed=0)
+    hawq = HawqPlanner().plan(context, 1)
+    assert few.evaluations_used <= 5 and few.proxy_change >= max(hawq.proxy_change, zero_shot.proxy_change)
+
+
+def test_a_residual_policy_round_trips_and_loads_as_the_residual_planner(tmp_path):
+    policy, metadata = residual_policy()
+    save_policy(policy, metadata, tmp_path / "policy")
+    loaded, again = load_policy(tmp_path / "policy")
+    assert again.observation == "network"
+    for name, value in policy.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    assert isinstance(load_planner(tmp_path / "policy", 0), ResidualPlanner)
+    assert isinstance(load_planner(tmp_path / "policy", 8), ResidualFewShotPlanner)
