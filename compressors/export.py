@@ -20,25 +20,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from metacompress._version import __version__
-from metacompress.compressors.graph import ModelGraph, build_graph, dependency_graph
+from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import layer_bits, quantize_weights
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
 from metacompress.compressors.recovery import calibrate, distill
-from metacompress.errors import CorruptFile, MetacompressError, PlanMismatch
+from metacompress.compressors.surgery import prune_units
+from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "normalized_shape")
-
-
-def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[str, torch.Tensor]]) -> None:
-    """Physically remove channels, in place: ``(root layer, channel indices)`` per unit."""
-    graph = dependency_graph(model, example_input)
-    for root_name, removed in removals:
-        if removed.numel():
-            root = model.get_submodule(root_name)
-            pruner = graph.get_pruner_of_module(root)
-            graph.get_pruning_group(root, pruner.prune_out_channels, removed.tolist()).prune()
 
 
 def export(
@@ -63,7 +54,9 @@ def export(
 
     Raises:
         PlanMismatch: if the plan was made for another model.
+        InvalidCalibration: if ``calibration`` is one tensor or holds batches of another shape.
     """
+    calibration = calibration_batches(calibration, tuple(example_input.shape[1:]))
     graph = graph or build_graph(model, example_input)
     spec = graph.spec
     plan.check_model(spec)
@@ -76,10 +69,38 @@ def export(
     w_bits, a_bits = layer_bits(spec, plan)
     quantize_weights(compressed, w_bits, keep_scales=True)
     quantizers = attach_activation_quantizers(compressed, [layer.name for layer in spec.layers])
-    calibrate(compressed, quantizers, a_bits, list(calibration))
+    calibrate(compressed, quantizers, a_bits, calibration)
     compressed.metacompress_plan = plan
     compressed.metacompress_weight_bits = w_bits
     return compressed
+
+
+def calibration_batches(calibration: Sequence[torch.Tensor], sample_shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """The calibration batches as a list, checked: iterating one tensor would yield single samples.
+
+    Raises:
+        InvalidCalibration: ``calibration`` is a tensor, or a batch is not a tensor of
+            (N, *sample_shape).
+    """
+    expected = "(N, " + ", ".join(map(str, sample_shape)) + ")"
+    if isinstance(calibration, torch.Tensor):
+        raise InvalidCalibration(
+            f"calibration is one tensor of shape {tuple(calibration.shape)}, but it must be a list of batches, "
+            f"each of shape {expected}; pass [x] or list(x.split(128))"
+        )
+    batches = list(calibration)
+    bad = [
+        f"batch {i}: {tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}"
+        for i, b in enumerate(batches)
+        if not isinstance(b, torch.Tensor) or tuple(b.shape[1:]) != sample_shape
+    ]
+    if bad or not batches:
+        raise InvalidCalibration(
+            f"calibration batches must be tensors of shape {expected} like the example input; got "
+            + ("; ".join(bad[:3]) if bad else "no batch")
+            + ". Pass e.g. list(x.split(128))"
+        )
+    return batches
 
 
 def recover(

@@ -10,62 +10,32 @@ Every prunable unit is checked by trial at analysis time: one channel step is pr
 real on a copy and the output is compared with the masked model's. A unit that fails
 (e.g. attention q/k/v pruned by less than a head) is retried at coarser steps and, if
 none works, kept as quantize-only with the reason recorded. So what we call prunable has
-been shown to prune.
+been shown to prune (``surgery.verify_units``).
+
+Analysis never fails on one group: whatever Torch-Pruning cannot follow (an exception in
+its index mapping, e.g. through a GRU; indices past a layer's size after a transpose) is
+that unit's reason for being quantize-only, and every parameter slice belongs to one unit
+only, so overlapping groups (channels split by a concat and joined again) are never
+counted or pruned twice. A grouped conv's channels are pruned the same positions in every
+group at once (Torch-Pruning's convention), so its units' step is a multiple of its groups.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
+from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
+from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of
+from metacompress.compressors.surgery import QUANTIZABLE, UnitGraph, dependency_graph, rank_channels, verify_units
 from metacompress.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
-
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-# Normalisations over the channel dimension: removing a channel changes every other
-# channel's statistics, so masking (zeros) and pruning (removal) would disagree.
-CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
-KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS
-EQUIVALENCE_TOL = 1e-4
-
-
-@dataclass(frozen=True)
-class MaskTarget:
-    """The slice of one module's parameters that a unit's channels own.
-
-    Args:
-        module: module path.
-        role: ``"out"`` (weight rows, bias, norm affine) or ``"in"`` (weight columns).
-        indices: (C, k) long tensor: the module indices fed by each of the unit's C channels.
-    """
-
-    module: str
-    role: str
-    indices: torch.Tensor
-
-
-@dataclass
-class UnitGraph:
-    """Per-unit internals that the spec leaves out: mask targets and channel ranking."""
-
-    root: str
-    targets: list[MaskTarget] = field(default_factory=list)
-    # channels ordered least important first, in whole steps
-    removal_order: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-
-    def removed_channels(self, unit: UnitSpec, kept: int) -> torch.Tensor:
-        """The channel indices a plan keeping ``kept`` channels removes."""
-        return self.removal_order[: unit.channels - kept]
-
 
 @dataclass
 class ModelGraph:
@@ -106,7 +76,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     unknown = [f for f in frozen if f not in dict(work.named_modules())]
     if unknown:
         raise UnsupportedModel(f"frozen layer(s) {unknown} are not modules of this model; use names from model.named_modules()")
-    positions, order = _trace_layers(work, example_input)
+    positions, order, outputs = _trace_layers(work, example_input)
     if not order:
         raise UnsupportedModel(
             "the model has no compressible layer: metacompress compresses Conv1d, Conv2d and Linear layers "
@@ -120,14 +90,16 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     unit_graphs: list[UnitGraph] = []
     layer_unit: dict[str, int] = {}
     in_links: dict[str, list[tuple[int, int]]] = {name: [] for name in order}
+    claimed: dict[tuple[str, str], tuple[set[int], int]] = {}
     fp32_in_units = 0
     for name in order:
         if name in layer_unit:
             continue
         index = len(units)
         module = work.get_submodule(name)
-        group_info = _group_of(graph, module, names)
-        unit, unit_graph = _make_unit(index, name, module, group_info, set(frozen), unsupported, work)
+        group_info = group_of(graph, module, name, names)
+        claim(group_info, claimed, index, set(layer_unit) - {name})
+        unit, unit_graph = _make_unit(index, name, group_info, set(frozen), outputs, work)
         for layer_name in unit.layers:
             layer_unit[layer_name] = index
         for target in unit_graph.targets:
@@ -152,15 +124,6 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     return _verify_pruning(model, example_input, model_graph)
 
 
-def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: list[nn.Module] = ()) -> tp.DependencyGraph:
-    """Torch-Pruning's graph of ``model`` (traced with autograd, so never under no_grad)."""
-    with warnings.catch_warnings():
-        # raw nn.Parameters are handled: a group holding one is marked unprunable
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored))
-
-
 def check_finite(model: nn.Module) -> None:
     """Raise ``UnsupportedModel`` naming every parameter or buffer with NaN or inf."""
     bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -180,10 +143,12 @@ def expected_input_hint(model: nn.Module) -> str:
     return "check the model's expected input shape"
 
 
-def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, tuple[int, int]], list[str]]:
-    """Run the example once; record quantizable layers in call order and their positions."""
+def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, tuple[int, int]], list[str], set[str]]:
+    """Run the example once: quantizable layers in call order, their positions, and the
+    layers whose output is (a view of) a model output tensor (or the last layer run)."""
     positions: dict[str, tuple[int, int]] = {}
     order: list[str] = []
+    produced: dict[str, torch.Tensor] = {}  # held until compared, so no freed buffer is reused by the output
 
     def hook(module, inputs, output, name):
         if name in positions:
@@ -194,6 +159,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
         per_out = output.numel() // (output.shape[0] * output.shape[channel_dim])
         positions[name] = (per_in, per_out)
         order.append(name)
+        produced[name] = output
 
     handles = [
         m.register_forward_hook(lambda mod, i, o, n=n: hook(mod, i, o, n))
@@ -202,14 +168,16 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     ]
     try:
         with torch.no_grad():
-            model(example_input)
+            result = model(example_input)
     except Exception as exc:  # the model's own error, re-raised with the shape it expects
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}") from exc
     finally:
         for h in handles:
             h.remove()
-    return positions, order
+    returned = {t.data_ptr() for t in output_tensors(result)}
+    outputs = {name for name, tensor in produced.items() if tensor.data_ptr() in returned} | set(order[-1:])
+    return positions, order, outputs
 
 
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:
@@ -233,99 +201,37 @@ def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str
     return found
 
 
-@dataclass
-class _GroupInfo:
-    out_layers: list[str]
-    targets: list[MaskTarget]
-    problems: list[str]
-    fp32_per_channel: int
-    channels: int
-
-
-def _group_of(graph: tp.DependencyGraph, module: nn.Module, names: dict[nn.Module, str]) -> _GroupInfo:
-    """The dependency group rooted at ``module``'s output channels, as mask targets."""
-    pruner = graph.get_pruner_of_module(module)
-    channels = pruner.get_out_channels(module)
-    group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
-    out_layers, targets, problems, fp32 = [], [], [], 0
-    for item in group.items:
-        target = item.dep.target.module
-        if not isinstance(target, nn.Module) or target not in names:
-            if isinstance(target, nn.Parameter):
-                problems.append("it owns an unwrapped nn.Parameter")
-            continue
-        name = names[target]
-        is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
-        idxs = [int(i) for i in item.idxs]
-        if not any(True for _ in target.parameters(recurse=False)):
-            continue
-        if len(idxs) % channels:
-            problems.append(f"{name} maps channels unevenly")
-            continue
-        indices = torch.tensor(idxs, dtype=torch.long).reshape(channels, -1)
-        if isinstance(target, QUANTIZABLE):
-            depthwise = isinstance(target, (nn.Conv1d, nn.Conv2d)) and target.groups == target.out_channels == target.in_channels and target.groups > 1
-            if isinstance(target, (nn.Conv1d, nn.Conv2d)) and target.groups > 1 and not depthwise:
-                problems.append(f"{name} is a grouped conv")
-            if is_out and name not in out_layers:
-                out_layers.append(name)
-            targets.append(MaskTarget(name, "out" if is_out or depthwise else "in", indices))
-        elif isinstance(target, MASKABLE_NORMS):
-            fp32 += 2 * indices.shape[1] if target.affine else 0
-            targets.append(MaskTarget(name, "out", indices))
-        elif isinstance(target, CHANNEL_MIXING_NORMS):
-            problems.append(f"{name} ({type(target).__name__}) normalises across these channels")
-            fp32 += sum(p.numel() for p in target.parameters(recurse=False)) // channels
-        else:
-            problems.append(f"{name} ({type(target).__name__}) is not supported")
-    return _GroupInfo(out_layers, targets, problems, fp32, channels)
-
-
-def _make_unit(index, name, module, info: _GroupInfo, frozen: set[str], unsupported, model) -> tuple[UnitSpec, UnitGraph]:
+def _make_unit(index: int, name: str, info: GroupInfo, frozen: set[str], outputs: set[str], model: nn.Module) -> tuple[UnitSpec, UnitGraph]:
+    """A unit from one group: prunable unless a problem, the model output or the user says otherwise."""
     layers = info.out_layers or [name]
     consumers = [t for t in info.targets if t.role == "in"]
     reasons = list(dict.fromkeys(info.problems))
-    is_frozen = any(l in frozen for l in layers) or not consumers
-    if not consumers:
+    is_head = not consumers and any(l in outputs for l in layers)
+    is_frozen = is_head or any(l in frozen for l in layers)
+    if is_head:
         reasons.insert(0, "its output is the model output (classifier head)")
     elif is_frozen:
         reasons.insert(0, "frozen by the user")
+    elif any(l in outputs for l in layers):
+        reasons.insert(0, "its output is part of the model output")
+    elif not consumers and not reasons:
+        reasons.append("its channels reach no layer the dependency graph follows (e.g. fused attention, a layer left alone)")
     prunable = not reasons
     unit = UnitSpec(
         index=index,
         name=layers[0] + (f"+{len(layers) - 1}" if len(layers) > 1 else ""),
         layers=tuple(layers),
         channels=info.channels,
+        channel_step=info.channel_groups if prunable else 1,
         prunable=prunable,
         frozen=is_frozen,
         reason="; ".join(reasons),
         fp32_per_channel=info.fp32_per_channel,
     )
-    graph = UnitGraph(root=name, targets=info.targets)
+    graph = UnitGraph(root=name, targets=info.targets, channel_groups=info.channel_groups)
     if prunable:
-        graph.removal_order = _rank_channels(model, info, 1)
+        graph.removal_order = rank_channels(model, graph, info.channels, 1)
     return unit, graph
-
-
-def _rank_channels(model: nn.Module, info: _GroupInfo, step: int) -> torch.Tensor:
-    """Channels least important first, removed in whole blocks of ``step``.
-
-    Importance is the L2 norm of each channel's output weights, normalised per layer so
-    large and small layers of a group count equally (Torch-Pruning's group magnitude).
-    """
-    score = torch.zeros(info.channels, dtype=torch.float64)
-    for target in info.targets:
-        if target.role != "out":
-            continue
-        layer = model.get_submodule(target.module)
-        if not isinstance(layer, QUANTIZABLE):
-            continue
-        rows = layer.weight.detach().double().reshape(layer.weight.shape[0], -1)[target.indices.flatten()]
-        norms = rows.norm(dim=1).reshape(info.channels, -1).sum(dim=1)
-        score += norms / norms.mean().clamp_min(1e-12)
-    blocks = score.reshape(-1, step).sum(dim=1)
-    order = torch.argsort(blocks, stable=True)
-    return (order[:, None] * step + torch.arange(step)).flatten()
 
 
 def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: int, in_units: list[tuple[int, int]]) -> LayerSpec:
@@ -355,26 +261,9 @@ def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: 
 
 
 def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelGraph) -> ModelGraph:
-    """Trial-prune each prunable unit by one step; coarsen or disable units that fail."""
+    """The graph with its units' channel steps confirmed (or pruning disabled) by trial pruning."""
     spec = graph.spec
-    reference = copy.deepcopy(model).eval()
-    units = list(spec.units)
-    candidates = [(u, g) for u, g in zip(spec.units, graph.units) if u.prunable]
-    one_step = [g.removed_channels(u, u.channels - 1) for u, g in candidates]
-    if _prunes_consistently(reference, example_input, [g for _, g in candidates], one_step):
-        candidates = []  # every unit prunes channel by channel: the common case, one trial
-    for unit, unit_graph in candidates:
-        for step in _divisors(unit.channels):
-            if step == unit.channels:
-                units[unit.index] = replace(unit, prunable=False, reason="no channel step prunes it consistently")
-                break
-            trial_unit = replace(unit, channel_step=step)
-            info = _GroupInfo(list(unit.layers), unit_graph.targets, [], 0, unit.channels)
-            unit_graph.removal_order = _rank_channels(reference, info, step)
-            removed = unit_graph.removed_channels(trial_unit, unit.channels - step)
-            if _prunes_consistently(reference, example_input, [unit_graph], [removed]):
-                units[unit.index] = trial_unit
-                break
+    units = verify_units(copy.deepcopy(model).eval(), example_input, list(spec.units), graph.units)
     final_spec = ModelSpec(
         units=tuple(units),
         layers=_with_in_fixed(spec, units),
@@ -384,31 +273,6 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
         total_params=spec.total_params,
     )
     return ModelGraph(final_spec, graph.units)
-
-
-def _prunes_consistently(model, example_input, unit_graphs: list[UnitGraph], removed: list[torch.Tensor]) -> bool:
-    """Do masking and real pruning of these channels give the same output?"""
-    from metacompress.compressors.export import prune_units
-    from metacompress.compressors.masking import mask_unit
-
-    masked = copy.deepcopy(model)
-    pruned = copy.deepcopy(model)
-    with torch.no_grad():
-        for unit_graph, channels in zip(unit_graphs, removed):
-            mask_unit(masked, unit_graph, channels)
-    try:
-        prune_units(pruned, example_input, [(g.root, r) for g, r in zip(unit_graphs, removed)])
-        with torch.no_grad():
-            expected, actual = masked(example_input), pruned(example_input)
-    except Exception as exc:  # Torch-Pruning could not follow this group at this step
-        log.debug("trial prune of %s failed: %s", [g.root for g in unit_graphs], exc)
-        return False
-    scale = expected.abs().max().clamp_min(1.0)
-    return expected.shape == actual.shape and bool(((expected - actual).abs().max() / scale) < EQUIVALENCE_TOL)
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _with_in_fixed(spec: ModelSpec, units: list[UnitSpec]) -> tuple[LayerSpec, ...]:

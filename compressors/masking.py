@@ -16,45 +16,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from metacompress.compressors.graph import QUANTIZABLE, ModelGraph, UnitGraph
+from metacompress.compressors.graph import ModelGraph
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import ActivationQuantizer, attach_activation_quantizers, quantize_weight, weight_scales
 from metacompress.compressors.recovery import calibrate, distill
 from metacompress.compressors.spec import ModelSpec
-
-
-def _weight(module: nn.Module) -> torch.Tensor:
-    """The trainable weight tensor, also while a fine-tuning parametrization is attached."""
-    if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
-        return module.parametrizations.weight.original
-    return module.weight
-
-
-@torch.no_grad()
-def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) -> None:
-    """Zero every parameter slice fed by the ``removed`` channels of one unit, in place.
-
-    Zeroed output rows, biases and BatchNorm affine terms make those channels exactly 0,
-    and zeroed input columns make downstream layers ignore them, which is what physical
-    removal computes.
-    """
-    if removed.numel() == 0:
-        return
-    for target in unit_graph.targets:
-        module = model.get_submodule(target.module)
-        idx = target.indices[removed].flatten()
-        if target.role == "in":
-            _weight(module)[:, idx] = 0
-            continue
-        if isinstance(module, QUANTIZABLE):
-            _weight(module)[idx] = 0
-        elif module.weight is not None:
-            module.weight[idx] = 0
-        if module.bias is not None:
-            module.bias[idx] = 0
-        if getattr(module, "running_mean", None) is not None:
-            module.running_mean[idx] = 0
-            module.running_var[idx] = 1
+from metacompress.compressors.surgery import mask_unit
 
 
 def layer_bits(spec: ModelSpec, plan: Plan) -> tuple[dict[str, int], dict[str, int]]:

@@ -121,8 +121,8 @@ def distill(
             idx = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=generator)
             x = inputs[idx]
             with torch.no_grad():
-                soft_targets = F.log_softmax(teacher(x) / temperature, dim=-1)
-            loss = F.kl_div(F.log_softmax(student(x) / temperature, dim=-1), soft_targets, log_target=True, reduction="batchmean")
+                soft_targets = F.log_softmax(logits(teacher(x)) / temperature, dim=-1)
+            loss = F.kl_div(F.log_softmax(logits(student(x)) / temperature, dim=-1), soft_targets, log_target=True, reduction="batchmean")
             optimizer.zero_grad(set_to_none=True)
             (loss * temperature**2).backward()
             optimizer.step()
@@ -143,13 +143,33 @@ def steps_for_epochs(epochs: float, samples: int, batch_size: int = KD_BATCH_SIZ
 
 
 @torch.no_grad()
+def output_tensors(output) -> list[torch.Tensor]:
+    """Every tensor of a model's output: the tensor itself, or a tuple/list/dict's tensors in order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    return [t for item in items for t in output_tensors(item)]
+
+
+def logits(output) -> torch.Tensor:
+    """The class scores of a model's output: the output, or the first tensor of a tuple/list/dict.
+
+    Models that return ``(logits, embedding)`` or ``{"logits": ..., "aux": ...}`` put the
+    scores first, so accuracy, distillation and the probes read that one.
+    """
+    tensors = output_tensors(output)
+    if not tensors:
+        raise MetacompressError(f"the model returned {type(output).__name__}, which holds no tensor; return the class scores (N, classes) first")
+    return tensors[0]
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` in eval mode on (x, y)."""
     model.eval()
     correct = 0
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += int((logits.argmax(dim=-1) == y[start : start + batch_size]).sum())
+        scores = logits(model(x[start : start + batch_size]))
+        correct += int((scores.argmax(dim=-1) == y[start : start + batch_size]).sum())
     return correct / max(len(x), 1)
 
 

@@ -12,6 +12,13 @@ Probe set per unit (every other unit stays at W8A8, unpruned):
     hessian_trace: trace of the loss Hessian over the unit's weights (Hutchinson estimate,
         HAWQ-V2), on train-split samples.
     weight_count: the unit's weights, so per-parameter curvature can be derived.
+
+Hessian-vector products come from double backward ("exact") where every op of the model
+has a second derivative; models with ops that lack one (hard-sigmoid gates, fused
+attention kernels) get them from central differences of first-order gradients
+("finite-difference", in float64). ``ModelProbes.hessian_estimator`` records which.
+On piecewise-linear activations (ReLU) the finite difference also sees the kinks that
+double backward treats as flat, so the two estimators agree closely only on smooth models.
 """
 
 from __future__ import annotations
@@ -19,20 +26,29 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from metacompress.compressors.io import write_text_atomic
 from metacompress.compressors.plan import Plan
+from metacompress.compressors.recovery import logits
 from metacompress.envs.evaluator import ModelEvaluator
-from metacompress.errors import CacheCorrupted
+from metacompress.errors import CacheCorrupted, MetacompressError
 
-PROBES_FORMAT = 1
+log = logging.getLogger(__name__)
+
+PROBES_FORMAT = 2  # 2: records the Hessian estimator
 HESSIAN_SAMPLES = 16
 HESSIAN_BATCH = 512
+HESSIAN_ESTIMATORS = ("auto", "exact", "finite-difference")
+# central-difference step as a fraction of the weights' RMS, per unit of the probe vector
+FINITE_DIFFERENCE_STEP = 1e-4
 
 
 @dataclass(frozen=True)
@@ -53,9 +69,17 @@ class ModelProbes:
 
     fingerprint: str
     units: tuple[UnitProbes, ...]
+    hessian_estimator: str = "exact"
 
     def to_json(self) -> str:
-        return json.dumps({"format": PROBES_FORMAT, "fingerprint": self.fingerprint, "units": [asdict(u) for u in self.units]})
+        return json.dumps(
+            {
+                "format": PROBES_FORMAT,
+                "fingerprint": self.fingerprint,
+                "hessian_estimator": self.hessian_estimator,
+                "units": [asdict(u) for u in self.units],
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str, where: str = "probe cache") -> "ModelProbes":
@@ -63,7 +87,7 @@ class ModelProbes:
             data = json.loads(text)
             if data["format"] != PROBES_FORMAT:
                 raise KeyError("format")
-            return cls(data["fingerprint"], tuple(UnitProbes(**u) for u in data["units"]))
+            return cls(data["fingerprint"], tuple(UnitProbes(**u) for u in data["units"]), data["hessian_estimator"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise CacheCorrupted(f"{where} is corrupt ({exc}); delete it and it will be recomputed") from exc
 
@@ -76,36 +100,102 @@ def _single_unit_plan(evaluator: ModelEvaluator, unit_index: int, prune: float, 
     return Plan.from_choices(spec, ratios, wb, ab)
 
 
-def hessian_traces(evaluator: ModelEvaluator, samples: int = HESSIAN_SAMPLES, seed: int = 0) -> list[float]:
+def hessian_traces(evaluator: ModelEvaluator, samples: int = HESSIAN_SAMPLES, seed: int = 0, estimator: str = "auto") -> tuple[list[float], str]:
     """Hutchinson estimate of tr(H) per unit over its layers' weights (HAWQ-V2, Dong et al. 2020).
 
     One Hessian-vector product per sample serves every unit at once: with a Rademacher
-    vector v, E[v_u . (H v)_u] is the trace of unit u's diagonal block.
+    vector v, E[v_u . (H v)_u] is the trace of unit u's diagonal block. Both estimators
+    draw the same vectors for the same seed.
+
+    Args:
+        evaluator: the model and its train split (the first ``HESSIAN_BATCH`` samples).
+        samples: Rademacher vectors.
+        seed: seeds the vectors.
+        estimator: ``"exact"`` (double backward), ``"finite-difference"`` (central
+            differences of gradients), or ``"auto"``: exact, and finite differences when
+            an op of the model has no second derivative.
+
+    Returns:
+        Per-unit traces and the estimator that produced them.
+
+    Raises:
+        MetacompressError: an unknown ``estimator``.
     """
-    model = copy.deepcopy(evaluator.model).eval()
+    if estimator not in HESSIAN_ESTIMATORS:
+        raise MetacompressError(f"Hessian estimator {estimator!r} is unknown; use one of {', '.join(HESSIAN_ESTIMATORS)}")
     spec = evaluator.spec
-    weights = [model.get_submodule(layer.name).weight for layer in spec.layers]
+    x, y = evaluator.data.train.x[:HESSIAN_BATCH], evaluator.data.train.y[:HESSIAN_BATCH]
+    layers = [layer.name for layer in spec.layers]
+
+    def traces_from(pairs: Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]) -> list[float]:
+        traces = [0.0] * len(spec.units)
+        for vs, hvs in pairs:
+            for layer, v, hv in zip(spec.layers, vs, hvs):
+                traces[layer.unit] += float((v * hv).sum()) / samples
+        return traces
+
+    if estimator in ("auto", "exact"):
+        try:
+            return traces_from(_exact_hvps(evaluator.model, layers, x, y, samples, seed)), "exact"
+        except (RuntimeError, NotImplementedError) as exc:  # an op without a second derivative
+            if estimator == "exact":
+                raise
+            log.info("double backward is unavailable (%s); Hessian traces use finite differences of gradients", exc)
+    return traces_from(_finite_difference_hvps(evaluator.model, layers, x, y, samples, seed)), "finite-difference"
+
+
+def _rademacher(weights: list[torch.Tensor], samples: int, seed: int) -> Iterator[list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(samples):
+        yield [(torch.randint(0, 2, w.shape, generator=generator) * 2 - 1).to(w.dtype) for w in weights]
+
+
+def _with_weight_grads(model: torch.nn.Module, layers: list[str], dtype: torch.dtype) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """A private copy of the model in ``dtype`` whose only trainable tensors are the layers' weights."""
+    model = copy.deepcopy(model).eval().to(dtype)
     for p in model.parameters():
         p.requires_grad_(False)
+    weights = [model.get_submodule(name).weight for name in layers]
     for w in weights:
         w.requires_grad_(True)
-    x, y = evaluator.data.train.x[:HESSIAN_BATCH], evaluator.data.train.y[:HESSIAN_BATCH]
-    loss = F.cross_entropy(model(x), y)
-    grads = torch.autograd.grad(loss, weights, create_graph=True)
-    generator = torch.Generator().manual_seed(seed)
-    traces = [0.0] * len(spec.units)
-    for _ in range(samples):
-        vs = [torch.randint(0, 2, w.shape, generator=generator).float() * 2 - 1 for w in weights]
-        hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
-        for layer, v, hv in zip(spec.layers, vs, hvs):
-            traces[layer.unit] += float((v * hv).sum()) / samples
-    return traces
+    return model, weights
+
+
+def _exact_hvps(model, layers, x, y, samples, seed) -> Iterator[tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]]:
+    """(v, Hv) pairs by double backward (Pearlmutter's trick through autograd)."""
+    model, weights = _with_weight_grads(model, layers, torch.float32)
+    grads = torch.autograd.grad(F.cross_entropy(logits(model(x)), y), weights, create_graph=True)
+    for vs in _rademacher(weights, samples, seed):
+        yield vs, torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
+
+
+def _finite_difference_hvps(model, layers, x, y, samples, seed) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """(v, Hv) pairs with Hv ~ (g(w + eps v) - g(w - eps v)) / (2 eps), in float64.
+
+    Needs only first-order gradients, so it works for every differentiable model; float64
+    keeps the difference's rounding error far below the curvature being measured.
+    """
+    model, weights = _with_weight_grads(model, layers, torch.float64)
+    x = x.to(torch.float64)
+    originals = [w.detach().clone() for w in weights]
+    rms = math.sqrt(sum(float((w**2).sum()) for w in originals) / max(sum(w.numel() for w in originals), 1))
+    eps = FINITE_DIFFERENCE_STEP * max(rms, 1e-12)  # |v| = 1 per entry, so each weight moves by eps
+
+    def gradient(sign: float, vs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            for w, w0, v in zip(weights, originals, vs):
+                w.copy_(w0 + sign * eps * v)
+        return torch.autograd.grad(F.cross_entropy(logits(model(x)), y), weights)
+
+    for vs in _rademacher(weights, samples, seed):
+        plus, minus = gradient(1.0, vs), gradient(-1.0, vs)
+        yield vs, [(p - m) / (2 * eps) for p, m in zip(plus, minus)]
 
 
 def compute_probes(evaluator: ModelEvaluator, seed: int = 0) -> ModelProbes:
     """Run every probe for every non-frozen unit (4 proxy evaluations per unit + HVPs)."""
     spec = evaluator.spec
-    traces = hessian_traces(evaluator, seed=seed)
+    traces, estimator = hessian_traces(evaluator, seed=seed)
     units = []
     for unit in spec.units:
         weight_count = sum(l.weight_count(l.in_channels, l.out_channels) for l in spec.layers_of(unit.index))
@@ -127,7 +217,7 @@ def compute_probes(evaluator: ModelEvaluator, seed: int = 0) -> ModelProbes:
                 weight_count=weight_count,
             )
         )
-    return ModelProbes(probe_fingerprint(evaluator), tuple(units))
+    return ModelProbes(probe_fingerprint(evaluator), tuple(units), estimator)
 
 
 def probe_fingerprint(evaluator: ModelEvaluator) -> str:
@@ -140,12 +230,22 @@ def probe_fingerprint(evaluator: ModelEvaluator) -> str:
 
 
 def load_or_compute_probes(evaluator: ModelEvaluator, cache_path: Path | None, seed: int = 0) -> ModelProbes:
-    """Probes from ``cache_path`` if present and made for this very model, else computed and cached."""
+    """Probes from ``cache_path`` if present, of this format and made for this very model, else computed and cached."""
     if cache_path is not None and cache_path.exists():
-        probes = ModelProbes.from_json(cache_path.read_text(), str(cache_path))
-        if probes.fingerprint == probe_fingerprint(evaluator):
-            return probes
+        text = cache_path.read_text()
+        if _cached_format(text) == PROBES_FORMAT:  # an older format's probes are stale: recomputed below
+            probes = ModelProbes.from_json(text, str(cache_path))
+            if probes.fingerprint == probe_fingerprint(evaluator):
+                return probes
     probes = compute_probes(evaluator, seed)
     if cache_path is not None:
         write_text_atomic(cache_path, probes.to_json())
     return probes
+
+
+def _cached_format(text: str) -> int | None:
+    """The format a cache file declares (``PROBES_FORMAT`` for unreadable files, so they are reported)."""
+    try:
+        return int(json.loads(text)["format"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return PROBES_FORMAT

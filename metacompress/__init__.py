@@ -15,6 +15,7 @@ from metacompress.compressors import (
 )
 from metacompress.errors import (
     InfeasibleBudget,
+    InvalidCalibration,
     InvalidPlan,
     MetacompressError,
     PlanMismatch,
@@ -29,6 +30,7 @@ __all__ = [
     "compress",
     "splits_from_arrays",
     "InfeasibleBudget",
+    "InvalidCalibration",
     "InvalidPlan",
     "MetacompressError",
     "ModelSpec",

@@ -16,7 +16,7 @@ from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, check_max_prune
+from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, check_max_prune
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
 from metacompress.envs.probes import compute_probes
@@ -196,8 +196,10 @@ def compress(
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
+            task_name = f"{name} on {target.name} ({budget})"
+            BudgetProjector(evaluator.spec, target, budget, max_prune).check_feasible(task_name)  # structure only: before the probes
             probes = compute_probes(evaluator, seed)
-            context = TaskContext(evaluator, probes, target, budget, max_prune, name=f"{name} on {target.name} ({budget})")
+            context = TaskContext(evaluator, probes, target, budget, max_prune, name=task_name)
             scored = evaluate_planner(context, planner, few_shot, seed, finetune_steps)
             planning_seconds = time.perf_counter() - start - scored.finetune_seconds
         planned, compressed, test_compressed = scored.result, scored.final_model, scored.final_accuracy

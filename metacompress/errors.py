@@ -15,6 +15,10 @@ class UnsupportedModel(MetacompressError):
     """The model cannot be analysed: no compressible layer, non-finite weights, bad input."""
 
 
+class InvalidCalibration(MetacompressError):
+    """Calibration data is not a sequence of input batches shaped like the example input."""
+
+
 class InvalidPlan(MetacompressError):
     """A plan's values are out of range (bits outside 2-8, a prune ratio removing every channel)."""
 

@@ -1,0 +1,191 @@
+"""Channel surgery on a model: masking channels, removing them, and checking the two agree.
+
+Analysis (``graph``), search mode (``masking``) and export mode (``export``) all act on the
+same per-unit description, a ``UnitGraph``: which parameter slices each channel owns and
+the order channels go in. This module holds that description and the three operations on
+it, so the trial-prune check that analysis runs uses exactly the code search and export
+run afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from metacompress.compressors.recovery import output_tensors
+
+log = logging.getLogger(__name__)
+
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+EQUIVALENCE_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class MaskTarget:
+    """The slice of one module's parameters that a unit's channels own.
+
+    Args:
+        module: module path.
+        role: ``"out"`` (weight rows, bias, norm affine) or ``"in"`` (weight columns).
+        indices: (C, k) long tensor: the module indices fed by each of the unit's C channels
+            (for a grouped conv's input: the column within its group, which is the same
+            column in every group because such units remove channels group-symmetrically).
+    """
+
+    module: str
+    role: str
+    indices: torch.Tensor
+
+
+@dataclass
+class UnitGraph:
+    """Per-unit internals that the spec leaves out: mask targets and channel ranking."""
+
+    root: str
+    targets: list[MaskTarget] = field(default_factory=list)
+    # channels ordered least important first, in whole steps
+    removal_order: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    # the channels form this many equal groups (a grouped conv's) and go symmetrically: the
+    # same position in every group at once, which is how Torch-Pruning prunes grouped convs
+    channel_groups: int = 1
+
+    def removed_channels(self, unit, kept: int) -> torch.Tensor:
+        """The channel indices a plan keeping ``kept`` channels of ``unit`` (a ``UnitSpec``) removes."""
+        return self.removal_order[: unit.channels - kept]
+
+
+def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: list[nn.Module] = ()) -> tp.DependencyGraph:
+    """Torch-Pruning's graph of ``model`` (traced with autograd, so never under no_grad)."""
+    with warnings.catch_warnings():
+        # raw nn.Parameters are handled: a group holding one is marked unprunable
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored))
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """The trainable weight tensor, also while a fine-tuning parametrization is attached."""
+    if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+@torch.no_grad()
+def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) -> None:
+    """Zero every parameter slice fed by the ``removed`` channels of one unit, in place.
+
+    Zeroed output rows, biases and BatchNorm affine terms make those channels exactly 0,
+    and zeroed input columns make downstream layers ignore them, which is what physical
+    removal computes.
+    """
+    if removed.numel() == 0:
+        return
+    for target in unit_graph.targets:
+        module = model.get_submodule(target.module)
+        idx = target.indices[removed].flatten()
+        if target.role == "in":
+            _weight(module)[:, idx] = 0
+            continue
+        if isinstance(module, QUANTIZABLE):
+            _weight(module)[idx] = 0
+        elif module.weight is not None:
+            module.weight[idx] = 0
+        if module.bias is not None:
+            module.bias[idx] = 0
+        if getattr(module, "running_mean", None) is not None:
+            module.running_mean[idx] = 0
+            module.running_var[idx] = 1
+
+
+def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[str, torch.Tensor]]) -> None:
+    """Physically remove channels, in place: ``(root layer, channel indices)`` per unit."""
+    graph = dependency_graph(model, example_input)
+    for root_name, removed in removals:
+        if removed.numel():
+            root = model.get_submodule(root_name)
+            pruner = graph.get_pruner_of_module(root)
+            graph.get_pruning_group(root, pruner.prune_out_channels, removed.tolist()).prune()
+
+
+def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_graphs: list[UnitGraph], removed: list[torch.Tensor]) -> bool:
+    """Do masking and real pruning of these channels give the same outputs (every output tensor)?"""
+    masked = copy.deepcopy(model)
+    pruned = copy.deepcopy(model)
+    try:
+        with torch.no_grad():
+            for unit_graph, channels in zip(unit_graphs, removed):
+                mask_unit(masked, unit_graph, channels)
+        prune_units(pruned, example_input, [(g.root, r) for g, r in zip(unit_graphs, removed)])
+        with torch.no_grad():
+            expected, actual = output_tensors(masked(example_input)), output_tensors(pruned(example_input))
+    except Exception as exc:  # Torch-Pruning could not follow this group at this step
+        log.debug("trial prune of %s failed: %s", [g.root for g in unit_graphs], exc)
+        return False
+    if [e.shape for e in expected] != [a.shape for a in actual]:
+        return False
+    return all(bool(((e - a).abs().max() / e.abs().max().clamp_min(1.0)) < EQUIVALENCE_TOL) for e, a in zip(expected, actual))
+
+
+def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, unit_graphs: list[UnitGraph]) -> list:
+    """Trial-prune each prunable unit (``UnitSpec``) by one step; coarsen the step or disable pruning where it fails.
+
+    All units are tried together first (the common case: one trial); a unit that fails alone
+    is retried at coarser steps (attention q/k/v prune whole heads this way) and made
+    quantize-only, with the reason, if no step below all its channels works. Each unit's
+    ``removal_order`` is updated to the step found.
+    """
+    units = list(units)
+    candidates = [(u, g) for u, g in zip(units, unit_graphs) if u.prunable]
+    one_step = [g.removed_channels(u, u.channels - u.channel_step) for u, g in candidates]
+    if prunes_consistently(model, example_input, [g for _, g in candidates], one_step):
+        return units
+    for unit, unit_graph in candidates:
+        width = unit.channels // unit_graph.channel_groups
+        for step in _divisors(width):
+            if step == width:
+                units[unit.index] = replace(unit, prunable=False, channel_step=1, reason="no channel step prunes it consistently")
+                unit_graph.removal_order = torch.zeros(0, dtype=torch.long)
+                break
+            trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
+            unit_graph.removal_order = rank_channels(model, unit_graph, unit.channels, step)
+            removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
+            if prunes_consistently(model, example_input, [unit_graph], [removed]):
+                units[unit.index] = trial_unit
+                break
+    return units
+
+
+def rank_channels(model: nn.Module, graph: UnitGraph, channels: int, step: int) -> torch.Tensor:
+    """Channels least important first, removed in whole blocks of ``step`` per channel group.
+
+    Importance is the L2 norm of each channel's output weights, normalised per layer so
+    large and small layers of a group count equally (Torch-Pruning's group magnitude). With
+    ``channel_groups`` g > 1 (a grouped conv's channels) a block is the same ``step``
+    positions in every group, so each block removes ``step * g`` channels.
+    """
+    score = torch.zeros(channels, dtype=torch.float64)
+    for target in graph.targets:
+        if target.role != "out":
+            continue
+        layer = model.get_submodule(target.module)
+        if not isinstance(layer, QUANTIZABLE):
+            continue
+        rows = layer.weight.detach().double().reshape(layer.weight.shape[0], -1)[target.indices.flatten()]
+        norms = rows.norm(dim=1).reshape(channels, -1).sum(dim=1)
+        score += norms / norms.mean().clamp_min(1e-12)
+    groups = graph.channel_groups
+    width = channels // groups
+    blocks = score.reshape(groups, -1, step).sum(dim=(0, 2))
+    order = torch.argsort(blocks, stable=True)
+    within = order[:, None] * step + torch.arange(step)  # (blocks, step) positions in a group
+    return (within[:, :, None] + width * torch.arange(groups)).flatten()
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]

@@ -1,0 +1,189 @@
+"""Real architecture patterns (``catalogue.py``): analysis lists every layer, export shrinks
+and agrees with search mode, and every planner returns a plan within budget."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pytest
+import torch
+from torch import nn
+
+from metacompress import InfeasibleBudget, InvalidCalibration, Plan, export
+from metacompress.agents import HawqPlanner, RandomSearchPlanner, UniformPlanner
+from metacompress.agents.registry import load_planner
+from metacompress.compressors import SearchModel, count_params
+from metacompress.compressors.hardware import get_hardware
+from metacompress.compressors.recovery import output_tensors
+from metacompress.envs.context import TaskContext
+from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.probes import compute_probes
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, Budget
+from catalogue import CATALOGUE, build
+
+BUDGET = Budget("bitops", 0.4)
+SAMPLES = 48  # per split: a tiny task, so each model's probes and planners take about a second
+
+# (units, prunable units) per model: what analysis finds, pinned so a regression shows
+EXPECTED_UNITS = {
+    "mobilenetv3": (7, 6),
+    "shufflenetv2": (7, 3),
+    "ghostnet": (7, 2),
+    "regnetx": (7, 6),
+    "resnext-se": (6, 5),
+    "convnext": (3, 1),
+    "mobilevit": (7, 4),
+    "densenet": (5, 4),
+    "conv-gru": (3, 1),
+    "permute-head": (3, 1),
+    "mlp-mixer": (5, 2),
+    "conv1d": (2, 1),
+    "tabular": (3, 2),
+    "tuple-output": (4, 2),
+}
+IDS = sorted(CATALOGUE)
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Data:
+    train: Split
+    search: Split
+    test: Split
+
+
+def task_data(model: nn.Module, shape: tuple[int, ...]) -> Data:
+    """Random inputs labelled by the model itself: accuracy starts at 100%."""
+    x = torch.randn((3 * SAMPLES, *shape), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = output_tensors(model(x))[0].argmax(dim=-1)
+    return Data(*(Split(x[i * SAMPLES : (i + 1) * SAMPLES], y[i * SAMPLES : (i + 1) * SAMPLES]) for i in range(3)))
+
+
+@lru_cache(maxsize=None)
+def task(model_id: str) -> TaskContext:
+    """One context per model, shared by this module's tests (analysis and probes run once)."""
+    model, shape = build(model_id)
+    evaluator = ModelEvaluator(model, task_data(model, shape))
+    return TaskContext(evaluator, compute_probes(evaluator), get_hardware("bismo-edge"), BUDGET, name=model_id)
+
+
+def compressed_plan(spec) -> Plan:
+    """Half the channels of every prunable unit, W4A6 elsewhere (frozen units stay W8A8)."""
+    ratios = [0.5 if u.prunable else 0.0 for u in spec.units]
+    w_bits = [8 if u.frozen else 4 for u in spec.units]
+    a_bits = [8 if u.frozen else 6 for u in spec.units]
+    return Plan.from_choices(spec, ratios, w_bits, a_bits)
+
+
+@pytest.mark.parametrize("model_id", IDS)
+def test_analysis_lists_every_layer_with_a_verdict(model_id):
+    context = task(model_id)
+    spec, model = context.spec, context.evaluator.model
+    listed = {layer.name for layer in spec.layers} | {name for name, _ in spec.unsupported}
+    layers = {name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    assert layers <= listed
+    assert (len(spec.units), sum(u.prunable for u in spec.units)) == EXPECTED_UNITS[model_id]
+    for unit in spec.units:
+        assert unit.prunable != bool(unit.reason), unit
+        assert unit.channels % unit.channel_step == 0
+
+
+@pytest.mark.parametrize("model_id", IDS)
+def test_export_is_smaller_finite_and_agrees_with_search_mode(model_id):
+    context = task(model_id)
+    evaluator = context.evaluator
+    spec, model, x = context.spec, evaluator.model, evaluator.data.test.x
+    plan = compressed_plan(spec)
+    searched = output_tensors(SearchModel(model, evaluator.graph, evaluator.calibration).apply(plan)(x))
+    compressed = export(model, plan, x[:8], evaluator.calibration, graph=evaluator.graph)
+    with torch.no_grad():
+        exported = output_tensors(compressed(x))
+    assert all(torch.isfinite(t).all() for t in exported)
+    assert max(float((s - e).abs().max()) for s, e in zip(searched, exported)) < 1e-4
+    params = sum(p.numel() for p in compressed.parameters())
+    assert params == count_params(spec, plan.kept)
+    assert params < sum(p.numel() for p in model.parameters())
+
+
+PLANNERS = {
+    "uniform": (lambda: UniformPlanner(), 3),
+    "hawq": (lambda: HawqPlanner(), 1),
+    "random": (lambda: RandomSearchPlanner(), 3),
+    "zero-shot": (lambda: load_planner("default", 0), 0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(PLANNERS))
+@pytest.mark.parametrize("model_id", IDS)
+def test_every_planner_plans_within_budget(model_id, method):
+    context = task(model_id)
+    make, evaluations = PLANNERS[method]
+    result = make().plan(context, evaluations, seed=0)
+    cost = context.cost_ratio(result.plan.kept, result.plan.w_bits, result.plan.a_bits)
+    assert cost <= BUDGET.fraction * (1 + FEASIBILITY_TOLERANCE)
+    assert result.cost_ratio == pytest.approx(cost)
+
+
+# regressions of the crashes measured in GitHub issue 14 ------------------------------------
+
+
+@pytest.mark.parametrize("model_id", ["mobilenetv3", "ghostnet", "mobilevit"])
+def test_hard_sigmoid_and_fused_attention_probe_by_finite_differences(model_id):
+    probes = task(model_id).probes
+    assert probes.hessian_estimator == "finite-difference"
+    assert all(math.isfinite(u.hessian_trace) for u in probes.units)
+
+
+def test_gru_is_left_alone_and_its_producer_is_quantize_only():
+    spec = task("conv-gru").spec
+    assert ("gru", "GRU") in spec.unsupported
+    conv = spec.units[0]
+    assert conv.layers == ("conv",) and not conv.prunable and not conv.frozen
+    assert "Torch-Pruning cannot trace its channels (IndexError" in conv.reason
+
+
+def test_grouped_convs_prune_the_same_position_in_every_group():
+    spec = task("regnetx").spec
+    steps = {u.name: u.channel_step for u in spec.units if u.prunable}
+    # stage1: 8 channels in 2 groups of 4; stage2: 16 channels in 4 groups of 4
+    assert steps == {"stem.0+1": 1, "stage1.conv1.0": 2, "stage1.conv2.0": 2, "stage2.conv1.0": 4, "stage2.conv2.0": 4, "stage2.conv3.0+1": 1}
+
+
+def test_export_refuses_a_calibration_tensor_with_the_fix():
+    context = task("tabular")
+    model, x = context.evaluator.model, context.evaluator.data.train.x
+    plan = compressed_plan(context.spec)
+    with pytest.raises(InvalidCalibration, match=r"one tensor of shape \(48, 12\).*list of batches, each of shape \(N, 12\); pass \[x\]"):
+        export(model, plan, x[:8], x)
+    with pytest.raises(InvalidCalibration, match=r"batch 1: \(4, 3\)"):
+        export(model, plan, x[:8], [x, torch.zeros(4, 3)])
+
+
+def test_compress_refuses_an_infeasible_budget_before_the_probes(monkeypatch):
+    import metacompress.api as api
+
+    def no_probes(*args, **kwargs):
+        raise AssertionError("probes ran before the feasibility check")
+
+    monkeypatch.setattr(api, "compute_probes", no_probes)
+    model, shape = build("tabular")
+    with pytest.raises(InfeasibleBudget, match="the most compressed plan"):
+        api.compress(model, torch.randn(8, *shape), task_data(model, shape), hardware="bismo-edge", budget="bitops=0.001")
+
+
+def test_ghost_expansion_prunes_a_channel_with_its_cheap_copy():
+    spec = task("ghostnet").spec
+    unit = next(u for u in spec.units if u.name == "blocks.0.ghost1.primary.0+1")
+    assert unit.prunable and unit.layers == ("blocks.0.ghost1.primary.0", "blocks.0.ghost1.cheap.0")
+    consumer = next(layer for layer in spec.layers if layer.name == "blocks.0.ghost2.primary.0")
+    assert consumer.in_units == ((unit.index, 2),)  # each channel feeds its own column and its copy's
+    gated = next(u for u in spec.units if u.name == "blocks.1.ghost1.primary.0+1")
+    assert not gated.prunable and "blocks.1.se.expand has 2 output channels per channel" in gated.reason
