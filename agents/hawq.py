@@ -196,7 +196,7 @@ def _tie_break(context: TaskContext, options: list[UnitOptions]) -> list[np.ndar
     return penalties
 
 
-def _affected_spec(spec: ModelSpec, unit: int) -> ModelSpec:
+def affected_spec(spec: ModelSpec, unit: int) -> ModelSpec:
     """The model restricted to the layers whose cost a unit's option changes (its own and its consumers)."""
     layers = tuple(l for l in spec.layers if l.unit == unit or any(u == unit for u, _ in l.in_units))
     return replace(spec, layers=layers, fixed_fp32_params=0, fingerprint="")
@@ -267,7 +267,7 @@ def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = I
     projection then makes it fit).
     """
     spec = context.spec
-    partial = [_affected_spec(spec, o.unit) for o in options]
+    partial = [affected_spec(spec, o.unit) for o in options]
     objective = [o.sensitivity + t for o, t in zip(options, _tie_break(context, options))]
     eights = [8] * len(spec.units)
     reference = (list(spec.full_kept), eights, eights)
