@@ -4,7 +4,6 @@ and agrees with search mode, and every planner returns a plan within budget."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import pytest
@@ -22,6 +21,7 @@ from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import compute_probes
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, Budget
 from catalogue import CATALOGUE, build
+from tiny_world import Data, Split
 
 BUDGET = Budget("bitops", 0.4)
 SAMPLES = 48  # per split: a tiny task, so each model's probes and planners take about a second
@@ -46,17 +46,6 @@ EXPECTED_UNITS = {
 IDS = sorted(CATALOGUE)
 
 
-@dataclass(frozen=True)
-class Split:
-    x: torch.Tensor
-    y: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Data:
-    train: Split
-    search: Split
-    test: Split
 
 
 def task_data(model: nn.Module, shape: tuple[int, ...]) -> Data:

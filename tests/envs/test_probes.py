@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -13,19 +12,9 @@ from torch import nn
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import PROBES_FORMAT, ModelProbes, UnitProbes, hessian_traces
 from metacompress.errors import CacheCorrupted, MetacompressError
+from tiny_world import Data, Split
 
 
-@dataclass(frozen=True)
-class Split:
-    x: torch.Tensor
-    y: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Data:
-    train: Split
-    search: Split
-    test: Split
 
 
 class SmoothNet(nn.Module):
