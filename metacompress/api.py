@@ -16,6 +16,7 @@ from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
+from metacompress.compressors.recovery import logits
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, check_max_prune
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
@@ -23,7 +24,7 @@ from metacompress.envs.probes import compute_probes
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import resolve_hardware
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
-from metacompress.errors import EvaluationBudgetError, MetacompressError, UnsupportedModel
+from metacompress.errors import EvaluationBudgetError, InvalidData, MetacompressError
 from metacompress.report import decision_table
 
 DEFAULT_FINETUNE_STEPS = 300
@@ -99,21 +100,46 @@ def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float
     return DatasetSplits("user", tuple(x.shape[1:]), int(y.max()) + 1, pick(train), pick(search), pick(test), seed)
 
 
-def _check_data(example_input: torch.Tensor, data: DataLike) -> None:
+MIN_SPLIT_SAMPLES = {"train": 8, "search": 20, "test": 10}
+"""Fewest samples per split: the search split's accuracy steps in 1/N, so fewer than 20 samples
+cannot tell plans 5 points apart; an empty split scores every plan alike."""
+
+
+def _check_data(model: nn.Module, example_input: torch.Tensor, data: DataLike) -> None:
+    """Every split is usable before any work: shapes, finite inputs, enough samples, labels the model can output.
+
+    An empty search split would score every plan 0.0 (the planner would choose blind), and
+    labels outside the model's outputs would report a wrong accuracy without any error.
+    """
     problems = []
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            classes = int(logits(model.eval()(example_input[:1])).shape[-1])
+    except Exception:  # noqa: BLE001  (a model that rejects its example input is reported by analyze, with the shape)
+        classes = None
+    finally:
+        for module, training in modes:
+            module.training = training
     for name in ("train", "search", "test"):
         split = getattr(data, name, None)
         if split is None or not hasattr(split, "x") or not hasattr(split, "y"):
             problems.append(f"data has no {name} split with .x and .y")
             continue
-        if tuple(split.x.shape[1:]) != tuple(example_input.shape[1:]):
+        if len(split.x) < MIN_SPLIT_SAMPLES[name]:
+            problems.append(f"the {name} split has {len(split.x)} samples, at least {MIN_SPLIT_SAMPLES[name]} are needed")
+        elif tuple(split.x.shape[1:]) != tuple(example_input.shape[1:]):
             problems.append(f"{name}.x samples have shape {tuple(split.x.shape[1:])}, the example input {tuple(example_input.shape[1:])}")
         elif not torch.isfinite(split.x).all():
             problems.append(f"{name}.x holds NaN or inf")
         if len(split.x) != len(split.y):
             problems.append(f"{name} has {len(split.x)} inputs but {len(split.y)} labels")
+        elif classes is not None and len(split.y) and (int(split.y.min()) < 0 or int(split.y.max()) >= classes):
+            problems.append(
+                f"{name}.y holds labels {int(split.y.min())}..{int(split.y.max())}, but the model outputs {classes} classes (0..{classes - 1})"
+            )
     if problems:
-        raise UnsupportedModel("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
+        raise InvalidData("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
 
 
 def _default_evaluations(planner: Planner) -> int:
@@ -190,7 +216,7 @@ def compress(
         raise MetacompressError("pass a policy or a planner, not both: the planner would ignore the policy")
     planner = planner or load_planner(policy, few_shot)
     few_shot = few_shot or _default_evaluations(planner)
-    _check_data(example_input, data)
+    _check_data(model, example_input, data)
     modes = [(module, module.training) for module in model.modules()]  # the evaluator switches it to eval mode
     try:
         with torch.random.fork_rng():

@@ -10,7 +10,7 @@ from torch import nn
 
 import metacompress as mc
 from metacompress import api
-from metacompress.errors import EvaluationBudgetError
+from metacompress.errors import EvaluationBudgetError, InvalidData
 from metacompress.compressors.runs import MANIFEST, read_manifest
 
 
@@ -62,3 +62,21 @@ def test_save_writes_the_apply_run_and_few_shot_raw_columns_are_filled(task, tmp
     assert read_manifest(out)["kind"] == "apply" and read_manifest(out / "model")["kind"] == "model"
     assert json.loads((out / "config.json").read_text())["config"] == {"budget": "size=0.5"}
     assert json.loads((out / "summary.json").read_text())["within_budget"]
+
+
+def test_an_empty_search_split_is_refused_before_any_work(task):
+    """Issue 13.3: an empty search split scored every plan 0.0 and the planner chose blind."""
+    model, data = task
+    empty = type(data.search)(data.search.x[:0], data.search.y[:0])
+    blind = type(data)(data.name, data.input_shape, data.num_classes, data.train, empty, data.test, data.seed)
+    with pytest.raises(InvalidData, match="the search split has 0 samples, at least 20 are needed"):
+        mc.compress(model, data.train.x[:8], blind, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner())
+
+
+def test_labels_outside_the_models_outputs_are_refused_naming_the_range(task):
+    """Issue 13.4: labels beyond the output size gave a wrong test accuracy and no error."""
+    model, data = task
+    shifted = type(data.test)(data.test.x, data.test.y + 5)
+    wrong = type(data)(data.name, data.input_shape, data.num_classes, data.train, data.search, shifted, data.seed)
+    with pytest.raises(InvalidData, match=r"test.y holds labels 5..7, but the model outputs 3 classes \(0..2\)"):
+        mc.compress(model, data.train.x[:8], wrong, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner())
