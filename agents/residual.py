@@ -153,10 +153,14 @@ class ResidualPlanner:
         filled_plan, filled_change, filled_info = rollout(env, actions)
         return filled_plan, filled_change, filled_info
 
+    def _anchored(self, context: TaskContext) -> tuple[TaskContext, list[UnitOptions]]:
+        """The task anchored on the solver's plan (no evaluation), and the solver's scored options."""
+        options = unit_options(context)
+        return solver_anchored(context, with_baseline=False, options=options), options
+
     def plan(self, context: TaskContext, evaluations: int = 0, seed: int = 0) -> PlanResult:
         start = time.perf_counter()
-        options = unit_options(context)
-        view = solver_anchored(context, with_baseline=False, options=options)
+        view, options = self._anchored(context)
         env = CompressionEnv(view, observation=self.metadata.observation)
         plan, change, info = self._policy_plan(view, env, options)
         return PlanResult(
@@ -172,8 +176,7 @@ class ResidualFewShotPlanner(ResidualPlanner):
 
     def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
         check_evaluations(self.name, evaluations)
-        options = unit_options(context)
-        view = solver_anchored(context, with_baseline=False, options=options)
+        view, options = self._anchored(context)
         book = ScoreBook(view, evaluations, max_episodes=4 * evaluations, observation=self.metadata.observation)
         units = len(view.decision_units)
         book.run(np.zeros((units, 3), dtype=np.float32))  # the solver's own plan

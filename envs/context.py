@@ -61,6 +61,7 @@ class TaskContext:
         self.budget_features = budget_features(budget.kind, budget.fraction, minimum_fraction, self.codec.mean_level)
         self.embedding = hardware_embedding(hardware).astype(np.float32)
         self.baseline_change = 0.0
+        self._table: np.ndarray | None = None
         shares = self.projector.reference_shares()
         decision_shares = [shares[u.index] for u in self.decision_units]
         # share of the W8A8 cost in decision t and the ones after it
@@ -73,7 +74,7 @@ class TaskContext:
     @property
     def network_table(self) -> np.ndarray:
         """The padded unit table of the ``network`` observation (see ``envs.features``)."""
-        if getattr(self, "_table", None) is None:
+        if self._table is None:
             self._table = network_table(self.unit_features, self.codec.anchor)
         return self._table
 
