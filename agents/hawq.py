@@ -74,12 +74,15 @@ class UnitOptions:
         choices: one raw choice per option (what the env is fed).
         executed: (kept, w bits, a bits) the env executes for each choice.
         sensitivity: HAWQ-style loss increase of each option (see the module docstring).
+        terms: (options, 3) the weight-quantization, pruning and activation terms that sum
+            to ``sensitivity`` (the few-shot planner re-weights them per task).
     """
 
     unit: int
     choices: tuple[UnitChoice, ...]
     executed: tuple[tuple[int, int, int], ...]
     sensitivity: np.ndarray
+    terms: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,8 @@ def unit_options(context: TaskContext, prune_step: float = PRUNE_STEP, calibrate
     result = []
     for index, choices, executed, rows, at_probe, prune_drop in tables:
         prune_scale = kappa * prune_drop / at_probe if calibrate_pruning and at_probe > 0 else 1.0
-        result.append(UnitOptions(index, choices, executed, rows[:, 0] + prune_scale * rows[:, 1] + kappa * rows[:, 2]))
+        terms = rows * np.asarray([1.0, prune_scale, kappa])
+        result.append(UnitOptions(index, choices, executed, terms.sum(axis=1), terms))
     return result
 
 

@@ -27,6 +27,7 @@ from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSel
 from metacompress.agents.planner import Planner, PlanResult
 from metacompress.agents.policy_io import load_policy
 from metacompress.agents.residual import ResidualFewShotPlanner, ResidualPlanner
+from metacompress.agents.score_correction import CorrectedSolverPlanner
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
 from metacompress.compressors.recovery import accuracy
 from metacompress.envs.context import TaskContext
@@ -41,6 +42,7 @@ DEFAULT_POLICY = SHIPPED_NAMES["default"]
 KINDS: dict[str, tuple[str | None, int | None]] = {
     "zero-shot": ("policy", 0),
     "few-shot-sample": ("policy", None),
+    "few-shot-resolve": ("policy", None),
     "few-shot-rl2": ("rl2", None),
     "few-shot-reptile": ("reptile", None),
     "uniform": (None, 64),
@@ -50,9 +52,9 @@ KINDS: dict[str, tuple[str | None, int | None]] = {
     "evolution": (None, None),
     "oracle-evolution": (None, None),
 }
-LEARNED_KINDS = ("zero-shot", "few-shot-sample", "few-shot-rl2", "few-shot-reptile")
+LEARNED_KINDS = ("zero-shot", "few-shot-sample", "few-shot-resolve", "few-shot-rl2", "few-shot-reptile")
 STANDARD_METHODS = (
-    "zero-shot", "few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "uniform", "hawq",
+    "zero-shot", "few-shot-resolve-30", "few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "uniform", "hawq",
     "ddpg-300", "random-30", "random-300", "evolution-30", "evolution-300", "oracle-evolution-2000",
 )
 POLICY_FLAGS = {"policy": "--policy", "rl2": "--rl2-policy", "reptile": "--reptile-policy"}
@@ -198,6 +200,14 @@ def build_planner(method: Method, policies: dict[str, tuple]) -> Planner:
         return (ResidualPlanner if residual else ZeroShotPlanner)(*policies["policy"])
     if method.kind == "few-shot-sample":
         return (ResidualFewShotPlanner if residual else SampleAndSelectPlanner)(*policies["policy"])
+    if method.kind == "few-shot-resolve":
+        if not residual:
+            raise PolicyError(
+                f"{method.name} re-solves around a residual policy's plan, but the given --policy was trained with "
+                f"--algo {policies['policy'][1].method}; pass a policy trained with `metacompress train --algo residual` "
+                f"(the shipped default is one)"
+            )
+        return CorrectedSolverPlanner(*policies["policy"])
     if method.kind == "few-shot-rl2":
         return RL2Planner(*policies["rl2"])
     if method.kind == "few-shot-reptile":

@@ -113,12 +113,13 @@ def _sensitivity_of(option: UnitOptions, executed: tuple[int, int, int]) -> floa
         return None
 
 
-def _choices_for(context: TaskContext, vectors: PlanVectors) -> list[UnitChoice]:
-    """Raw choices that execute exactly ``vectors`` (each kept count as its prune ratio)."""
-    return [
+def actions_for(context: TaskContext, vectors: PlanVectors) -> np.ndarray:
+    """Raw actions (decisions, 3) that execute exactly ``vectors`` on ``context`` (each kept count as its prune ratio)."""
+    choices = [
         UnitChoice(1.0 - vectors.kept[u.index] / u.channels, vectors.w_bits[u.index], vectors.a_bits[u.index])
         for u in context.decision_units
     ]
+    return np.stack([context.codec.action(c, t) for t, c in enumerate(choices)])
 
 
 class ResidualPlanner:
@@ -149,8 +150,7 @@ class ResidualPlanner:
         filled = fill_budget(view, vectors, options)
         if filled == vectors:
             return plan, change, info
-        actions = np.stack([view.codec.action(c, t) for t, c in enumerate(_choices_for(view, filled))])
-        filled_plan, filled_change, filled_info = rollout(env, actions)
+        filled_plan, filled_change, filled_info = rollout(env, actions_for(view, filled))
         return filled_plan, filled_change, filled_info
 
     def _anchored(self, context: TaskContext) -> tuple[TaskContext, list[UnitOptions]]:

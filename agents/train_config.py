@@ -31,13 +31,16 @@ RECIPES: dict[str, dict] = {
         "eval_tasks": 4,
     },
 }
+VALIDATION_FAMILIES = ("vgg",)
+"""Zoo families of the train split left out of the residual planner's training: their tasks are the
+validation split for every design, hyper-parameter and checkpoint choice (``bench agents --split validation``)."""
 # The few-shot agents' budgets under the default recipe (RecurrentPPO's learner is ~10x
 # slower per step; Reptile runs its inner loops in one process).
 ALGO_DEFAULTS: dict[str, dict] = {
     "rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8},
     "reptile": {"timesteps": 300_000},
     # the solver-anchored residual planner: vgg tasks of the train split are its validation split
-    "residual": {"timesteps": 40_000, "validation_families": ("vgg",), "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
+    "residual": {"timesteps": 40_000, "validation_families": VALIDATION_FAMILIES, "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
 }
 
 

@@ -23,8 +23,8 @@ per worker, first-use probe computation not included):
 - ``full`` (estimated 44 min on an idle machine, 2 workers; must stay under 2 h): all 48
   held-out tasks, seeds 0, 1, 2, final fine-tune 100 KD steps (300 steps tripled the
   fine-tune time and measured close to 4 h on the shared dev box). ``zero-shot``, ``uniform`` and ``hawq`` run
-  on all 48 tasks x 3 seeds; the 30-evaluation methods (``few-shot-sample-30``,
-  ``few-shot-rl2-30``, ``few-shot-reptile-30``, ``random-30``, ``evolution-30``) on the
+  on all 48 tasks x 3 seeds; the 30-evaluation methods (``few-shot-resolve-30``,
+  ``few-shot-sample-30``, ``few-shot-rl2-30``, ``few-shot-reptile-30``, ``random-30``, ``evolution-30``) on the
   first 24 tasks x seeds 0, 1; the 10x methods (``ddpg-300``, ``random-300``,
   ``evolution-300``) on the first 15 tasks x seed 0; ``oracle-evolution-2000`` on the
   first 6 tasks x seed 0. Every method on every task and seed would take about 23 h
@@ -63,9 +63,11 @@ from metacompress.agents.registry import (
     missing_policies,
     parse_method,
 )
+from metacompress.agents.train_config import VALIDATION_FAMILIES
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
+from metacompress.envs.zoo.catalog import get_entry
 from metacompress.errors import BenchConfigError, MetacompressError
 
 NOVELTIES = ("family", "hardware", "budget")
@@ -92,7 +94,7 @@ class Preset:
     workers: int = 1
 
 
-_THIRTY = ("few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "random-30", "evolution-30")
+_THIRTY = ("few-shot-resolve-30", "few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "random-30", "evolution-30")
 _TENFOLD = ("ddpg-300", "random-300", "evolution-300")
 _ORACLE = "oracle-evolution-2000"
 PRESETS = {
@@ -175,6 +177,11 @@ class BenchPlan:
         return " ".join(shlex.quote(p) for p in parts + ["--out", str(out)])
 
 
+def validation_entries() -> list[SuiteTask]:
+    """The validation split: the train split's tasks of ``VALIDATION_FAMILIES`` (never trained on)."""
+    return [e for e in default_suite().entries("train") if get_entry(e.task.model).family in VALIDATION_FAMILIES]
+
+
 def ordered_tasks(entries: Sequence[SuiteTask]) -> list[SuiteTask]:
     """Novelties in turn; within one, cheapest first (cost table), each model's first task before any repeat.
 
@@ -220,8 +227,8 @@ def prepare(config: AgentsBenchConfig, entries: Sequence[SuiteTask] | None = Non
     if config.preset not in PRESETS:
         raise BenchConfigError(f"preset {config.preset!r} is unknown; use one of {', '.join(PRESETS)}")
     preset = PRESETS[config.preset]
-    if config.split not in SPLITS:
-        problems.append(f"split {config.split!r} is unknown; use heldout (or train to debug)")
+    if config.split not in (*SPLITS, "validation"):
+        problems.append(f"split {config.split!r} is unknown; use heldout, validation (design choices) or train (to debug)")
     for name in config.methods if config.methods is not None else preset.methods:
         try:
             methods.append(parse_method(name))
@@ -243,9 +250,13 @@ def prepare(config: AgentsBenchConfig, entries: Sequence[SuiteTask] | None = Non
     if problems:
         raise BenchConfigError("cannot run bench agents: " + "; ".join(problems))
     runnable, notes = missing_policies(methods, config.policies)
-    load_policies(runnable, config.policies)  # fail now, not in a worker an hour in
+    loaded = load_policies(runnable, config.policies)  # fail now, not in a worker an hour in
+    if "policy" in loaded and loaded["policy"][1].method != "residual":
+        notes += [f"skipped {m.name}: it re-solves around a residual policy's plan; --policy is a "
+                  f"{loaded['policy'][1].method} policy" for m in runnable if m.kind == "few-shot-resolve"]
+        runnable = [m for m in runnable if m.kind != "few-shot-resolve"]
     if entries is None:
-        entries = default_suite().entries(config.split)
+        entries = validation_entries() if config.split == "validation" else default_suite().entries(config.split)
     tasks = ordered_tasks(entries)[: config.tasks if config.tasks is not None else preset.tasks]
     limits = preset.limits if config.limits else ()
     for name, tasks_cap, seeds_cap in limits:

@@ -202,7 +202,8 @@ def test_dry_run_lists_the_quick_preset_with_the_shipped_policies(policy_dir, tm
     out = tmp_path / "bench-quick-s0"
     assert main(["bench", "agents", "--dry-run", "--policy", str(policy_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "skipped" not in printed  # RL^2 and Reptile use the policies shipped in agents/policies
+    assert "skipped few-shot-resolve-30: it re-solves around a residual policy's plan" in printed  # a PPO policy given
+    assert printed.count("skipped") == 1  # RL^2 and Reptile use the policies shipped in agents/policies
     # 8 methods on 6 tasks + the 4 expensive ones on the first 3 tasks
     assert "60 runs on 6 tasks" in printed and not out.exists()
     command = printed[printed.index("command: "):]
