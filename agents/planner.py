@@ -127,7 +127,7 @@ class ScoreBook:
         self.history: list[float] = []
         self.episodes = 0
         self.best: tuple[float, Plan, np.ndarray | None, list[dict] | None] | None = None
-        self.last_plan: Plan | None = None
+        self.plans: list[Plan] = []  # the distinct plans scored, in the order of ``history``
         self._start = time.perf_counter()
         self._evaluator_start = context.evaluator.stats.evaluations
 
@@ -152,11 +152,11 @@ class ScoreBook:
         info, which the report's ``raw_*`` columns show for the best plan.
         """
         self.episodes += 1
-        self.last_plan = plan
         key = plan.key()
         if key not in self.scores:
             self.scores[key] = reward
             self.history.append(reward)
+            self.plans.append(plan)
         if self.best is None or reward > self.best[0]:
             self.best = (reward, plan, actions, decisions)
 

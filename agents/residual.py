@@ -153,6 +153,16 @@ class ResidualPlanner:
         filled_plan, filled_change, filled_info = rollout(env, actions_for(view, filled))
         return filled_plan, filled_change, filled_info
 
+    def _opening(self, context: TaskContext, evaluations: int) -> tuple[TaskContext, list[UnitOptions], ScoreBook]:
+        """A few-shot call's first evaluations: the solver's plan, then the zero-shot plan (if budget is left)."""
+        view, options = self._anchored(context)
+        book = ScoreBook(view, evaluations, max_episodes=4 * evaluations, observation=self.metadata.observation)
+        book.run(np.zeros((len(view.decision_units), 3), dtype=np.float32))  # the solver's own plan
+        if not book.exhausted:
+            plan, change, _ = self._policy_plan(view, book.env, options)
+            book.record(plan, change)
+        return view, options, book
+
     def _anchored(self, context: TaskContext) -> tuple[TaskContext, list[UnitOptions]]:
         """The task anchored on the solver's plan (no evaluation), and the solver's scored options."""
         options = unit_options(context)
@@ -176,13 +186,7 @@ class ResidualFewShotPlanner(ResidualPlanner):
 
     def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
         check_evaluations(self.name, evaluations)
-        view, options = self._anchored(context)
-        book = ScoreBook(view, evaluations, max_episodes=4 * evaluations, observation=self.metadata.observation)
-        units = len(view.decision_units)
-        book.run(np.zeros((units, 3), dtype=np.float32))  # the solver's own plan
-        if not book.exhausted:
-            plan, change, _ = self._policy_plan(view, book.env, options)
-            book.record(plan, change)
+        _, _, book = self._opening(context, evaluations)
         rng = np.random.default_rng(seed)
         while not book.exhausted:
             plan, change, _ = rollout(book.env, self._actor(FEW_SHOT_NOISE, rng))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from metacompress.agents.hawq import UnitOptions, solve_hawq
-from metacompress.agents.planner import PlanResult, ScoreBook, check_evaluations
+from metacompress.agents.planner import PlanResult, check_evaluations
 from metacompress.agents.residual import ResidualPlanner, actions_for, fill_budget
 from metacompress.compressors.plan import Plan
 from metacompress.envs.context import TaskContext
@@ -123,18 +123,9 @@ class CorrectedSolverPlanner(ResidualPlanner):
 
     def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
         check_evaluations(self.name, evaluations)
-        view, options = self._anchored(context)
-        book = ScoreBook(view, evaluations, max_episodes=4 * evaluations, observation=self.metadata.observation)
-        units = len(view.decision_units)
+        view, options, book = self._opening(context, evaluations)
         model = ScoreCorrection(options, noise_floor=0.5 / max(len(context.evaluator.data.search.y), 1))
-        terms: list[np.ndarray] = []  # the distinct plans measured, in order: the model's data
-        book.run(np.zeros((units, 3), dtype=np.float32))  # the solver's own plan
-        terms.append(model.contributions(book.last_plan))
-        if not book.exhausted:
-            plan, change, _ = self._policy_plan(view, book.env, options)
-            if plan.key() not in book.scores:
-                terms.append(model.contributions(plan))
-            book.record(plan, change)
+        terms = [model.contributions(p) for p in book.plans]  # the model's data, one row per distinct plan scored
         rng = np.random.default_rng(seed)
         solves = 0
         while not book.exhausted:
@@ -149,7 +140,7 @@ class CorrectedSolverPlanner(ResidualPlanner):
                 before = book.used
                 book.run(actions_for(view, vectors))
                 if book.used > before:
-                    terms.append(model.contributions(book.last_plan))
+                    terms.append(model.contributions(book.plans[-1]))
                     break
             else:
                 break  # the posterior keeps proposing scored plans: the task's good plans are found
