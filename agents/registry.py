@@ -29,7 +29,6 @@ from metacompress.agents.policy_io import load_policy
 from metacompress.agents.residual import ResidualFewShotPlanner, ResidualPlanner
 from metacompress.agents.score_correction import CorrectedSolverPlanner
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
-from metacompress.compressors.recovery import accuracy
 from metacompress.envs.context import TaskContext
 from metacompress.errors import PolicyError, UnknownMethod
 
@@ -272,7 +271,7 @@ def evaluate_planner(
         return PlannerEvaluation(result, planning, None, final_accuracy, seconds)
     start = time.perf_counter()
     model = evaluator.final_model(result.plan, finetune_steps, seed)
-    final_accuracy = accuracy(model, evaluator.data.test.x, evaluator.data.test.y)
+    final_accuracy = evaluator.test_score(model)
     seconds = time.perf_counter() - start
     if finals is not None:
         finals[key] = (final_accuracy, seconds)

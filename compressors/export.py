@@ -24,6 +24,7 @@ from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import layer_bits, quantize_weights
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
+from metacompress.compressors.metrics import Distillation
 from metacompress.compressors.recovery import calibrate, distill
 from metacompress.compressors.surgery import prune_units
 from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
@@ -36,7 +37,7 @@ def export(
     model: nn.Module,
     plan: Plan,
     example_input: torch.Tensor,
-    calibration: Sequence[torch.Tensor],
+    calibration,
     graph: ModelGraph | None = None,
 ) -> nn.Module:
     """Build the compressed model for ``plan``: pruned for real, quantized, calibrated.
@@ -45,7 +46,8 @@ def export(
         model: the original model (not modified).
         plan: a plan made for this model.
         example_input: a batch the model accepts (used to trace the dependency graph).
-        calibration: input batches for BatchNorm and activation-range calibration.
+        calibration: input batches for BatchNorm and activation-range calibration: one tensor
+            batch, a list of batches or a DataLoader.
         graph: the model's analysis, if already built (saves a re-analysis).
 
     Returns:
@@ -54,7 +56,8 @@ def export(
 
     Raises:
         PlanMismatch: if the plan was made for another model.
-        InvalidCalibration: if ``calibration`` is one tensor or holds batches of another shape.
+        InvalidCalibration: if ``calibration`` is not a tensor batch, a list of batches or a
+            DataLoader, or holds batches of another shape.
     """
     calibration = calibration_batches(calibration, tuple(example_input.shape[1:]))
     graph = graph or build_graph(model, example_input)
@@ -75,30 +78,41 @@ def export(
     return compressed
 
 
-def calibration_batches(calibration: Sequence[torch.Tensor], sample_shape: tuple[int, ...]) -> list[torch.Tensor]:
-    """The calibration batches as a list, checked: iterating one tensor would yield single samples.
+def calibration_batches(calibration, sample_shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """The calibration batches as a list, checked before any work.
+
+    Accepted: one tensor batch (N, *sample_shape), a list or tuple of such batches, or a
+    ``torch.utils.data.DataLoader`` (each batch a tensor, or an (inputs, targets) pair whose
+    inputs are used). One tensor is one batch, never iterated: iterating it would yield single
+    samples without their batch dimension.
 
     Raises:
-        InvalidCalibration: ``calibration`` is a tensor, or a batch is not a tensor of
-            (N, *sample_shape).
+        InvalidCalibration: anything else, or a batch that is not a tensor of (N, *sample_shape).
     """
+    from torch.utils.data import DataLoader
+
     expected = "(N, " + ", ".join(map(str, sample_shape)) + ")"
     if isinstance(calibration, torch.Tensor):
+        batches = [calibration]
+    elif isinstance(calibration, DataLoader):
+        batches = [b[0] if isinstance(b, (tuple, list)) else b for b in calibration]
+    elif isinstance(calibration, (list, tuple)):
+        batches = list(calibration)
+    else:
         raise InvalidCalibration(
-            f"calibration is one tensor of shape {tuple(calibration.shape)}, but it must be a list of batches, "
-            f"each of shape {expected}; pass [x] or list(x.split(128))"
+            f"calibration is a {type(calibration).__name__}; pass one tensor batch of shape {expected}, "
+            "a list of such batches, or a torch.utils.data.DataLoader"
         )
-    batches = list(calibration)
     bad = [
         f"batch {i}: {tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}"
         for i, b in enumerate(batches)
-        if not isinstance(b, torch.Tensor) or tuple(b.shape[1:]) != sample_shape
+        if not isinstance(b, torch.Tensor) or tuple(b.shape[1:]) != sample_shape or not len(b)
     ]
     if bad or not batches:
         raise InvalidCalibration(
-            f"calibration batches must be tensors of shape {expected} like the example input; got "
+            f"calibration batches must be non-empty tensors of shape {expected} like the example input; got "
             + ("; ".join(bad[:3]) if bad else "no batch")
-            + ". Pass e.g. list(x.split(128))"
+            + ". Pass e.g. x[:256] or list(x.split(128))"
         )
     return batches
 
@@ -111,6 +125,7 @@ def recover(
     calibration: Sequence[torch.Tensor],
     seed: int = 0,
     lr: float = 1e-3,
+    loss: Distillation = "logits",
 ) -> nn.Module:
     """Final recovery of an exported model: KD fine-tune, re-quantize, recalibrate (in place).
 
@@ -120,13 +135,14 @@ def recover(
         inputs: train-split inputs for distillation (never search or test).
         steps: optimizer steps (0 returns the model unchanged).
         calibration: the calibration batches used at export.
+        loss: the distillation loss: the model's output kind or a callable (see ``distill``).
     """
     if steps <= 0:
         return compressed
     w_bits: dict[str, int] = compressed.metacompress_weight_bits
     quantizers = {name: compressed.get_submodule(name).input_quantizer for name in w_bits}
     a_bits = {name: int(q.bits) for name, q in quantizers.items()}
-    distill(compressed, teacher, inputs, w_bits, steps, lr=lr, seed=seed)
+    distill(compressed, teacher, inputs, w_bits, steps, lr=lr, seed=seed, loss=loss)
     quantize_weights(compressed, w_bits, keep_scales=True)
     calibrate(compressed, quantizers, a_bits, list(calibration))
     return compressed

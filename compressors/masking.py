@@ -19,6 +19,7 @@ from torch import nn
 from metacompress.compressors.graph import ModelGraph
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import ActivationQuantizer, attach_activation_quantizers, quantize_weight, weight_scales
+from metacompress.compressors.metrics import Distillation
 from metacompress.compressors.recovery import calibrate, distill
 from metacompress.compressors.spec import ModelSpec
 from metacompress.compressors.surgery import mask_unit
@@ -92,8 +93,10 @@ class SearchModel:
         for unit_graph, removed in zip(self.graph.units, self._removed):
             mask_unit(self.model, unit_graph, removed)
 
-    def finetune(self, plan: Plan, teacher: nn.Module, inputs: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3) -> nn.Module:
-        """Apply ``plan``, then a short KD fine-tune that keeps the masks, then recalibrate."""
+    def finetune(
+        self, plan: Plan, teacher: nn.Module, inputs: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3, loss: Distillation = "logits"
+    ) -> nn.Module:
+        """Apply ``plan``, then a short KD fine-tune (``loss``: see ``distill``) that keeps the masks, then recalibrate."""
         self.apply(plan)
         if steps <= 0:
             return self.model
@@ -101,7 +104,7 @@ class SearchModel:
         for p in self.model.parameters():
             p.requires_grad_(True)
         try:
-            distill(self.model, teacher, inputs, w_bits, steps, lr=lr, seed=seed, after_step=self._apply_masks)
+            distill(self.model, teacher, inputs, w_bits, steps, lr=lr, seed=seed, after_step=self._apply_masks, loss=loss)
         finally:
             for p in self.model.parameters():
                 p.requires_grad_(False)

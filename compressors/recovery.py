@@ -15,10 +15,10 @@ import math
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from metacompress.compressors.metrics import TOP1, Distillation, distillation_loss, logits, output_tensors  # noqa: F401  (re-exported)
 from metacompress.compressors.quant import ActivationQuantizer, quantize_weight
 from metacompress.errors import MetacompressError
 
@@ -90,8 +90,9 @@ def distill(
     temperature: float = 2.0,
     seed: int = 0,
     after_step: Callable[[], None] | None = None,
+    loss: Distillation = "logits",
 ) -> None:
-    """Fine-tune ``student`` in place to match ``teacher``'s soft outputs (KD, Hinton 2015).
+    """Fine-tune ``student`` in place to match ``teacher``'s outputs (KD, Hinton 2015, for logits).
 
     Quantized layers train through a straight-through fake-quantizer at their weight bits;
     activation quantizers stay in place with their calibrated ranges. Re-run
@@ -121,10 +122,10 @@ def distill(
             idx = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=generator)
             x = inputs[idx]
             with torch.no_grad():
-                soft_targets = F.log_softmax(logits(teacher(x)) / temperature, dim=-1)
-            loss = F.kl_div(F.log_softmax(logits(student(x)) / temperature, dim=-1), soft_targets, log_target=True, reduction="batchmean")
+                teacher_out = logits(teacher(x))
+            step_loss = distillation_loss(loss, logits(student(x)), teacher_out, temperature)
             optimizer.zero_grad(set_to_none=True)
-            (loss * temperature**2).backward()
+            step_loss.backward()
             optimizer.step()
             schedule.step()
             if after_step is not None:
@@ -142,35 +143,9 @@ def steps_for_epochs(epochs: float, samples: int, batch_size: int = KD_BATCH_SIZ
     return math.ceil(epochs * samples / batch_size)
 
 
-@torch.no_grad()
-def output_tensors(output) -> list[torch.Tensor]:
-    """Every tensor of a model's output: the tensor itself, or a tuple/list/dict's tensors in order."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    items = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
-    return [t for item in items for t in output_tensors(item)]
-
-
-def logits(output) -> torch.Tensor:
-    """The class scores of a model's output: the output, or the first tensor of a tuple/list/dict.
-
-    Models that return ``(logits, embedding)`` or ``{"logits": ..., "aux": ...}`` put the
-    scores first, so accuracy, distillation and the probes read that one.
-    """
-    tensors = output_tensors(output)
-    if not tensors:
-        raise MetacompressError(f"the model returned {type(output).__name__}, which holds no tensor; return the class scores (N, classes) first")
-    return tensors[0]
-
-
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` in eval mode on (x, y)."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        scores = logits(model(x[start : start + batch_size]))
-        correct += int((scores.argmax(dim=-1) == y[start : start + batch_size]).sum())
-    return correct / max(len(x), 1)
+    """Top-1 accuracy of ``model`` in eval mode on (x, y) (the default ``Metric``)."""
+    return TOP1.score(model, x, y, batch_size)
 
 
 def batches_of(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

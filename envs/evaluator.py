@@ -2,10 +2,11 @@
 
 One ``ModelEvaluator`` per model is shared by every task on that model (many hardware
 targets and budgets): it holds the analysis, the search-mode working copy and a cache of
-proxy accuracies keyed by the executed plan, so a plan already scored costs nothing.
+proxy scores keyed by the executed plan, so a plan already scored costs nothing.
 
+Every score is the evaluator's ``Metric`` (top-1 accuracy unless the user gives one).
 Honest evaluation: the proxy (the RL reward) only ever reads the *search* split; the
-final accuracy (what reports quote) is measured on the *test* split after exporting
+final score (what reports quote) is measured on the *test* split after exporting
 the plan and a short knowledge-distillation fine-tune on the *train* split.
 """
 
@@ -23,7 +24,8 @@ from metacompress.compressors.export import export, recover
 from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import SearchModel
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.recovery import accuracy, batches_of
+from metacompress.compressors.metrics import TOP1, Distillation, LossFn, Metric, check_output_kind
+from metacompress.compressors.recovery import batches_of
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ PROXY_SAMPLES = 1000
 
 
 class SplitLike(Protocol):
+    """One split: inputs ``x`` (N, ...) and targets ``y`` (N, ...): class ids, or any tensor a user metric reads."""
+
     x: torch.Tensor
     y: torch.Tensor
 
@@ -67,6 +71,10 @@ class ModelEvaluator:
         calibration_samples: train-split samples used for BatchNorm/activation calibration.
         proxy_samples: search-split samples the proxy scores (a fixed seeded subset).
         search_finetune_steps: KD steps inside every proxy evaluation (0 = calibration only).
+        metric: what every score is (default top-1 accuracy); see ``metacompress.compressors.metrics``.
+        output_kind: what the model's first output is: ``"logits"``, ``"probabilities"`` or
+            ``"regression"``; picks the distillation and curvature losses.
+        loss: a user distillation ``loss(student_out, teacher_out)`` replacing the output kind's.
     """
 
     model: nn.Module
@@ -75,6 +83,9 @@ class ModelEvaluator:
     calibration_samples: int = CALIBRATION_SAMPLES
     proxy_samples: int = PROXY_SAMPLES
     search_finetune_steps: int = 0
+    metric: Metric = TOP1
+    output_kind: str = "logits"
+    loss: LossFn | None = None
     graph: ModelGraph = field(init=False)
     search: SearchModel = field(init=False)
     base_search_accuracy: float = field(init=False)
@@ -82,6 +93,7 @@ class ModelEvaluator:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        check_output_kind(self.output_kind)
         self.model = self.model.eval()
         example = self.data.train.x[:8]
         self.graph = build_graph(self.model, example, self.frozen)
@@ -90,11 +102,24 @@ class ModelEvaluator:
         search = self.data.search
         subset = torch.randperm(len(search.x), generator=torch.Generator().manual_seed(0))[: self.proxy_samples].sort().values
         self.proxy_x, self.proxy_y = search.x[subset], search.y[subset]
-        self.base_search_accuracy = accuracy(self.model, self.proxy_x, self.proxy_y)
+        self.base_search_accuracy = self.search_score(self.model)
 
     @property
     def spec(self):
         return self.graph.spec
+
+    @property
+    def distillation(self) -> Distillation:
+        """The recovery's loss: the user's ``loss``, else the output kind's."""
+        return self.loss or self.output_kind
+
+    def search_score(self, model: nn.Module) -> float:
+        """``model``'s metric on the proxy's search-split subset (what the planner optimises)."""
+        return self.metric.score(model, self.proxy_x, self.proxy_y)
+
+    def test_score(self, model: nn.Module) -> float:
+        """``model``'s metric on the test split (what reports quote)."""
+        return self.metric.score(model, self.data.test.x, self.data.test.y)
 
     def calibration_batches(self) -> list[torch.Tensor]:
         """A fixed random subset of the train split, in fixed batches (identical in both modes).
@@ -106,7 +131,7 @@ class ModelEvaluator:
         return batches_of(self.data.train.x[order[: self.calibration_samples]], CALIBRATION_BATCH)
 
     def proxy_accuracy(self, plan: Plan, finetune_steps: int | None = None) -> float:
-        """Search-split accuracy of ``plan`` in search mode (cached by executed plan).
+        """Search-split metric of ``plan`` in search mode (cached by executed plan).
 
         Args:
             plan: the executed plan.
@@ -119,10 +144,10 @@ class ModelEvaluator:
             return self._cache[key]
         start = time.perf_counter()
         if steps:
-            compressed = self.search.finetune(plan, self.model, self.data.train.x, steps)
+            compressed = self.search.finetune(plan, self.model, self.data.train.x, steps, loss=self.distillation)
         else:
             compressed = self.search.apply(plan)
-        value = accuracy(compressed, self.proxy_x, self.proxy_y)
+        value = self.search_score(compressed)
         self.stats.evaluations += 1
         self.stats.seconds += time.perf_counter() - start
         self._cache[key] = value
@@ -133,17 +158,18 @@ class ModelEvaluator:
         self._cache.clear()
 
     def proxy_change(self, plan: Plan, finetune_steps: int | None = None) -> float:
-        """Proxy accuracy minus the original model's, on the search split (the reward)."""
+        """Proxy metric minus the original model's, on the search split (the reward)."""
         return self.proxy_accuracy(plan, finetune_steps) - self.base_search_accuracy
 
     def base_test_accuracy(self) -> float:
-        return accuracy(self.model, self.data.test.x, self.data.test.y)
+        """The original model's metric on the test split."""
+        return self.test_score(self.model)
 
     def final_model(self, plan: Plan, finetune_steps: int, seed: int = 0, lr: float = 1e-3) -> nn.Module:
         """Export ``plan`` and recover it with a KD fine-tune on the train split."""
         compressed = export(self.model, plan, self.data.train.x[:8], self.calibration, graph=self.graph)
-        return recover(compressed, self.model, self.data.train.x, finetune_steps, self.calibration, seed=seed, lr=lr)
+        return recover(compressed, self.model, self.data.train.x, finetune_steps, self.calibration, seed=seed, lr=lr, loss=self.distillation)
 
     def final_accuracy(self, plan: Plan, finetune_steps: int, seed: int = 0) -> float:
-        """Test-split accuracy of the exported, fine-tuned plan (what reports quote)."""
-        return accuracy(self.final_model(plan, finetune_steps, seed), self.data.test.x, self.data.test.y)
+        """Test-split metric of the exported, fine-tuned plan (what reports quote)."""
+        return self.test_score(self.final_model(plan, finetune_steps, seed))

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from metacompress.compressors.io import write_text_atomic
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.recovery import logits
+from metacompress.compressors.metrics import logits, task_loss
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.errors import CacheCorrupted, MetacompressError
 
@@ -136,12 +135,12 @@ def hessian_traces(evaluator: ModelEvaluator, samples: int = HESSIAN_SAMPLES, se
 
     if estimator in ("auto", "exact"):
         try:
-            return traces_from(_exact_hvps(evaluator.model, layers, x, y, samples, seed)), "exact"
+            return traces_from(_exact_hvps(evaluator.model, layers, x, y, samples, seed, evaluator.output_kind)), "exact"
         except (RuntimeError, NotImplementedError) as exc:  # an op without a second derivative
             if estimator == "exact":
                 raise
             log.info("double backward is unavailable (%s); Hessian traces use finite differences of gradients", exc)
-    return traces_from(_finite_difference_hvps(evaluator.model, layers, x, y, samples, seed)), "finite-difference"
+    return traces_from(_finite_difference_hvps(evaluator.model, layers, x, y, samples, seed, evaluator.output_kind)), "finite-difference"
 
 
 def _rademacher(weights: list[torch.Tensor], samples: int, seed: int) -> Iterator[list[torch.Tensor]]:
@@ -161,15 +160,15 @@ def _with_weight_grads(model: torch.nn.Module, layers: list[str], dtype: torch.d
     return model, weights
 
 
-def _exact_hvps(model, layers, x, y, samples, seed) -> Iterator[tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]]:
+def _exact_hvps(model, layers, x, y, samples, seed, kind: str = "logits") -> Iterator[tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]]:
     """(v, Hv) pairs by double backward (Pearlmutter's trick through autograd)."""
     model, weights = _with_weight_grads(model, layers, torch.float32)
-    grads = torch.autograd.grad(F.cross_entropy(logits(model(x)), y), weights, create_graph=True)
+    grads = torch.autograd.grad(task_loss(kind, logits(model(x)), y), weights, create_graph=True)
     for vs in _rademacher(weights, samples, seed):
         yield vs, torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
 
 
-def _finite_difference_hvps(model, layers, x, y, samples, seed) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+def _finite_difference_hvps(model, layers, x, y, samples, seed, kind: str = "logits") -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
     """(v, Hv) pairs with Hv ~ (g(w + eps v) - g(w - eps v)) / (2 eps), in float64.
 
     Needs only first-order gradients, so it works for every differentiable model; float64
@@ -185,7 +184,7 @@ def _finite_difference_hvps(model, layers, x, y, samples, seed) -> Iterator[tupl
         with torch.no_grad():
             for w, w0, v in zip(weights, originals, vs):
                 w.copy_(w0 + sign * eps * v)
-        return torch.autograd.grad(F.cross_entropy(logits(model(x)), y), weights)
+        return torch.autograd.grad(task_loss(kind, logits(model(x)), y), weights)
 
     for vs in _rademacher(weights, samples, seed):
         plus, minus = gradient(1.0, vs), gradient(-1.0, vs)

@@ -146,12 +146,12 @@ def test_grouped_convs_prune_the_same_position_in_every_group():
     assert steps == {"stem.0+1": 1, "stage1.conv1.0": 2, "stage1.conv2.0": 2, "stage2.conv1.0": 4, "stage2.conv2.0": 4, "stage2.conv3.0+1": 1}
 
 
-def test_export_refuses_a_calibration_tensor_with_the_fix():
+def test_export_reads_a_calibration_tensor_as_one_batch_and_refuses_bad_batches_with_the_fix():
     context = task("tabular")
     model, x = context.evaluator.model, context.evaluator.data.train.x
     plan = compressed_plan(context.spec)
-    with pytest.raises(InvalidCalibration, match=r"one tensor of shape \(48, 12\).*list of batches, each of shape \(N, 12\); pass \[x\]"):
-        export(model, plan, x[:8], x)
+    one, listed = export(model, plan, x[:8], x), export(model, plan, x[:8], [x])
+    assert torch.equal(one(x), listed(x))
     with pytest.raises(InvalidCalibration, match=r"batch 1: \(4, 3\)"):
         export(model, plan, x[:8], [x, torch.zeros(4, 3)])
 

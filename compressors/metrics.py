@@ -1,0 +1,183 @@
+"""How a plan is scored and distilled: the metric, the model's output kind, and the losses that follow from it.
+
+A model is scored by a ``Metric``: ``fn(outputs, targets) -> float``, higher is better, over
+a whole split at once (so a metric that is not a mean over samples, e.g. an F1 or a
+within-50-cents rate, is exact). Top-1 accuracy is the default. Everything that scores a
+plan (the planner's proxy, the env's reward, the probes, the recovered model, the report)
+reads the same ``Metric``.
+
+The output kind says what the model's first output tensor means, and so which loss
+compares a student with its teacher (recovery) and a model with its targets (curvature):
+
+==============  ==========================================  ====================================
+kind            distillation (student vs teacher)           task loss (curvature probes)
+==============  ==========================================  ====================================
+logits          KL of softmax(z / T) (Hinton 2015)           cross-entropy on class ids, else MSE
+probabilities   MSE of the probabilities                     NLL of class ids, else MSE
+regression      MSE of the outputs                           MSE to the targets
+==============  ==========================================  ====================================
+
+Softmax-distilling probabilities is what this module exists to prevent: sigmoid outputs in
+[0, 1] over 360 bins give targets ``softmax(p / T)`` within 0.001 nats of uniform, and the
+student learns nothing from them.
+
+This module holds the output-tensor helpers too, because recovery and the metric both read
+a model's output and recovery imports this module (never the other way round).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metacompress.errors import MetacompressError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_KINDS = ("logits", "probabilities", "regression")
+MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Distillation = Union[str, LossFn]
+"""An output kind (its loss from the table above) or a user ``loss(student_out, teacher_out) -> scalar tensor``."""
+SCORE_BATCH = 1024
+
+
+def output_tensors(output) -> list[torch.Tensor]:
+    """Every tensor of a model's output: the tensor itself, or a tuple/list/dict's tensors in order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    return [t for item in items for t in output_tensors(item)]
+
+
+def logits(output) -> torch.Tensor:
+    """The scored output of a model: the output, or the first tensor of a tuple/list/dict.
+
+    Models that return ``(logits, embedding)`` or ``{"logits": ..., "aux": ...}`` put the
+    scores first, so the metric, distillation and the probes read that one.
+    """
+    tensors = output_tensors(output)
+    if not tensors:
+        raise MetacompressError(f"the model returned {type(output).__name__}, which holds no tensor; return the scores (N, ...) first")
+    return tensors[0]
+
+
+def top1(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Top-1 accuracy: the fraction of rows whose largest score is at the target class id."""
+    return float((outputs.argmax(dim=-1) == targets).float().mean()) if len(targets) else 0.0
+
+
+def is_class_ids(targets: torch.Tensor) -> bool:
+    """Whether targets are one integer class id per sample (what top-1 and stratified splits need)."""
+    return targets.ndim == 1 and not targets.is_floating_point() and not targets.is_complex()
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score of a model's outputs against targets; higher is better.
+
+    Args:
+        fn: ``fn(outputs, targets) -> float`` over a whole split; ``outputs`` is the first
+            output tensor of every batch, concatenated (N, ...), on the CPU.
+        name: how reports name it, e.g. ``"top-1 accuracy"`` or ``"cents50"``.
+    """
+
+    fn: MetricFn
+    name: str
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = SCORE_BATCH) -> float:
+        """The metric of ``model`` in eval mode on (x, y), fed in batches.
+
+        Raises:
+            MetacompressError: the metric raised, or returned something that is not a finite number.
+        """
+        model.eval()
+        outputs = [logits(model(x[start : start + batch_size])).detach().cpu() for start in range(0, len(x), batch_size)]
+        scores = torch.cat(outputs) if outputs else torch.empty(0)
+        try:
+            value = self.fn(scores, y.cpu())
+            value = float(value.item() if isinstance(value, torch.Tensor) else value)
+        except Exception as exc:  # noqa: BLE001  (a user function: report it with the shapes it got)
+            raise MetacompressError(
+                f"metric {self.name!r} failed on outputs {tuple(scores.shape)} and targets {tuple(y.shape)}: {exc}; "
+                "it must be fn(outputs, targets) -> float (higher is better)"
+            ) from exc
+        if not math.isfinite(value):
+            raise MetacompressError(f"metric {self.name!r} returned {value} on outputs {tuple(scores.shape)}; it must return a finite float")
+        return value
+
+
+TOP1 = Metric(top1, "top-1 accuracy")
+
+
+def resolve_metric(metric: Metric | MetricFn | None) -> Metric:
+    """A ``Metric`` from ``None`` (top-1), a ``Metric``, or a bare ``fn(outputs, targets) -> float`` (named after it)."""
+    if metric is None:
+        return TOP1
+    if isinstance(metric, Metric):
+        return metric
+    if not callable(metric):
+        raise MetacompressError(f"metric must be a callable fn(outputs, targets) -> float, got {type(metric).__name__}")
+    return Metric(metric, getattr(metric, "__name__", type(metric).__name__))
+
+
+def check_output_kind(kind: str) -> str:
+    """``kind`` if it is one of ``OUTPUT_KINDS``, else a ``MetacompressError`` listing them."""
+    if kind not in OUTPUT_KINDS:
+        raise MetacompressError(f"output kind {kind!r} is unknown; use one of {', '.join(OUTPUT_KINDS)}")
+    return kind
+
+
+def detect_output_kind(outputs: torch.Tensor) -> str:
+    """The output kind when it is unambiguous, else ``"logits"`` (the documented default).
+
+    One value per sample ((N,) or (N, 1) floats that are not all in [0, 1]) is a regression;
+    rows that are non-negative and sum to 1 are a softmax's probabilities. Anything else
+    (sigmoid outputs included, which could be either) stays logits: pass ``output_kind``.
+    """
+    outputs = outputs.detach().float()
+    if outputs.ndim == 1 or (outputs.ndim == 2 and outputs.shape[1] == 1):
+        return "regression" if bool((outputs < 0).any() or (outputs > 1).any()) else "logits"
+    if outputs.ndim == 2 and bool((outputs >= 0).all()) and bool(torch.allclose(outputs.sum(dim=-1), torch.ones(len(outputs)), atol=1e-4)):
+        return "probabilities"
+    return "logits"
+
+
+def distillation_loss(distillation: Distillation, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """The loss that pulls ``student``'s outputs towards ``teacher``'s (table above; a callable is used as is).
+
+    The logits KL is scaled by T**2 so its gradients keep their size across temperatures.
+    """
+    if callable(distillation):
+        return distillation(student, teacher)
+    if distillation == "logits":
+        soft_targets = F.log_softmax(teacher / temperature, dim=-1)
+        kl = F.kl_div(F.log_softmax(student / temperature, dim=-1), soft_targets, log_target=True, reduction="batchmean")
+        return kl * temperature**2
+    check_output_kind(distillation)
+    return F.mse_loss(student, teacher)
+
+
+def task_loss(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The differentiable loss of ``outputs`` against the data's ``targets`` (the curvature probes' loss; table above).
+
+    Raises:
+        MetacompressError: targets that are neither class ids nor shaped like the outputs.
+    """
+    if is_class_ids(targets) and outputs.ndim == 2 and kind == "logits":
+        return F.cross_entropy(outputs, targets)
+    if is_class_ids(targets) and outputs.ndim == 2 and kind == "probabilities":
+        return F.nll_loss(torch.log(outputs.clamp_min(1e-12)), targets)
+    if targets.numel() != outputs.numel():
+        raise MetacompressError(
+            f"targets {tuple(targets.shape)} are neither class ids nor shaped like the outputs {tuple(outputs.shape)}; "
+            "the curvature probes need one of the two (pass output_kind='regression' with targets shaped like the outputs)"
+        )
+    return F.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs.dtype))
