@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +18,21 @@ from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.recovery import logits
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, check_max_prune
+from metacompress.compressors.metrics import TOP1, LossFn, Metric, MetricFn, check_output_kind, detect_output_kind, logits, resolve_metric
 from metacompress.envs.context import TaskContext
-from metacompress.envs.evaluator import DataLike, ModelEvaluator
+from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import compute_probes
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import resolve_hardware
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
-from metacompress.errors import EvaluationBudgetError, InvalidData, MetacompressError
+from metacompress.accuracy_target import MaxDrop, walk_budgets
+from metacompress.data import as_splits, check_data, move_splits, splits_from_arrays  # noqa: F401  (splits_from_arrays: public here)
+from metacompress.devices import resolve_device
+from metacompress.errors import EvaluationBudgetError, MetacompressError
 from metacompress.report import decision_table
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FINETUNE_STEPS = 300
 
@@ -38,7 +45,8 @@ class CompressionResult:
         plan: the per-unit decisions (within budget).
         model: the exported compressed model, recovered by a KD fine-tune.
         decisions: one row per unit (columns in ``metacompress.report``).
-        summary: accuracies (proxy and test), cost vs budget, sizes, timings.
+        summary: the metric (proxy and test), cost vs budget, sizes, timings; with ``max_drop``,
+            the target and the trade-off curve walked (``tradeoff``).
         planning: the planner's own result (evaluations used, history).
     """
 
@@ -75,71 +83,13 @@ class CompressionResult:
             self.decisions.to_csv(tmp / "decisions.csv", index=False)
             (tmp / "decisions.json").write_text(self.decisions.to_json(orient="records", indent=2))
             (tmp / "report.md").write_text(markdown_report(self.summary, self.decisions))
+            if self.summary.get("tradeoff"):
+                from metacompress.plotting import plot_tradeoff
+
+                pd.DataFrame(self.summary["tradeoff"]).to_csv(tmp / "tradeoff.csv", index=False)
+                plot_tradeoff(self.summary["tradeoff"], tmp / "tradeoff.png", self.summary["target_floor"], self.summary["metric"])
             save_compressed(self.model, tmp / "model", builder=builder)
         return Path(out)
-
-
-def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float = 0.25, seed: int = 0):
-    """Split arrays into the train / search / test splits ``compress`` needs (seeded, stratified).
-
-    Args:
-        x: inputs, (N, ...) array or tensor (converted to float32).
-        y: integer labels, (N,).
-        search_fraction / test_fraction: shares of the samples for the search and test splits.
-    """
-    from sklearn.model_selection import train_test_split
-
-    from metacompress.envs.zoo.datasets import DatasetSplits, Split
-
-    x = torch.as_tensor(x, dtype=torch.float32)
-    y = torch.as_tensor(y, dtype=torch.long)
-    index = torch.arange(len(y)).numpy()
-    rest, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=y.numpy())
-    train, search = train_test_split(rest, test_size=search_fraction / (1 - test_fraction), random_state=seed, stratify=y.numpy()[rest])
-    pick = lambda i: Split(x[torch.as_tensor(i)], y[torch.as_tensor(i)])  # noqa: E731
-    return DatasetSplits("user", tuple(x.shape[1:]), int(y.max()) + 1, pick(train), pick(search), pick(test), seed)
-
-
-MIN_SPLIT_SAMPLES = {"train": 8, "search": 20, "test": 10}
-"""Fewest samples per split: the search split's accuracy steps in 1/N, so fewer than 20 samples
-cannot tell plans 5 points apart; an empty split scores every plan alike."""
-
-
-def _check_data(model: nn.Module, example_input: torch.Tensor, data: DataLike) -> None:
-    """Every split is usable before any work: shapes, finite inputs, enough samples, labels the model can output.
-
-    An empty search split would score every plan 0.0 (the planner would choose blind), and
-    labels outside the model's outputs would report a wrong accuracy without any error.
-    """
-    problems = []
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        with torch.no_grad():
-            classes = int(logits(model.eval()(example_input[:1])).shape[-1])
-    except Exception:  # noqa: BLE001  (a model that rejects its example input is reported by analyze, with the shape)
-        classes = None
-    finally:
-        for module, training in modes:
-            module.training = training
-    for name in ("train", "search", "test"):
-        split = getattr(data, name, None)
-        if split is None or not hasattr(split, "x") or not hasattr(split, "y"):
-            problems.append(f"data has no {name} split with .x and .y")
-            continue
-        if len(split.x) < MIN_SPLIT_SAMPLES[name]:
-            problems.append(f"the {name} split has {len(split.x)} samples, at least {MIN_SPLIT_SAMPLES[name]} are needed")
-        elif tuple(split.x.shape[1:]) != tuple(example_input.shape[1:]):
-            problems.append(f"{name}.x samples have shape {tuple(split.x.shape[1:])}, the example input {tuple(example_input.shape[1:])}")
-        elif not torch.isfinite(split.x).all():
-            problems.append(f"{name}.x holds NaN or inf")
-        if len(split.x) != len(split.y):
-            problems.append(f"{name} has {len(split.x)} inputs but {len(split.y)} labels")
-        elif classes is not None and len(split.y) and (int(split.y.min()) < 0 or int(split.y.max()) >= classes):
-            problems.append(
-                f"{name}.y holds labels {int(split.y.min())}..{int(split.y.max())}, but the model outputs {classes} classes (0..{classes - 1})"
-            )
-    if problems:
-        raise InvalidData("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
 
 
 def _default_evaluations(planner: Planner) -> int:
@@ -165,7 +115,7 @@ def _default_evaluations(planner: Planner) -> int:
 def compress(
     model: nn.Module,
     example_input: torch.Tensor,
-    data: DataLike,
+    data,
     hardware: str | Hardware = "m7-mcu",
     budget: str | Budget = "latency=0.5",
     policy: str | Path | None = None,
@@ -176,6 +126,11 @@ def compress(
     max_prune: float = DEFAULT_MAX_PRUNE,
     name: str = "model",
     planner: Planner | None = None,
+    metric: Metric | MetricFn | None = None,
+    output_kind: str | None = None,
+    loss: LossFn | None = None,
+    max_drop: str | float | MaxDrop | None = None,
+    device: str | torch.device = "cpu",
 ) -> CompressionResult:
     """Compress ``model`` for ``hardware`` under ``budget`` with a learned policy.
 
@@ -185,10 +140,13 @@ def compress(
     Args:
         model: a trained model (Conv1d/Conv2d/Linear layers are compressed).
         example_input: a batch it accepts, e.g. (N, C, H, W).
-        data: ``.train``/``.search``/``.test`` splits with ``.x`` and ``.y`` (train: calibration
-            and fine-tuning; search: the proxy the planner optimises; test: the report).
+        data: ``.train``/``.search``/``.test`` splits (attributes or dict keys), each with
+            ``.x`` and ``.y`` tensors, a ``DataLoader`` or a ``Dataset`` of (input, target)
+            pairs (train: calibration and fine-tuning; search: the proxy the planner
+            optimises; test: the report). See ``metacompress.data``.
         hardware: preset name, ``sample:<archetype>:<seed>``, LUT CSV path or a ``Hardware``.
-        budget: ``kind=fraction`` of the unpruned W8A8 cost, e.g. ``"latency=0.3"``.
+        budget: ``kind=fraction`` of the unpruned W8A8 cost, e.g. ``"latency=0.3"``; with
+            ``max_drop`` only its kind counts (``"latency"`` alone is accepted).
         policy: a policy folder, or a shipped one by name: ``default`` (PPO, the default),
             ``rl2`` or ``reptile`` (few-shot adaptation with those meta-learners).
         few_shot: proxy evaluations to adapt with (0 = zero-shot, one rollout).
@@ -201,34 +159,71 @@ def compress(
             ``EvolutionPlanner()``; ``few_shot`` is then its evaluation budget, and 0 means
             the default of its ``plan``), so a baseline gets exactly the same evaluator,
             projection and report.
+        metric: ``fn(outputs, targets) -> float``, higher is better, over a whole split (or a
+            ``Metric``); replaces top-1 accuracy in the planner's proxy, the probes and the
+            report. Targets may then be any tensor.
+        output_kind: ``"logits"``, ``"probabilities"`` or ``"regression"``: picks the
+            recovery's distillation loss (KL or MSE); default: detected where unambiguous
+            (softmax rows, one value per sample), else logits.
+        loss: a distillation ``loss(student_out, teacher_out) -> scalar tensor`` instead.
+        max_drop: accuracy-target mode: the cheapest plan of the budget's kind whose
+            recovered search-split metric falls at most this far: points (``1.0``: one
+            hundredth of the metric, a percentage point of accuracy) or ``"1%"`` (relative).
+            See ``metacompress.accuracy_target``.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``: where probes, evaluations and recovery
+            run (the returned model is on the CPU).
 
     Raises:
         MetacompressError: bad input (its message names the problem and the fix),
             ``InfeasibleBudget`` with the minimum achievable cost, ``PolicyError``.
     """
     start = time.perf_counter()
+    target_drop = MaxDrop.parse(max_drop) if max_drop is not None else None
+    if target_drop is not None and isinstance(budget, str) and "=" not in budget:
+        budget = Budget(budget.strip(), 1.0)  # only the kind counts: the walk picks the fraction
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     check_max_prune(max_prune)
     target = resolve_hardware(hardware)
+    device = resolve_device(device)
+    score = resolve_metric(metric)
+    if output_kind is not None:
+        check_output_kind(output_kind)
+    if loss is not None and not callable(loss):
+        raise MetacompressError(f"loss must be a callable loss(student_out, teacher_out) -> tensor, got {type(loss).__name__}")
     if few_shot < 0 or finetune_steps < 0:
         raise MetacompressError(f"few_shot and finetune_steps must be >= 0, got {few_shot} and {finetune_steps}")
     if planner is not None and policy is not None:
         raise MetacompressError("pass a policy or a planner, not both: the planner would ignore the policy")
     planner = planner or load_planner(policy, few_shot)
     few_shot = few_shot or _default_evaluations(planner)
-    _check_data(model, example_input, data)
+    data = as_splits(data)
+    check_data(model, example_input, data, class_targets=score is TOP1)
     modes = [(module, module.training) for module in model.modules()]  # the evaluator switches it to eval mode
     try:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
+            work = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+            work_data = move_splits(data, device)
+            kind = output_kind or _detected_kind(work, work_data.train.x[:64])
+            evaluator = ModelEvaluator(
+                work, work_data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS,
+                metric=score, output_kind=kind, loss=loss,
+            )
             task_name = f"{name} on {target.name} ({budget})"
-            BudgetProjector(evaluator.spec, target, budget, max_prune).check_feasible(task_name)  # structure only: before the probes
+            projector = BudgetProjector(evaluator.spec, target, budget, max_prune)
+            if target_drop is None:
+                projector.check_feasible(task_name)  # structure only: before the probes
             probes = compute_probes(evaluator, seed)
-            context = TaskContext(evaluator, probes, target, budget, max_prune, name=task_name)
-            scored = evaluate_planner(context, planner, few_shot, seed, finetune_steps)
+            walk = None
+            if target_drop is None:
+                context = TaskContext(evaluator, probes, target, budget, max_prune, name=task_name)
+                scored = evaluate_planner(context, planner, few_shot, seed, finetune_steps)
+            else:
+                walk, context, scored = _walk_to_target(evaluator, probes, target, budget, max_prune, name, planner, few_shot, seed,
+                                                        finetune_steps, target_drop, projector.minimum_cost() / projector.reference_cost)
+                budget = context.budget
             planning_seconds = time.perf_counter() - start - scored.finetune_seconds
-        planned, compressed, test_compressed = scored.result, scored.final_model, scored.final_accuracy
+        planned, compressed, test_compressed = scored.result, scored.final_model.to("cpu"), scored.final_accuracy
         plan = planned.plan
         spec = evaluator.spec
         test_original = evaluator.base_test_accuracy()
@@ -241,6 +236,10 @@ def compress(
             "planner": planner.name,
             "evaluations_used": planned.evaluations_used,
             "seed": seed,
+            "metric": score.name,
+            "output_kind": kind,
+            "distillation": "user loss" if loss is not None else ("KL, T=2" if kind == "logits" else "MSE"),
+            "device": str(device),
             "cost_ratio": cost_ratio,
             "budget_ratio": cost_ratio / budget.fraction,
             "within_budget": context.projector.fits(plan.kept, plan.w_bits, plan.a_bits),
@@ -259,8 +258,41 @@ def compress(
             "finetune_seconds": time.perf_counter() - start - planning_seconds,
             "total_seconds": time.perf_counter() - start,
         }
+        if walk is not None:
+            summary.update({"max_drop": str(target_drop), "target_met": walk.met, "target_floor": walk.floor,
+                            "target_message": walk.message, "tradeoff": walk.rows()})
         decisions = decision_table(context, plan, planned.info.get("decisions"))
     finally:
         for module, training in modes:  # give the user back the modes they had
             module.training = training
     return CompressionResult(plan, compressed, decisions, summary, planned)
+
+
+def _detected_kind(model: nn.Module, x: torch.Tensor) -> str:
+    """The output kind of ``model`` on ``x`` where unambiguous (see ``detect_output_kind``), logged."""
+    with torch.no_grad():
+        kind = detect_output_kind(logits(model.eval()(x)))
+    log.info("output kind: %s (detected; pass output_kind= to choose)", kind)
+    return kind
+
+
+def _walk_to_target(evaluator, probes, target, budget, max_prune, name, planner, few_shot, seed, finetune_steps, max_drop, lowest):
+    """Accuracy-target mode: walk the budget fraction (``walk_budgets``); the chosen task's context and scored plan.
+
+    Every candidate is planned, exported and recovered exactly as the final model is, then
+    scored on the search split (the test split stays unseen until the report).
+    """
+    tried: dict[float, tuple[TaskContext, object]] = {}
+
+    def attempt(fraction: float) -> tuple[float, float]:
+        fraction = min(1.0, fraction * (1 + 1e-9))  # the most compressed plan's own cost, up to float rounding
+        task_budget = Budget(budget.kind, fraction)
+        context = TaskContext(evaluator, probes, target, task_budget, max_prune, name=f"{name} on {target.name} ({task_budget})")
+        scored = evaluate_planner(context, planner, few_shot, seed, finetune_steps)
+        tried[len(tried)] = (context, scored)
+        plan = scored.result.plan
+        return context.cost_ratio(plan.kept, plan.w_bits, plan.a_bits), evaluator.search_score(scored.final_model)
+
+    walk = walk_budgets(attempt, lowest, evaluator.base_search_accuracy, max_drop)
+    context, scored = tried[walk.chosen]
+    return walk, context, scored

@@ -1,4 +1,4 @@
-"""The HAQ/AMC-style per-layer chart: bits and kept channels per unit (``inspect --plot``)."""
+"""Charts: the HAQ/AMC-style per-layer chart (``inspect --plot``) and the accuracy-target trade-off curve."""
 
 from __future__ import annotations
 
@@ -42,4 +42,32 @@ def plot_decisions(decisions: pd.DataFrame, path: str | Path, title: str = "") -
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def plot_tradeoff(rows: list[dict], path: str | Path, floor: float, metric: str = "metric") -> Path:
+    """Write a PNG of the accuracy-target walk: recovered metric vs cost ratio, the target floor, the chosen plan."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r["cost_ratio"])
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    ax.plot([r["cost_ratio"] for r in rows], [r["metric"] for r in rows], "o-", color="#3b6ea8", label="plans tried")
+    ax.axhline(floor, color="#a33b3b", linestyle="--", label=f"target: {metric} >= {floor:.4g}")
+    for r in rows:
+        if r["chosen"]:
+            ax.plot([r["cost_ratio"]], [r["metric"]], "*", color="#e39b3b", markersize=16, label="returned plan")
+    ax.set_xlabel("cost (fraction of the unpruned W8A8 model)")
+    ax.set_ylabel(f"recovered {metric} (search split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
     return path

@@ -81,7 +81,8 @@ def read_decisions(path) -> pd.DataFrame:
 
 
 def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
-    """The ``report.md`` of an apply run: accuracy, cost vs budget, time, per-layer table."""
+    """The ``report.md`` of an apply run: the metric, cost vs budget, time, the max-drop walk, per-layer table."""
+    metric = summary.get("metric", "top-1 accuracy")
     lines = [
         f"# metacompress report: {summary['model']}",
         "",
@@ -91,8 +92,10 @@ def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
         f"({'within' if summary['within_budget'] else 'OVER'} budget)",
         f"- size: {summary['size_bits'] / 8 / 1024:.1f} KiB (was {summary['reference_size_bits'] / 8 / 1024:.1f} KiB at W8A8, "
         f"{summary['fp32_size_bits'] / 8 / 1024:.1f} KiB in fp32)",
+        f"- metric: {metric} (higher is better); outputs read as {summary.get('output_kind', 'logits')}, "
+        f"recovery distils with {summary.get('distillation', 'KL, T=2')}",
         "",
-        "| accuracy | original | compressed | change |",
+        f"| {metric} | original | compressed | change |",
         "|---|---|---|---|",
         f"| proxy (search split; calibration + {summary['search_finetune_steps']} KD steps, the planner's reward) | {summary['search_accuracy_original']:.4f} | "
         f"{summary['search_accuracy_compressed']:.4f} | {summary['proxy_change']:+.4f} |",
@@ -102,9 +105,27 @@ def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
         f"Time: planning {summary['planning_seconds']:.1f} s, fine-tune and export {summary['finetune_seconds']:.1f} s, "
         f"total {summary['total_seconds']:.1f} s.",
         "",
+        *tradeoff_lines(summary),
         "## Per-unit decisions",
         "",
         decisions.drop(columns=["raw_prune", "raw_w_bits", "raw_a_bits"]).to_markdown(index=False, floatfmt=".4g"),
         "",
     ]
     return "\n".join(lines)
+
+
+def tradeoff_lines(summary: dict) -> list[str]:
+    """The accuracy-target section: the target, the outcome and the trade-off curve walked (empty without ``max_drop``)."""
+    if not summary.get("tradeoff"):
+        return []
+    table = pd.DataFrame(summary["tradeoff"])[["fraction", "cost_ratio", "metric", "meets", "chosen"]]
+    return [
+        f"## Accuracy target: at most {summary['max_drop']} below the original (metric >= {summary['target_floor']:.4f})",
+        "",
+        summary["target_message"] + ".",
+        "",
+        "Recovered metric on the search split per budget fraction tried (plot: `tradeoff.png`):",
+        "",
+        table.to_markdown(index=False, floatfmt=".4f"),
+        "",
+    ]
