@@ -1,4 +1,4 @@
-"""Where ``apply`` gets a model from: a zoo id, or a Python file's factory (+ optional weights)."""
+"""Where ``apply`` gets user code from: the model (a zoo id, or a Python file's factory + optional weights) and a metric function."""
 
 from __future__ import annotations
 
@@ -46,17 +46,50 @@ def load_model_source(source: str, weights: str | None = None) -> tuple[nn.Modul
     return model, data, {"zoo": source}
 
 
+def _import_file(path: Path, fix: str):
+    """Import the user's Python file as a module (its errors reported with their line in it)."""
+    spec = importlib.util.spec_from_file_location(f"metacompress_user_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise MetacompressError(f"{path} is not a Python file; pass {fix}")
+    module = importlib.util.module_from_spec(spec)
+    with _user_code(f"importing {path}", path):
+        spec.loader.exec_module(module)
+    return module
+
+
+def load_function(source: str, flag: str = "--metric"):
+    """The function a ``module:fn`` or ``path/to/file.py:fn`` names (``apply --metric``).
+
+    Raises:
+        MetacompressError: not of that form, the module or file is missing, or it has no such callable.
+    """
+    module_text, sep, name = source.rpartition(":")
+    if not sep or not module_text or not name.isidentifier():
+        raise MetacompressError(f"cannot read {flag} {source!r}; write module:function or path/to/file.py:function")
+    if module_text.endswith(".py"):
+        path = Path(module_text)
+        if not path.exists():
+            raise MetacompressError(f"{flag} file {path} does not exist; write path/to/file.py:function")
+        module = _import_file(path, f"{flag} path/to/file.py:function")
+    else:
+        import importlib
+
+        try:
+            module = importlib.import_module(module_text)
+        except ImportError as exc:
+            raise MetacompressError(f"{flag} {source!r}: cannot import {module_text!r} ({exc}); is it installed or on PYTHONPATH?") from exc
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise MetacompressError(f"{flag} {source!r}: {module_text} has no function {name!r}")
+    return function
+
+
 def _from_factory(source: str, weights: str | None) -> tuple[nn.Module, object, dict]:
     path_text, _, name = source.rpartition(":")
     path = Path(path_text)
     if not path.exists():
         raise MetacompressError(f"model file {path} does not exist; pass --model path/to/file.py:factory")
-    spec = importlib.util.spec_from_file_location(f"metacompress_user_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise MetacompressError(f"model file {path} is not a Python file; pass --model path/to/file.py:factory")
-    module = importlib.util.module_from_spec(spec)
-    with _user_code(f"importing {path}", path):
-        spec.loader.exec_module(module)
+    module = _import_file(path, "--model path/to/file.py:factory")
     factory = getattr(module, name, None)
     if not callable(factory):
         raise MetacompressError(f"{path} has no function {name!r}; define {name}() returning (model, data)")

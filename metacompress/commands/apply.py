@@ -35,10 +35,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frozen", nargs="*", default=[], help="module paths to keep unpruned at 8 bits")
     parser.add_argument("--max-prune", type=float, default=DEFAULT_MAX_PRUNE,
                         help=f"largest fraction of a unit's channels a plan may remove, in [0, 1) (default {DEFAULT_MAX_PRUNE})")
+    parser.add_argument("--metric", default=None, type=_metric_source,
+                        help="score plans with fn(outputs, targets) -> float (higher is better) instead of top-1 accuracy: "
+                             "module:fn or path/to/file.py:fn")
+    parser.add_argument("--output-kind", default=None, choices=("logits", "probabilities", "regression"),
+                        help="what the model outputs; picks the recovery's distillation loss (logits: KL; else MSE) "
+                             "(default: detected where unambiguous, else logits)")
+    parser.add_argument("--max-drop", default=None, type=_max_drop,
+                        help="accuracy-target mode: the cheapest plan of --budget's kind whose recovered metric drops at most "
+                             "this much: points (1.0 = one percentage point of accuracy) or relative (1%%); --budget's fraction is ignored")
+    parser.add_argument("--device", default="cpu", type=_device,
+                        help="where probes, evaluations and recovery run: cpu, cuda or auto (default cpu); the plan does not depend on it")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0); same seed, same plan")
     parser.add_argument("--out", default=None, help="run folder (default runs/apply-<model>-s<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing apply run (never a folder that is not one)")
     parser.set_defaults(handler=_apply)
+
+
+def _metric_source(text: str) -> str:
+    """``--metric``'s form, checked at parse time (the import happens before the model is built)."""
+    module, sep, name = text.rpartition(":")
+    if not sep or not module or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not module:function or path/to/file.py:function")
+    return text
+
+
+def _max_drop(text: str):
+    from metacompress.accuracy_target import MaxDrop
+    from metacompress.errors import MetacompressError
+
+    try:
+        return MaxDrop.parse(text)
+    except MetacompressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _device(text: str) -> str:
+    from metacompress.devices import DEVICES
+
+    if text not in DEVICES and not text.startswith("cuda:"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use one of {', '.join(DEVICES)}")
+    return text
 
 
 def _baseline(args: argparse.Namespace):
@@ -60,30 +97,39 @@ def _apply(args: argparse.Namespace) -> int:
     from metacompress.api import compress
     from metacompress.compressors.recovery import steps_for_epochs
     from metacompress.compressors.runs import RunFolder
-    from metacompress.sources import load_model_source
+    from metacompress.data import as_splits
+    from metacompress.devices import resolve_device
+    from metacompress.sources import load_function, load_model_source
 
     torch.set_num_threads(1)
     name = Path(args.model.split(":")[0]).stem if ".py:" in args.model else args.model
     out = Path(args.out or f"runs/apply-{name}-s{args.seed}")
     RunFolder(out, "apply", args.overwrite).check()  # before the model is built or anything computed
+    resolve_device(args.device)  # cuda asked for but missing: say so before any work
+    metric = load_function(args.metric) if args.metric else None
     model, data, builder = load_model_source(args.model, args.weights)
+    data = as_splits(data)  # a factory may return DataLoaders or Datasets
     epochs = args.finetune_epochs
     finetune_steps = args.finetune_steps if epochs is None else steps_for_epochs(epochs, len(data.train.x))
     planner, few_shot = _baseline(args) if args.method else (None, args.few_shot)
     result = compress(
         model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
         few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), max_prune=args.max_prune,
-        name=name,
+        name=name, metric=metric, output_kind=args.output_kind, max_drop=args.max_drop, device=args.device,
     )
-    config = {key: value for key, value in vars(args).items() if key != "handler"}
+    config = {key: str(value) if key == "max_drop" and value is not None else value for key, value in vars(args).items() if key != "handler"}
     result.save(out, config=config, builder=builder, overwrite=args.overwrite)
     s = result.summary
     print(f"{name} on {s['hardware']} under {s['budget']} ({s['planner']}, {s['evaluations_used']} evaluations)")
     print(f"  cost {s['cost_ratio']:.4f} of W8A8 = {s['budget_ratio']:.3f} of budget; size {s['size_bits'] / 8192:.1f} KiB "
           f"(W8A8 {s['reference_size_bits'] / 8192:.1f} KiB)")
-    print(f"  proxy accuracy {s['search_accuracy_original']:.4f} -> {s['search_accuracy_compressed']:.4f} (search split)")
-    print(f"  test accuracy  {s['test_accuracy_original']:.4f} -> {s['test_accuracy_compressed']:.4f} "
+    print(f"  proxy {s['metric']} {s['search_accuracy_original']:.4f} -> {s['search_accuracy_compressed']:.4f} (search split)")
+    print(f"  test {s['metric']}  {s['test_accuracy_original']:.4f} -> {s['test_accuracy_compressed']:.4f} "
           f"after {s['finetune_steps']} KD steps ({s['test_change']:+.4f})")
+    if "tradeoff" in s:
+        from metacompress.report import tradeoff_lines
+
+        print("\n".join(tradeoff_lines(s)))
     print(f"  {s['total_seconds']:.1f} s; wrote {out}/ (report.md, decisions.csv, plan.json, model/)")
     print(f"next: metacompress inspect {out} --plot {out}/decisions.png")
     return 0
