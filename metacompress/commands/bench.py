@@ -96,6 +96,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     agents.add_argument("--dry-run", action="store_true", help="list the runs and the estimated time, run nothing")
     agents.set_defaults(handler=_agents)
 
+    _register_scale(kinds)
+
+
+def _register_scale(kinds: argparse._SubParsersAction) -> None:
+    """``bench scale`` (issue 14 item 6): stage times as the model grows; see ``metacompress.benchmarks.scale``."""
+    scale = kinds.add_parser(
+        "scale",
+        help="analyze, probe, one-evaluation and planning seconds for CNNs of 0.1M, 1M and 11M parameters, and probe evaluations per unit",
+        epilog="example: metacompress bench scale --sizes 0.1M,1M --resolutions 16,32 --samples 32 --device cpu",
+    )
+    scale.add_argument("--sizes", default="0.1M,1M,11M", help="comma list of model sizes: 0.1M, 1M, 11M (default all three)")
+    scale.add_argument("--resolutions", default="16,32", help="comma list of input sides in pixels (default 16,32)")
+    scale.add_argument("--samples", type=int, default=32, help="samples per split: calibration, Hessian batch, proxy (default 32)")
+    scale.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    scale.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    scale.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default 0)")
+    scale.add_argument("--json", action="store_true", help="print the rows as JSON")
+    scale.set_defaults(handler=_scale)
+
+
+def _scale(args: argparse.Namespace) -> int:
+    import torch
+
+    from metacompress.benchmarks.scale import ScaleConfig, run_scale_bench
+
+    torch.set_num_threads(args.threads)
+    try:
+        sides = tuple(int(part) for part in args.resolutions.split(",") if part.strip())
+    except ValueError:
+        from metacompress.errors import MetacompressError
+
+        raise MetacompressError(f"--resolutions {args.resolutions!r} is not a comma list of integers; write e.g. 16,32") from None
+    config = ScaleConfig(sizes=tuple(s.strip() for s in args.sizes.split(",")), resolutions=sides, samples=args.samples,
+                         device=args.device, seed=args.seed)
+    rows = run_scale_bench(config)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    print(f"ResNet CNNs, {config.samples} samples per split, device {config.device}, {args.threads} thread(s); seconds")
+    print(f"{'size':>5} {'res':>4} {'params':>11} {'units':>5} {'analyze':>8} {'probes':>8} {'evals/unit':>10} {'1 eval':>7} {'planning':>8}")
+    for r in rows:
+        print(f"{r.size:>5} {r.resolution:>4} {r.params:>11,} {r.units:>5} {r.analyze_s:8.2f} {r.probe_s:8.2f} "
+              f"{r.evaluations_per_unit:10.2f} {r.evaluation_s:7.3f} {r.planning_s:8.2f}")
+    return 0
+
 
 def _core(args: argparse.Namespace) -> int:
     from metacompress.benchmarks.core import CoreBenchConfig, run_core_bench
