@@ -44,7 +44,7 @@ class ScaleConfig:
 
     sizes: tuple[str, ...] = ("0.1M", "1M", "11M")
     resolutions: tuple[int, ...] = (16, 32)
-    samples: int = 32
+    samples: int = 16
     device: str = "cpu"
     seed: int = 0
 

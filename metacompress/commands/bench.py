@@ -104,11 +104,11 @@ def _register_scale(kinds: argparse._SubParsersAction) -> None:
     scale = kinds.add_parser(
         "scale",
         help="analyze, probe, one-evaluation and planning seconds for CNNs of 0.1M, 1M and 11M parameters, and probe evaluations per unit",
-        epilog="example: metacompress bench scale --sizes 0.1M,1M --resolutions 16,32 --samples 32 --device cpu",
+        epilog="example: metacompress bench scale --sizes 0.1M,1M --resolutions 16,32 --samples 16 --device cpu",
     )
     scale.add_argument("--sizes", default="0.1M,1M,11M", help="comma list of model sizes: 0.1M, 1M, 11M (default all three)")
     scale.add_argument("--resolutions", default="16,32", help="comma list of input sides in pixels (default 16,32)")
-    scale.add_argument("--samples", type=int, default=32, help="samples per split: calibration, Hessian batch, proxy (default 32)")
+    scale.add_argument("--samples", type=int, default=16, help="samples per split: calibration, Hessian batch, proxy (default 16; time is linear in it)")
     scale.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     scale.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     scale.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default 0)")
