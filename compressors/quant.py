@@ -101,7 +101,7 @@ class ActivationQuantizer(nn.Module):
     def finish_observing(self, bits: int) -> None:
         """Choose the range that minimises the quantization MSE of the observed inputs."""
         self.observing = False
-        values = torch.cat(self._values) if self._values else torch.zeros(0)
+        values = torch.cat(self._values).cpu() if self._values else torch.zeros(0)  # the range search on the CPU: one range on every device
         self._values = []
         self.bits.fill_(bits)
         scale, zero_point = _calibrate_range(values, bits)
@@ -149,7 +149,7 @@ def attach_activation_quantizers(model: nn.Module, layer_names: list[str]) -> di
     for name in layer_names:
         layer = model.get_submodule(name)
         if not hasattr(layer, "input_quantizer"):
-            layer.input_quantizer = ActivationQuantizer()
+            layer.input_quantizer = ActivationQuantizer().to(layer.weight.device)
             layer.register_forward_pre_hook(_run_input_quantizer)
         quantizers[name] = layer.input_quantizer
     return quantizers

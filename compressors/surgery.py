@@ -176,7 +176,7 @@ def rank_channels(model: nn.Module, graph: UnitGraph, channels: int, step: int) 
         layer = model.get_submodule(target.module)
         if not isinstance(layer, QUANTIZABLE):
             continue
-        rows = layer.weight.detach().double().reshape(layer.weight.shape[0], -1)[target.indices.flatten()]
+        rows = layer.weight.detach().cpu().double().reshape(layer.weight.shape[0], -1)[target.indices.flatten()]  # on the CPU: one ranking on every device
         norms = rows.norm(dim=1).reshape(channels, -1).sum(dim=1)
         score += norms / norms.mean().clamp_min(1e-12)
     groups = graph.channel_groups

@@ -146,7 +146,7 @@ def hessian_traces(evaluator: ModelEvaluator, samples: int = HESSIAN_SAMPLES, se
 def _rademacher(weights: list[torch.Tensor], samples: int, seed: int) -> Iterator[list[torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     for _ in range(samples):
-        yield [(torch.randint(0, 2, w.shape, generator=generator) * 2 - 1).to(w.dtype) for w in weights]
+        yield [(torch.randint(0, 2, w.shape, generator=generator) * 2 - 1).to(device=w.device, dtype=w.dtype) for w in weights]  # drawn on the CPU: the same vectors on every device
 
 
 def _with_weight_grads(model: torch.nn.Module, layers: list[str], dtype: torch.dtype) -> tuple[torch.nn.Module, list[torch.Tensor]]:
