@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="accuracy-target mode: the cheapest plan of --budget's kind whose recovered metric drops at most "
                              "this much: points (1.0 = one percentage point of accuracy) or relative (1%%); --budget's fraction is ignored")
     parser.add_argument("--device", default="cpu", type=_device,
-                        help="where probes, evaluations and recovery run: cpu, cuda or auto (default cpu); the plan does not depend on it")
+                        help="where probes, evaluations and recovery run: cpu, cuda or auto (default cpu); "
+                             "budgets are priced from the structure, never on the device")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0); same seed, same plan")
     parser.add_argument("--out", default=None, help="run folder (default runs/apply-<model>-s<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing apply run (never a folder that is not one)")
