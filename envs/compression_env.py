@@ -155,6 +155,18 @@ class CompressionEnv(gym.Env):
         observation = self._observe() if not terminated else np.zeros(self.observation_space.shape, dtype=np.float32)
         return observation, reward, terminated, False, info
 
+    def plan_of(self, actions: np.ndarray) -> Plan:
+        """The executed plan raw actions (n, 3) give through this task's projection, unscored.
+
+        What ``step`` executes for the same actions, without the evaluation, so a batch's
+        plans can be scored together first (``ScoreBook.run_batch``).
+        """
+        ctx = self.context if self.context is not None else self._next_context()
+        kept, w_bits, a_bits = ctx.projector.initial_vectors()
+        for t, unit in enumerate(ctx.decision_units):
+            ctx.projector.project(unit, ctx.codec.choice(np.asarray(actions[t], dtype=np.float32), t), kept, w_bits, a_bits)
+        return Plan.from_kept(ctx.spec, kept, w_bits, a_bits)
+
     def _finish_attempt(self, info: dict[str, Any]) -> float:
         ctx = self.context
         plan = Plan.from_kept(ctx.spec, self._kept, self._w, self._a)

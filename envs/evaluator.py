@@ -11,10 +11,14 @@ the plan and a short knowledge-distillation fine-tune on the *train* split.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, Sequence
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -24,6 +28,7 @@ from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import SearchModel
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.recovery import accuracy, batches_of
+from metacompress.envs.executor import Executor, InProcessExecutor, timed
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ class ModelEvaluator:
         calibration_samples: train-split samples used for BatchNorm/activation calibration.
         proxy_samples: search-split samples the proxy scores (a fixed seeded subset).
         search_finetune_steps: KD steps inside every proxy evaluation (0 = calibration only).
+        executor: where ``proxy_accuracies`` runs a batch's new evaluations (in-process by
+            default; see ``envs.executor``). Single ``proxy_accuracy`` calls always run here.
     """
 
     model: nn.Module
@@ -79,7 +86,9 @@ class ModelEvaluator:
     search: SearchModel = field(init=False)
     base_search_accuracy: float = field(init=False)
     stats: EvaluationStats = field(default_factory=EvaluationStats)
+    executor: Executor = field(default_factory=InProcessExecutor, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False)
+    _shipment: "EvaluatorShipment | None" = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.model = self.model.eval()
@@ -128,6 +137,36 @@ class ModelEvaluator:
         self._cache[key] = value
         return value
 
+    def proxy_accuracies(self, plans: Sequence[Plan], finetune_steps: int | None = None) -> list[float]:
+        """``proxy_accuracy`` of each plan, the new distinct ones evaluated together on ``executor``.
+
+        Same values as one ``proxy_accuracy`` call per plan (each worker rebuilds this
+        evaluator from the same weights and data and scores a plan deterministically), and
+        the same ``stats.evaluations``; ``stats.seconds`` sums the workers' seconds.
+        """
+        steps = self.search_finetune_steps if finetune_steps is None else finetune_steps
+        if self.executor.backend == "inprocess":
+            return [self.proxy_accuracy(plan, steps) for plan in plans]
+        new: dict[tuple, Plan] = {}
+        for plan in plans:
+            key = (plan.key(), steps)
+            if key not in self._cache and key not in new:
+                new[key] = plan
+        if new:
+            scored = self.executor.map(timed(_score_plan), [(plan, steps) for plan in new.values()], self.shipment())
+            for key, (value, seconds) in zip(new, scored):
+                self._cache[key] = value
+                self.stats.evaluations += 1
+                self.stats.seconds += seconds
+        self.stats.cache_hits += len(plans) - len(new)
+        return [self._cache[(plan.key(), steps)] for plan in plans]
+
+    def shipment(self) -> "EvaluatorShipment":
+        """This evaluator as a recipe workers rebuild it from (made once; see ``EvaluatorShipment``)."""
+        if self._shipment is None:
+            self._shipment = EvaluatorShipment.of(self)
+        return self._shipment
+
     def clear_cache(self) -> None:
         """Forget every scored plan (a benchmark run then pays for its own evaluations)."""
         self._cache.clear()
@@ -147,3 +186,82 @@ class ModelEvaluator:
     def final_accuracy(self, plan: Plan, finetune_steps: int, seed: int = 0) -> float:
         """Test-split accuracy of the exported, fine-tuned plan (what reports quote)."""
         return accuracy(self.final_model(plan, finetune_steps, seed), self.data.test.x, self.data.test.y)
+
+
+def _score_plan(evaluator: ModelEvaluator, item: tuple[Plan, int]) -> float:
+    plan, steps = item
+    return evaluator.proxy_accuracy(plan, steps)
+
+
+@dataclass(frozen=True)
+class _Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Splits:
+    train: _Split
+    search: _Split
+    test: _Split
+
+
+def _numpy(tensor: torch.Tensor) -> Any:
+    """A tensor as a numpy array (shipped zero-copy by Ray), or itself if numpy lacks its dtype."""
+    try:
+        return tensor.detach().cpu().numpy()
+    except TypeError:  # bfloat16 and other dtypes numpy has no type for
+        return tensor.detach().cpu()
+
+
+def _tensor(array: Any) -> torch.Tensor:
+    return torch.tensor(array) if isinstance(array, np.ndarray) else array.clone()
+
+
+@dataclass(frozen=True)
+class EvaluatorShipment:
+    """What a worker needs to rebuild a ``ModelEvaluator``: shipped once per worker (``envs.executor``).
+
+    ``skeleton`` is the model with every parameter and buffer on the meta device (the
+    architecture only, no weights); ``tensors`` are its parameters and buffers (persistent
+    or not) and the train and search splits, as numpy arrays. The test split and the
+    evaluator's cache stay here: workers only score proxies.
+    """
+
+    token: str
+    skeleton: nn.Module
+    tensors: dict[str, Any]
+    frozen: tuple[str, ...]
+    calibration_samples: int
+    proxy_samples: int
+    search_finetune_steps: int
+
+    @classmethod
+    def of(cls, evaluator: ModelEvaluator) -> "EvaluatorShipment":
+        model = evaluator.model
+        tensors = {f"model.{name}": _numpy(t) for name, t in model.named_parameters(remove_duplicate=False)}
+        tensors.update({f"model.{name}": _numpy(t) for name, t in model.named_buffers(remove_duplicate=False)})
+        for split in ("train", "search"):
+            tensors[f"{split}.x"] = _numpy(getattr(evaluator.data, split).x)
+            tensors[f"{split}.y"] = _numpy(getattr(evaluator.data, split).y)
+        skeleton = copy.deepcopy(model).to("meta")  # never the user's model: a copy, then its weights dropped
+        return cls(uuid.uuid4().hex, skeleton, tensors, tuple(evaluator.frozen), evaluator.calibration_samples,
+                   evaluator.proxy_samples, evaluator.search_finetune_steps)
+
+    def build(self) -> ModelEvaluator:
+        """The evaluator, rebuilt on a worker from the skeleton and the shipped arrays."""
+        model = copy.deepcopy(self.skeleton)
+        for name, array in self.tensors.items():
+            if not name.startswith("model."):
+                continue
+            owner_path, _, leaf = name[len("model."):].rpartition(".")
+            owner = model.get_submodule(owner_path)
+            if leaf in owner._parameters:
+                old = owner._parameters[leaf]
+                owner._parameters[leaf] = nn.Parameter(_tensor(array), requires_grad=old.requires_grad)
+            else:
+                owner._buffers[leaf] = _tensor(array)
+        train = _Split(_tensor(self.tensors["train.x"]), _tensor(self.tensors["train.y"]))
+        search = _Split(_tensor(self.tensors["search.x"]), _tensor(self.tensors["search.y"]))
+        return ModelEvaluator(model, _Splits(train, search, search), self.frozen, self.calibration_samples,
+                              self.proxy_samples, self.search_finetune_steps)

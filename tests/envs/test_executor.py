@@ -1,0 +1,114 @@
+"""The executor seam: every backend gives the in-process numbers; bad input and dead workers are errors."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metacompress.agents import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
+from metacompress.compressors.budget import Budget
+from metacompress.envs.compression_env import CompressionEnv
+from metacompress.envs.executor import InProcessExecutor, ProcessExecutor, RayExecutor, check_reachable, make_executor
+from metacompress.envs.tasks import Task
+from metacompress.envs.world import TaskWorld
+from metacompress.errors import ExecutorError
+from tiny_world import tiny_loader
+
+TASK = Task("resnet", "bismo-edge", Budget("bitops", 0.2))
+PLANNERS = [RandomSearchPlanner(), EvolutionPlanner(population=4), UniformPlanner()]
+
+
+def plan_all(tmp_path: Path, executor) -> list[tuple]:
+    """Each planner's (plan key, proxy change, evaluations used) on a fresh world using ``executor``."""
+    context = TaskWorld(tmp_path / "world", search_finetune_steps=0, model_loader=tiny_loader).context(TASK)
+    context.evaluator.executor = executor
+    results = []
+    for planner in PLANNERS:
+        context.evaluator.clear_cache()
+        before = context.evaluator.stats.evaluations
+        result = planner.plan(context, 6, seed=3)
+        results.append((result.plan.key(), result.proxy_change, result.evaluations_used, result.info["history"],
+                        context.evaluator.stats.evaluations - before))
+    return results
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory) -> list[tuple]:
+    return plan_all(tmp_path_factory.mktemp("inprocess"), InProcessExecutor())
+
+
+def test_a_shipped_evaluator_scores_plans_as_the_original(tmp_path, in_process):
+    context = TaskWorld(tmp_path, search_finetune_steps=2, model_loader=tiny_loader).context(TASK)
+    weights = {k: v.clone() for k, v in context.evaluator.model.state_dict().items()}
+    rebuilt = context.evaluator.shipment().build()
+    env = CompressionEnv(context)
+    plans = [env.plan_of(np.full((len(context.decision_units), 3), v, np.float32)) for v in (-0.5, 0.0, 0.7)]
+    assert [rebuilt.proxy_accuracy(p) for p in plans] == [context.evaluator.proxy_accuracy(p) for p in plans]
+    assert all((context.evaluator.model.state_dict()[k] == v).all() for k, v in weights.items())  # model untouched
+
+
+def test_a_process_pool_gives_the_in_process_plans(tmp_path, in_process):
+    executor = ProcessExecutor(2)
+    try:
+        assert plan_all(tmp_path, executor) == in_process
+    finally:
+        executor.close()
+
+
+def test_ray_gives_the_in_process_plans(tmp_path, in_process, ray_cluster):
+    assert plan_all(tmp_path, RayExecutor(2)) == in_process
+
+
+def _die_once(marker: str, item: int) -> int:
+    if item == 1 and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)  # the worker process dies mid-task
+    return item * 10
+
+
+def _always_die(_, item: int) -> int:
+    os._exit(1)
+
+
+class _Marker:
+    """A shipment whose worker state is a marker file's path."""
+
+    def __init__(self, path: Path) -> None:
+        self.token, self.path = f"marker-{path}", str(path)
+
+    def build(self) -> str:
+        return self.path
+
+
+def test_ray_retries_a_worker_that_dies_and_reports_one_that_keeps_dying(tmp_path, ray_cluster):
+    import sys
+
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module
+    executor = RayExecutor(2)
+    assert executor.map(_die_once, [0, 1, 2], _Marker(tmp_path / "died")) == [0, 10, 20]
+    assert (tmp_path / "died").exists()  # it did die once, and the retry's result came back
+    with pytest.raises(ExecutorError, match="item 0 of 1 failed on Ray after 2 retries"):
+        executor.map(_always_die, [0])
+
+
+def test_an_unreachable_ray_address_is_a_quick_clear_error():
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(ExecutorError, match=f"no Ray head answers at 127.0.0.1:{port} within 3 s"):
+        make_executor("ray", 2, f"127.0.0.1:{port}")
+    with pytest.raises(ExecutorError, match="not HOST:PORT"):
+        make_executor("ray", 2, "nowhere")
+    assert time.perf_counter() - start < 5
+
+
+def test_bad_executor_settings_are_reported_together():
+    with pytest.raises(ExecutorError, match="'gpu' is unknown.*--workers 0 must be.*needs --executor ray"):
+        make_executor("gpu", 0, "auto")
