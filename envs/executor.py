@@ -271,13 +271,7 @@ def make_executor(backend: str = "inprocess", workers: int = 1, address: str | N
     Raises:
         ExecutorError: naming every bad setting (checked before anything starts).
     """
-    problems = []
-    if backend not in BACKENDS:
-        problems.append(f"--executor {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        problems.append(f"--workers {workers!r} must be an integer >= 1")
-    if address is not None and backend != "ray":
-        problems.append(f"--ray-address needs --executor ray (got --executor {backend})")
+    problems = executor_problems(backend, workers, address)
     if problems:
         raise ExecutorError("; ".join(problems))
     if backend == "process":
@@ -285,6 +279,18 @@ def make_executor(backend: str = "inprocess", workers: int = 1, address: str | N
     if backend == "ray":
         return RayExecutor(workers, address)
     return InProcessExecutor()
+
+
+def executor_problems(backend: str, workers: int, address: str | None) -> list[str]:
+    """Every problem with executor settings, each with its fix (empty if they are fine); starts nothing."""
+    problems = []
+    if backend not in BACKENDS:
+        problems.append(f"--executor {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        problems.append(f"--workers {workers!r} must be an integer >= 1")
+    if address is not None and backend != "ray":
+        problems.append(f"--ray-address needs --executor ray (got --executor {backend})")
+    return problems
 
 
 def timed(fn: Callable[[Any, Item], Result]) -> Callable[[Any, Item], tuple[Result, float]]:
