@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -161,6 +161,19 @@ class ModelEvaluator:
         self.stats.cache_hits += len(plans) - len(new)
         return [self._cache[(plan.key(), steps)] for plan in plans]
 
+    def final_accuracies(self, plans: Sequence[Plan], finetune_steps: int, seed: int = 0,
+                         progress: Callable[[int], None] | None = None) -> list[float]:
+        """``final_accuracy`` of each plan (in order), run on ``executor``; ``progress(i)`` as plan ``i`` finishes."""
+        items = [(plan, finetune_steps, seed) for plan in plans]
+        if self.executor.backend == "inprocess":  # this evaluator itself, not a rebuilt copy
+            results = []
+            for i, item in enumerate(items):
+                results.append(_final_accuracy(self, item))
+                if progress is not None:
+                    progress(i)
+            return results
+        return self.executor.map(_final_accuracy, items, self.shipment(), progress)
+
     def shipment(self) -> "EvaluatorShipment":
         """This evaluator as a recipe workers rebuild it from (made once; see ``EvaluatorShipment``)."""
         if self._shipment is None:
@@ -186,6 +199,11 @@ class ModelEvaluator:
     def final_accuracy(self, plan: Plan, finetune_steps: int, seed: int = 0) -> float:
         """Test-split accuracy of the exported, fine-tuned plan (what reports quote)."""
         return accuracy(self.final_model(plan, finetune_steps, seed), self.data.test.x, self.data.test.y)
+
+
+def _final_accuracy(evaluator: ModelEvaluator, item: tuple[Plan, int, int]) -> float:
+    plan, steps, seed = item
+    return evaluator.final_accuracy(plan, steps, seed)
 
 
 def _score_plan(evaluator: ModelEvaluator, item: tuple[Plan, int]) -> float:
@@ -224,8 +242,7 @@ class EvaluatorShipment:
 
     ``skeleton`` is the model with every parameter and buffer on the meta device (the
     architecture only, no weights); ``tensors`` are its parameters and buffers (persistent
-    or not) and the train and search splits, as numpy arrays. The test split and the
-    evaluator's cache stay here: workers only score proxies.
+    or not) and the three splits, as numpy arrays. The evaluator's cache stays here.
     """
 
     token: str
@@ -241,7 +258,7 @@ class EvaluatorShipment:
         model = evaluator.model
         tensors = {f"model.{name}": _numpy(t) for name, t in model.named_parameters(remove_duplicate=False)}
         tensors.update({f"model.{name}": _numpy(t) for name, t in model.named_buffers(remove_duplicate=False)})
-        for split in ("train", "search"):
+        for split in ("train", "search", "test"):
             tensors[f"{split}.x"] = _numpy(getattr(evaluator.data, split).x)
             tensors[f"{split}.y"] = _numpy(getattr(evaluator.data, split).y)
         skeleton = copy.deepcopy(model).to("meta")  # never the user's model: a copy, then its weights dropped
@@ -263,5 +280,6 @@ class EvaluatorShipment:
                 owner._buffers[leaf] = _tensor(array)
         train = _Split(_tensor(self.tensors["train.x"]), _tensor(self.tensors["train.y"]))
         search = _Split(_tensor(self.tensors["search.x"]), _tensor(self.tensors["search.y"]))
-        return ModelEvaluator(model, _Splits(train, search, search), self.frozen, self.calibration_samples,
+        test = _Split(_tensor(self.tensors["test.x"]), _tensor(self.tensors["test.y"]))
+        return ModelEvaluator(model, _Splits(train, search, test), self.frozen, self.calibration_samples,
                               self.proxy_samples, self.search_finetune_steps)

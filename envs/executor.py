@@ -218,7 +218,8 @@ class RayExecutor:
     """Ray remote tasks; the shipment is ``ray.put`` once per token and built once per worker process.
 
     Args:
-        workers: CPUs asked of a local cluster (ignored when joining ``address``: the cluster's own).
+        workers: tasks in flight at once (and the CPUs of a local cluster this starts); on a
+            cluster, its CPU count uses it all.
         address: ``auto``, ``HOST:PORT``, or None to start a local cluster in this process.
         max_retries: times Ray reruns a task whose worker process died.
     """
@@ -229,7 +230,7 @@ class RayExecutor:
         start_ray(workers, address)
         import ray
 
-        self.workers = int(workers) if address is None else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.workers = int(workers)
         self._remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(_ray_call)
         self._refs: dict[str, Any] = {}
 
@@ -240,19 +241,23 @@ class RayExecutor:
         if shipment.token not in self._refs:
             self._refs = {shipment.token: ray.put(shipment)}  # one shipment in the store at a time
         ref = self._refs[shipment.token]
-        futures = [self._remote.remote(fn, ref, item) for item in items]
-        index = {f: i for i, f in enumerate(futures)}
+        # at most ``workers`` tasks in flight: a cluster shared with other jobs is not flooded,
+        # and ``workers`` means what it says on a local cluster with more CPUs
+        queue = list(enumerate(items))
+        index: dict[Any, int] = {}
         results: dict[int, Any] = {}
-        pending = list(futures)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            i = index[done[0]]
+        while queue or index:
+            while queue and len(index) < self.workers:
+                i, item = queue.pop(0)
+                index[self._remote.remote(fn, ref, item)] = i
+            done, _ = ray.wait(list(index), num_returns=1)
+            i = index.pop(done[0])
             try:
                 results[i] = ray.get(done[0])
             except RayTaskError as exc:
                 raise exc.as_instanceof_cause() from None  # the task's own error, as in-process
             except RayError as exc:
-                for f in pending:
+                for f in index:
                     ray.cancel(f, force=True)
                 raise ExecutorError(f"item {i} of {len(items)} failed on Ray after {RAY_MAX_RETRIES} retries "
                                     f"({type(exc).__name__}: {str(exc).splitlines()[0]}); no partial result is "

@@ -20,6 +20,7 @@ from metacompress.compressors.recovery import logits
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, check_max_prune
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import DataLike, ModelEvaluator
+from metacompress.envs.executor import Executor
 from metacompress.envs.probes import compute_probes
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import resolve_hardware
@@ -176,6 +177,7 @@ def compress(
     max_prune: float = DEFAULT_MAX_PRUNE,
     name: str = "model",
     planner: Planner | None = None,
+    executor: Executor | None = None,
 ) -> CompressionResult:
     """Compress ``model`` for ``hardware`` under ``budget`` with a learned policy.
 
@@ -201,6 +203,8 @@ def compress(
             ``EvolutionPlanner()``; ``few_shot`` is then its evaluation budget, and 0 means
             the default of its ``plan``), so a baseline gets exactly the same evaluator,
             projection and report.
+        executor: where batches of the planner's evaluations run (``envs.executor``; default
+            in-process). Same seed, same plan on every executor.
 
     Raises:
         MetacompressError: bad input (its message names the problem and the fix),
@@ -222,6 +226,8 @@ def compress(
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             evaluator = ModelEvaluator(model, data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS)
+            if executor is not None:
+                evaluator.executor = executor
             task_name = f"{name} on {target.name} ({budget})"
             BudgetProjector(evaluator.spec, target, budget, max_prune).check_feasible(task_name)  # structure only: before the probes
             probes = compute_probes(evaluator, seed)
