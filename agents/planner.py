@@ -161,6 +161,14 @@ class ScoreBook:
         self.context.evaluator.proxy_accuracies(list(new.values()))
         return [self.run(actions) for actions in batch]
 
+    def run_actors(self, make_actor: Callable[[], Callable[[np.ndarray, int], np.ndarray]]) -> list[float]:
+        """Roll out ``room()`` fresh actors unscored (``CompressionEnv.dry_actions``), then score them as one batch.
+
+        The same episodes, in the same order, as rolling each actor out and recording it
+        (the actors draw their noise in the same sequence), with the new plans evaluated together.
+        """
+        return self.run_batch([self.env.dry_actions(make_actor()) for _ in range(self.room())])
+
     def room(self) -> int:
         """Episodes that can run before the book is exhausted, however many turn out new."""
         return max(0, min(self.budget - self.used, self.max_episodes - self.episodes))

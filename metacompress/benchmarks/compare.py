@@ -63,11 +63,11 @@ from metacompress.agents.registry import (
 )
 from metacompress.agents.train_config import VALIDATION_FAMILIES
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
-from metacompress.envs.executor import Executor, executor_problems, make_executor
+from metacompress.envs.executor import Executor, check_reachable, executor_problems, make_executor
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
 from metacompress.envs.zoo.catalog import get_entry
-from metacompress.errors import BenchConfigError, MetacompressError
+from metacompress.errors import BenchConfigError, ExecutorError, MetacompressError
 
 NOVELTIES = ("family", "hardware", "budget")
 COLUMNS = (
@@ -249,6 +249,11 @@ def prepare(config: AgentsBenchConfig, entries: Sequence[SuiteTask] | None = Non
         problems.append(f"--tasks {config.tasks} must be >= 1")
     workers = config.workers if config.workers is not None else preset.workers
     problems += executor_problems(config.executor or "process", workers, config.ray_address)
+    if config.ray_address not in (None, "auto") and not problems:
+        try:
+            check_reachable(config.ray_address)  # seconds, not an hour in
+        except ExecutorError as exc:
+            problems.append(str(exc))
     if problems:
         raise BenchConfigError("cannot run bench agents: " + "; ".join(problems))
     runnable, notes = missing_policies(methods, config.policies)

@@ -69,15 +69,19 @@ def _apply(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/apply-{name}-s{args.seed}")
     RunFolder(out, "apply", args.overwrite).check()  # before the model is built or anything computed
     check_executor_flags(args)
+    executor = executor_from(args)  # an unreachable --ray-address fails here, before the model is built
     model, data, builder = load_model_source(args.model, args.weights)
     epochs = args.finetune_epochs
     finetune_steps = args.finetune_steps if epochs is None else steps_for_epochs(epochs, len(data.train.x))
     planner, few_shot = _baseline(args) if args.method else (None, args.few_shot)
-    result = compress(
-        model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
-        few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), max_prune=args.max_prune,
-        name=name, executor=executor_from(args),
-    )
+    try:
+        result = compress(
+            model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
+            few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), max_prune=args.max_prune,
+            name=name, executor=executor,
+        )
+    finally:
+        executor.close()
     config = {key: value for key, value in vars(args).items() if key != "handler"}
     result.save(out, config=config, builder=builder, overwrite=args.overwrite)
     s = result.summary

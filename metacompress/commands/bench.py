@@ -157,9 +157,13 @@ def _fidelity(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     check_executor_flags(args)
+    executor = executor_from(args)
     bar = tqdm(total=args.plans * len(FIDELITY_MODELS), desc="final fine-tunes")
-    rows = run_fidelity(plans_per_model=args.plans, final_steps=args.final_steps, seed=args.seed, progress=lambda: bar.update(),
-                        near_solver=args.near_solver, executor=executor_from(args))
+    try:
+        rows = run_fidelity(plans_per_model=args.plans, final_steps=args.final_steps, seed=args.seed,
+                            progress=lambda: bar.update(), near_solver=args.near_solver, executor=executor)
+    finally:
+        executor.close()
     bar.close()
     print(f"{'model':<24} {'plans':>5} {'KD steps in proxy':>17} {'spearman':>9} {'ms/eval':>8} {'final acc':>9} {'good':>5} {'spearman good':>13}")
     for r in rows:

@@ -9,9 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metacompress.agents import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
+import torch
+
+from metacompress.agents import EvolutionPlanner, RandomSearchPlanner, UniformPlanner, rollout
+from metacompress.agents.policy_io import PolicyMetadata, build_policy
+from metacompress.agents.residual import FEW_SHOT_NOISE, ResidualFewShotPlanner
 from metacompress.compressors.budget import Budget
 from metacompress.envs.compression_env import CompressionEnv
+from metacompress.envs.features import NETWORK_OBSERVATION_DIM
 from metacompress.envs.executor import InProcessExecutor, ProcessExecutor, RayExecutor, check_reachable, make_executor
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import TaskWorld
@@ -19,7 +24,14 @@ from metacompress.errors import ExecutorError
 from tiny_world import tiny_loader
 
 TASK = Task("resnet", "bismo-edge", Budget("bitops", 0.2))
-PLANNERS = [RandomSearchPlanner(), EvolutionPlanner(population=4), UniformPlanner()]
+def residual_few_shot() -> ResidualFewShotPlanner:
+    torch.manual_seed(0)
+    metadata = PolicyMetadata(algo="ppo", net_arch=(16,), method="residual", observation="network",
+                              observation_dim=NETWORK_OBSERVATION_DIM)
+    return ResidualFewShotPlanner(build_policy(metadata), metadata)
+
+
+PLANNERS = [RandomSearchPlanner(), EvolutionPlanner(population=4), UniformPlanner(), residual_few_shot()]
 
 
 def plan_all(tmp_path: Path, executor) -> list[tuple]:
@@ -49,6 +61,18 @@ def test_a_shipped_evaluator_scores_plans_as_the_original(tmp_path, in_process):
     plans = [env.plan_of(np.full((len(context.decision_units), 3), v, np.float32)) for v in (-0.5, 0.0, 0.7)]
     assert [rebuilt.proxy_accuracy(p) for p in plans] == [context.evaluator.proxy_accuracy(p) for p in plans]
     assert all((context.evaluator.model.state_dict()[k] == v).all() for k, v in weights.items())  # model untouched
+
+
+def test_policy_rollouts_drawn_as_a_batch_score_what_one_at_a_time_scores(tiny_world):
+    planner, context = residual_few_shot(), tiny_world.context(TASK)
+    context.evaluator.clear_cache()
+    batched = planner.plan(context, 6, seed=1)
+    _, _, book = planner._opening(context, 6)
+    rng = np.random.default_rng(1)
+    while not book.exhausted:  # the loop run_actors replaced
+        plan, change, _ = rollout(book.env, planner._actor(FEW_SHOT_NOISE, rng))
+        book.record(plan, change)
+    assert book.history == batched.info["history"] and len(book.history) == 6 and book.best[1] == batched.plan
 
 
 def test_a_process_pool_gives_the_in_process_plans(tmp_path, in_process):
@@ -112,3 +136,18 @@ def test_an_unreachable_ray_address_is_a_quick_clear_error():
 def test_bad_executor_settings_are_reported_together():
     with pytest.raises(ExecutorError, match="'gpu' is unknown.*--workers 0 must be.*needs --executor ray"):
         make_executor("gpu", 0, "auto")
+
+
+@pytest.mark.parametrize("command", [["train"], ["apply"], ["bench", "agents", "--dry-run"]], ids=["train", "apply", "bench"])
+def test_every_command_refuses_an_unreachable_ray_address_before_any_work(command, tmp_path, capsys):
+    import socket
+
+    from metacompress.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.perf_counter()
+    code = main([*command, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "run")])
+    assert code == 2 and f"no Ray head answers at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert time.perf_counter() - start < 10 and not (tmp_path / "run").exists()
