@@ -172,7 +172,7 @@ class ModelEvaluator:
                 if progress is not None:
                     progress(i)
             return results
-        return self.executor.map(_final_accuracy, items, self.shipment(), progress)
+        return self.executor.map(_final_accuracy, items, self.shipment(), (lambda i, _: progress(i)) if progress else None)
 
     def shipment(self) -> "EvaluatorShipment":
         """This evaluator as a recipe workers rebuild it from (made once; see ``EvaluatorShipment``)."""

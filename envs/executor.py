@@ -80,8 +80,8 @@ class Executor(Protocol):
     workers: int
 
     def map(self, fn: Callable[[Any, Item], Result], items: Sequence[Item], shipment: Shipment = Nothing(),
-            progress: Callable[[int], None] | None = None) -> list[Result]:
-        """Results in item order; ``progress(i)`` is called as item ``i`` finishes."""
+            on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+        """Results in item order; ``on_result(i, result)`` is called here as item ``i`` finishes."""
         ...
 
     def close(self) -> None: ...
@@ -96,14 +96,14 @@ class InProcessExecutor:
     def __init__(self) -> None:
         self._state: dict[str, Any] = {}
 
-    def map(self, fn, items, shipment: Shipment = Nothing(), progress=None) -> list:
+    def map(self, fn, items, shipment: Shipment = Nothing(), on_result=None) -> list:
         if shipment.token not in self._state:
             self._state[shipment.token] = shipment.build()
         results = []
         for i, item in enumerate(items):
             results.append(fn(self._state[shipment.token], item))
-            if progress is not None:
-                progress(i)
+            if on_result is not None:
+                on_result(i, results[-1])
         return results
 
     def close(self) -> None:
@@ -143,7 +143,7 @@ class ProcessExecutor:
             self._token = shipment.token
         return self._pool
 
-    def map(self, fn, items, shipment: Shipment = Nothing(), progress=None) -> list:
+    def map(self, fn, items, shipment: Shipment = Nothing(), on_result=None) -> list:
         pool = self._pool_for(shipment)
         futures = {pool.submit(_call_with_state, fn, shipment.token, item): i for i, item in enumerate(items)}
         results: dict[int, Any] = {}
@@ -153,8 +153,8 @@ class ProcessExecutor:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     results[futures[future]] = future.result()
-                    if progress is not None:
-                        progress(futures[future])
+                    if on_result is not None:
+                        on_result(futures[future], results[futures[future]])
         except BrokenProcessPool as exc:
             self.close()
             raise ExecutorError(f"a worker process died; {len(items) - len(results)} of {len(items)} results are lost. "
@@ -234,7 +234,7 @@ class RayExecutor:
         self._remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(_ray_call)
         self._refs: dict[str, Any] = {}
 
-    def map(self, fn, items, shipment: Shipment = Nothing(), progress=None) -> list:
+    def map(self, fn, items, shipment: Shipment = Nothing(), on_result=None) -> list:
         import ray
         from ray.exceptions import RayError, RayTaskError
 
@@ -262,8 +262,8 @@ class RayExecutor:
                 raise ExecutorError(f"item {i} of {len(items)} failed on Ray after {RAY_MAX_RETRIES} retries "
                                     f"({type(exc).__name__}: {str(exc).splitlines()[0]}); no partial result is "
                                     f"returned. Check the workers' logs (ray logs) and memory") from exc
-            if progress is not None:
-                progress(i)
+            if on_result is not None:
+                on_result(i, results[i])
         return [results[i] for i in range(len(items))]
 
     def close(self) -> None:

@@ -394,7 +394,7 @@ def run_bench(bench: BenchPlan, progress: Callable[[], None] | None = None,
                                               bench.finetune_steps, progress))
         shipment = BenchShipment(uuid.uuid4().hex, world, policies, bench.methods)
 
-        def finished(i: int) -> None:
+        def finished(i: int, _rows: list[dict]) -> None:
             for _ in jobs[i]:
                 progress()
 

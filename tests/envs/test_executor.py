@@ -151,3 +151,19 @@ def test_every_command_refuses_an_unreachable_ray_address_before_any_work(comman
     code = main([*command, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "run")])
     assert code == 2 and f"no Ray head answers at 127.0.0.1:{port}" in capsys.readouterr().err
     assert time.perf_counter() - start < 10 and not (tmp_path / "run").exists()
+
+
+def test_a_zoo_built_on_a_process_pool_is_byte_identical_and_cached_here(tmp_path):
+    from metacompress.envs.zoo.cache import build_zoo
+    from metacompress.envs.zoo.catalog import ZooEntry
+
+    recipe = {"width": 8, "depth": 1, "epochs": 2, "batch_size": 32, "lr": 1e-2, "max_train_samples": 128}
+    entries = [ZooEntry("tiny-a", "mlp", "digits", **recipe), ZooEntry("tiny-b", "mlp", "digits", seed=1, **recipe)]
+    here = build_zoo(entries, tmp_path / "here", progress=False)
+    executor = ProcessExecutor(2)
+    try:
+        pooled = build_zoo(entries, tmp_path / "pool", progress=False, executor=executor)
+    finally:
+        executor.close()
+    assert [r.sha256 for r in pooled] == [r.sha256 for r in here] and len({r.sha256 for r in here}) == 2
+    assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == ["tiny-a.json", "tiny-a.safetensors", "tiny-b.json", "tiny-b.safetensors"]
