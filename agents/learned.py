@@ -92,9 +92,8 @@ class SampleAndSelectPlanner(ZeroShotPlanner):
         rng = np.random.default_rng(seed)
         plan, reward, info = rollout(book.env, PolicyActor(self.policy, deterministic=True))
         book.record(plan, reward, decisions=info["decisions"])
-        while not book.exhausted:
-            plan, reward, info = rollout(book.env, PolicyActor(self.policy, deterministic=True, noise=self.noise, rng=rng))
-            book.record(plan, reward, decisions=info["decisions"])
+        while not book.exhausted:  # noisy rollouts drawn a batch at a time, scored together (envs.executor)
+            book.run_actors(lambda: PolicyActor(self.policy, deterministic=True, noise=self.noise, rng=rng))
         return book.result()
 
 

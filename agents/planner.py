@@ -145,6 +145,34 @@ class ScoreBook:
         self.record(plan, reward, np.asarray(actions, dtype=np.float32), info.get("decisions"))
         return reward
 
+    def run_batch(self, batch: Sequence[np.ndarray]) -> list[float]:
+        """Score many raw action arrays; the same as ``run`` on each in order, with their new plans evaluated together.
+
+        The plans the batch would newly count (at most the evaluations left) are scored in
+        one ``proxy_accuracies`` call, on the evaluator's executor (``envs.executor``); the
+        episodes then run in order against the filled cache, so the history, count and best
+        plan are exactly those of running them one by one.
+        """
+        room, new = self.budget - self.used, {}
+        for actions in batch:
+            plan = self.env.plan_of(actions)
+            if len(new) < room and plan.key() not in self.scores:
+                new.setdefault(plan.key(), plan)
+        self.context.evaluator.proxy_accuracies(list(new.values()))
+        return [self.run(actions) for actions in batch]
+
+    def run_actors(self, make_actor: Callable[[], Callable[[np.ndarray, int], np.ndarray]]) -> list[float]:
+        """Roll out ``room()`` fresh actors unscored (``CompressionEnv.dry_actions``), then score them as one batch.
+
+        The same episodes, in the same order, as rolling each actor out and recording it
+        (the actors draw their noise in the same sequence), with the new plans evaluated together.
+        """
+        return self.run_batch([self.env.dry_actions(make_actor()) for _ in range(self.room())])
+
+    def room(self) -> int:
+        """Episodes that can run before the book is exhausted, however many turn out new."""
+        return max(0, min(self.budget - self.used, self.max_episodes - self.episodes))
+
     def record(self, plan: Plan, reward: float, actions: np.ndarray | None = None, decisions: list[dict] | None = None) -> None:
         """Count one finished episode; the first plan with the highest proxy stays best.
 

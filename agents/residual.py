@@ -188,7 +188,6 @@ class ResidualFewShotPlanner(ResidualPlanner):
         check_evaluations(self.name, evaluations)
         _, _, book = self._opening(context, evaluations)
         rng = np.random.default_rng(seed)
-        while not book.exhausted:
-            plan, change, _ = rollout(book.env, self._actor(FEW_SHOT_NOISE, rng))
-            book.record(plan, change)
+        while not book.exhausted:  # noisy rollouts drawn a batch at a time, scored together (envs.executor)
+            book.run_actors(lambda: self._actor(FEW_SHOT_NOISE, rng))
         return book.result()

@@ -102,7 +102,7 @@ class UniformPlanner:
         candidates = self.candidates(context)
         chosen = candidates[:evaluations]
         book = ScoreBook(context, evaluations, max_episodes=len(chosen))
-        scores = [book.run(candidate.actions) for candidate in chosen]
+        scores = book.run_batch([candidate.actions for candidate in chosen])
         best = chosen[int(np.argmax(scores))]  # the first best, as the book keeps
         return book.result(
             candidates=len(candidates),
@@ -133,8 +133,8 @@ class RandomSearchPlanner:
         rng = np.random.default_rng(seed)
         shape = (len(context.decision_units), 3)
         book = ScoreBook(context, evaluations, self.max_episode_factor * evaluations)
-        while not book.exhausted:
-            book.run(rng.uniform(-1.0, 1.0, shape).astype(np.float32))
+        while not book.exhausted:  # in batches of what is left: the same draws, in the same order, as one at a time
+            book.run_batch([rng.uniform(-1.0, 1.0, shape).astype(np.float32) for _ in range(book.room())])
         return book.result()
 
 
@@ -192,12 +192,9 @@ class EvolutionPlanner:
         n = len(context.decision_units)
         book = ScoreBook(context, evaluations, self.max_episode_factor * evaluations)
         size = min(self.population, evaluations)
-        genomes: list[np.ndarray] = []
-        fitness: list[float] = []
-        while len(genomes) < size and not book.exhausted:
-            genome = rng.uniform(-1.0, 1.0, (n, 3)).astype(np.float32)
-            fitness.append(book.run(genome))
-            genomes.append(genome)
+        # the random first generation is scored as one batch; children depend on the scores before them
+        genomes = [rng.uniform(-1.0, 1.0, (n, 3)).astype(np.float32) for _ in range(min(size, book.room()))]
+        fitness = book.run_batch(genomes)
         sigma = self.mutation_sigma
         while not book.exhausted:
             child = self._child(rng, genomes, fitness, sigma)

@@ -60,7 +60,8 @@ class TrainConfig:
         max_model_macs: leave out the split's models above this many MACs per sample (their
             proxy costs 1-3 s on one core; on 2 cores the 60-minute budget buys more
             tasks without them). 0 keeps every model.
-        n_envs: parallel environments; ``vec_env`` = ``subproc`` or ``dummy``.
+        n_envs: parallel environments; ``vec_env`` = ``subproc``, ``dummy`` or ``ray`` (Ray actors,
+            ``agents.ray_vec_env``; PPO and RL^2 only).
         log_std_init: initial log std of the Gaussian policy; -1 explores near the anchor
             (action 0, the uniform plan that fits) rather than across the whole range.
         attempts: attempts per episode for ``rl2``.
@@ -116,8 +117,10 @@ class TrainConfig:
             problems.append(f"algo {self.algo!r} is unknown (use {', '.join(METHODS)})")
         if self.timesteps < 1 or self.n_envs < 1:
             problems.append(f"timesteps and n_envs must be >= 1, got {self.timesteps} and {self.n_envs}")
-        if self.vec_env not in ("subproc", "dummy"):
-            problems.append(f"vec_env {self.vec_env!r} is unknown (use subproc or dummy)")
+        if self.vec_env not in ("subproc", "dummy", "ray"):
+            problems.append(f"vec_env {self.vec_env!r} is unknown (use subproc, dummy or ray)")
+        if self.vec_env == "ray" and self.algo == "reptile":
+            problems.append("reptile trains one task at a time in this process; use --executor inprocess or process with it")
         if self.algo == "rl2" and self.attempts < 2:
             problems.append(f"rl2 needs attempts >= 2 per trial, got {self.attempts}")
         if problems:

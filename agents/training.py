@@ -32,10 +32,12 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
 from metacompress.agents.callbacks import EnvFactory, Checkpointer, MonitorCallback
+from metacompress.agents.ray_vec_env import RayVecEnv
 from metacompress.agents.reptile import train_reptile
 from metacompress.agents.train_config import TrainConfig, monitoring_tasks, training_tasks
 from metacompress.agents.checkpoints import check_resume, checkpoint_timesteps, latest_checkpoint, load_checkpoint, save_checkpoint
 from metacompress.agents.policy_io import policy_kwargs, save_policy
+from metacompress.envs.executor import check_reachable
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import TaskWorld
 from metacompress.envs.zoo.cache import default_cache_dir
@@ -56,8 +58,13 @@ class TrainResult:
     trained: int = 0
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
+def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          ray_address: str | None = None) -> TrainResult:
     """Train a policy per ``config`` into the run folder ``out`` (see the module docstring).
+
+    ``ray_address`` (``auto`` or HOST:PORT) is the cluster a ``vec_env="ray"`` run collects
+    rollouts on (None: a local one); where rollouts run is not part of the config, so a run
+    may resume on another cluster.
 
     Raises:
         RunExists: if ``out`` exists and neither ``resume`` nor ``overwrite`` is set, or
@@ -71,12 +78,14 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         check_resume(folder, asdict(config))
     else:
         folder.check(hint="pass --resume to continue it, --overwrite to replace it, or another --out")
+    if config.vec_env == "ray" and ray_address not in (None, "auto"):
+        check_reachable(ray_address)  # before any zoo model or probe is built
     tasks = training_tasks(config)
     if resume:
         done = checkpoint_timesteps(latest_checkpoint(out / "checkpoints"))
         if done >= config.timesteps and (out / "policy" / "policy.json").exists():
             return TrainResult(out, out / "policy", done, 0.0)
-        return _interruptible(lambda: _train_into(out, config, tasks, True, progress), out, kept=lambda: True)
+        return _interruptible(lambda: _train_into(out, config, tasks, True, progress, ray_address), out, kept=lambda: True)
     swapped: list[bool] = []
 
     def keep_partial(tmp: Path) -> bool:
@@ -86,7 +95,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite:
 
     def run() -> TrainResult:
         with folder.write(asdict(config), keep_partial=keep_partial) as tmp:
-            result = _train_into(tmp, config, tasks, False, progress)
+            result = _train_into(tmp, config, tasks, False, progress, ray_address)
         return replace(result, out=out, policy_path=out / "policy")
 
     return _interruptible(run, out, kept=lambda: any(swapped))
@@ -109,25 +118,29 @@ def _interruptible(run: Callable[[], TrainResult], out: Path, kept: Callable[[],
         raise RunInterrupted(message) from exc
 
 
-def _train_into(out: Path, config: TrainConfig, tasks: list[Task], resume: bool, progress: bool) -> TrainResult:
+def _train_into(out: Path, config: TrainConfig, tasks: list[Task], resume: bool, progress: bool,
+                ray_address: str | None = None) -> TrainResult:
     start = time.perf_counter()
     before = checkpoint_timesteps(latest_checkpoint(out / "checkpoints")) if resume else 0
     if config.algo == "reptile":
         policy, timesteps, monitor = train_reptile(config, tasks, out, resume, progress)
     else:
-        policy, timesteps, monitor = _train_ppo(config, tasks, out, resume, progress)
+        policy, timesteps, monitor = _train_ppo(config, tasks, out, resume, progress, ray_address)
     seconds = time.perf_counter() - start
     training = {"config": asdict(config), "timesteps": timesteps, "seconds": round(seconds, 1), "tasks": len(tasks), "versions": versions()}
     policy_path = save_policy(policy, config.metadata(training), out / "policy", overwrite=True)
     return TrainResult(out, policy_path, timesteps, seconds, monitor, trained=timesteps - before)
 
 
-def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, progress: bool):
+def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, progress: bool, ray_address: str | None = None):
     attempts = config.attempts if config.algo == "rl2" else 1
     factory = EnvFactory([t.to_dict() for t in tasks], attempts, config.search_finetune_steps, str(default_cache_dir()), config.observation)
     _warm_caches(factory, tasks)
-    vec_cls = SubprocVecEnv if config.vec_env == "subproc" and config.n_envs > 1 else DummyVecEnv
-    venv = VecMonitor(vec_cls([factory] * config.n_envs))
+    if config.vec_env == "ray":
+        venv = VecMonitor(RayVecEnv([factory] * config.n_envs, ray_address))
+    else:
+        vec_cls = SubprocVecEnv if config.vec_env == "subproc" and config.n_envs > 1 else DummyVecEnv
+        venv = VecMonitor(vec_cls([factory] * config.n_envs))
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     venv.seed(config.seed + checkpoint_timesteps(checkpoint))
     metadata = config.metadata({})

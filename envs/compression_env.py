@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -135,6 +135,35 @@ class CompressionEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         ctx = self.context
+        info = self._advance(action)
+        reward, terminated = 0.0, False
+        if self._t == len(ctx.decision_units):
+            reward = self._finish_attempt(info)
+            terminated = self._attempt == self.attempts
+            if not terminated:
+                self._start_attempt()
+        observation = self._observe() if not terminated else np.zeros(self.observation_space.shape, dtype=np.float32)
+        return observation, reward, terminated, False, info
+
+    def dry_actions(self, actor: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+        """The raw actions (n, 3) ``actor(observation, step)`` takes in one episode, nothing scored.
+
+        Observations depend only on the projection, never on a score (one attempt per
+        episode), so replaying these actions executes the same plan: a batch of policy
+        rollouts can be drawn first and scored together (``ScoreBook.run_actors``).
+        """
+        if self.attempts != 1:
+            raise MetacompressError("dry_actions needs attempts=1: later attempts observe the earlier scores")
+        self.reset()
+        actions = []
+        for step in range(len(self.context.decision_units)):
+            actions.append(np.asarray(actor(self._observe(), step), dtype=np.float32))
+            self._advance(actions[-1])
+        return np.stack(actions)
+
+    def _advance(self, action: np.ndarray) -> dict[str, Any]:
+        """Execute one unit's action through the projection (no scoring); the step's info."""
+        ctx = self.context
         unit = ctx.decision_units[self._t]
         raw = self.codec.choice(action, self._t)
         executed, (kept, w_bits, a_bits) = ctx.projector.project(unit, raw, self._kept, self._w, self._a)
@@ -146,14 +175,19 @@ class CompressionEnv(gym.Env):
             "executed_action": (kept, w_bits, a_bits),
         }
         self._t += 1
-        reward, terminated = 0.0, False
-        if self._t == len(ctx.decision_units):
-            reward = self._finish_attempt(info)
-            terminated = self._attempt == self.attempts
-            if not terminated:
-                self._start_attempt()
-        observation = self._observe() if not terminated else np.zeros(self.observation_space.shape, dtype=np.float32)
-        return observation, reward, terminated, False, info
+        return info
+
+    def plan_of(self, actions: np.ndarray) -> Plan:
+        """The executed plan raw actions (n, 3) give through this task's projection, unscored.
+
+        What ``step`` executes for the same actions, without the evaluation, so a batch's
+        plans can be scored together first (``ScoreBook.run_batch``).
+        """
+        ctx = self.context if self.context is not None else self._next_context()
+        kept, w_bits, a_bits = ctx.projector.initial_vectors()
+        for t, unit in enumerate(ctx.decision_units):
+            ctx.projector.project(unit, ctx.codec.choice(np.asarray(actions[t], dtype=np.float32), t), kept, w_bits, a_bits)
+        return Plan.from_kept(ctx.spec, kept, w_bits, a_bits)
 
     def _finish_attempt(self, info: dict[str, Any]) -> float:
         ctx = self.context

@@ -12,10 +12,14 @@ the plan and a short knowledge-distillation fine-tune on the *train* split.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -26,6 +30,7 @@ from metacompress.compressors.masking import SearchModel
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.metrics import TOP1, Distillation, LossFn, Metric, check_output_kind
 from metacompress.compressors.recovery import batches_of
+from metacompress.envs.executor import Executor, InProcessExecutor, timed
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,8 @@ class ModelEvaluator:
         output_kind: what the model's first output is: ``"logits"``, ``"probabilities"`` or
             ``"regression"``; picks the distillation and curvature losses.
         loss: a user distillation ``loss(student_out, teacher_out)`` replacing the output kind's.
+        executor: where ``proxy_accuracies`` runs a batch's new evaluations (in-process by
+            default; see ``envs.executor``). Single ``proxy_accuracy`` calls always run here.
     """
 
     model: nn.Module
@@ -90,7 +97,9 @@ class ModelEvaluator:
     search: SearchModel = field(init=False)
     base_search_accuracy: float = field(init=False)
     stats: EvaluationStats = field(default_factory=EvaluationStats)
+    executor: Executor = field(default_factory=InProcessExecutor, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False)
+    _shipment: "EvaluatorShipment | None" = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_output_kind(self.output_kind)
@@ -153,6 +162,49 @@ class ModelEvaluator:
         self._cache[key] = value
         return value
 
+    def proxy_accuracies(self, plans: Sequence[Plan], finetune_steps: int | None = None) -> list[float]:
+        """``proxy_accuracy`` of each plan, the new distinct ones evaluated together on ``executor``.
+
+        Same values as one ``proxy_accuracy`` call per plan (each worker rebuilds this
+        evaluator from the same weights and data and scores a plan deterministically), and
+        the same ``stats.evaluations``; ``stats.seconds`` sums the workers' seconds.
+        """
+        steps = self.search_finetune_steps if finetune_steps is None else finetune_steps
+        if self.executor.backend == "inprocess":
+            return [self.proxy_accuracy(plan, steps) for plan in plans]
+        new: dict[tuple, Plan] = {}
+        for plan in plans:
+            key = (plan.key(), steps)
+            if key not in self._cache and key not in new:
+                new[key] = plan
+        if new:
+            scored = self.executor.map(timed(_score_plan), [(plan, steps) for plan in new.values()], self.shipment())
+            for key, (value, seconds) in zip(new, scored):
+                self._cache[key] = value
+                self.stats.evaluations += 1
+                self.stats.seconds += seconds
+        self.stats.cache_hits += len(plans) - len(new)
+        return [self._cache[(plan.key(), steps)] for plan in plans]
+
+    def final_accuracies(self, plans: Sequence[Plan], finetune_steps: int, seed: int = 0,
+                         progress: Callable[[int], None] | None = None) -> list[float]:
+        """``final_accuracy`` of each plan (in order), run on ``executor``; ``progress(i)`` as plan ``i`` finishes."""
+        items = [(plan, finetune_steps, seed) for plan in plans]
+        if self.executor.backend == "inprocess":  # this evaluator itself, not a rebuilt copy
+            results = []
+            for i, item in enumerate(items):
+                results.append(_final_accuracy(self, item))
+                if progress is not None:
+                    progress(i)
+            return results
+        return self.executor.map(_final_accuracy, items, self.shipment(), (lambda i, _: progress(i)) if progress else None)
+
+    def shipment(self) -> "EvaluatorShipment":
+        """This evaluator as a recipe workers rebuild it from (made once; see ``EvaluatorShipment``)."""
+        if self._shipment is None:
+            self._shipment = EvaluatorShipment.of(self)
+        return self._shipment
+
     def clear_cache(self) -> None:
         """Forget every scored plan (a benchmark run then pays for its own evaluations)."""
         self._cache.clear()
@@ -173,3 +225,92 @@ class ModelEvaluator:
     def final_accuracy(self, plan: Plan, finetune_steps: int, seed: int = 0) -> float:
         """Test-split metric of the exported, fine-tuned plan (what reports quote)."""
         return self.test_score(self.final_model(plan, finetune_steps, seed))
+
+
+
+def _final_accuracy(evaluator: ModelEvaluator, item: tuple[Plan, int, int]) -> float:
+    plan, steps, seed = item
+    return evaluator.final_accuracy(plan, steps, seed)
+
+
+def _score_plan(evaluator: ModelEvaluator, item: tuple[Plan, int]) -> float:
+    plan, steps = item
+    return evaluator.proxy_accuracy(plan, steps)
+
+
+@dataclass(frozen=True)
+class _Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Splits:
+    train: _Split
+    search: _Split
+    test: _Split
+
+
+def _numpy(tensor: torch.Tensor) -> Any:
+    """A tensor as a numpy array (shipped zero-copy by Ray), or itself if numpy lacks its dtype."""
+    try:
+        return tensor.detach().cpu().numpy()
+    except TypeError:  # bfloat16 and other dtypes numpy has no type for
+        return tensor.detach().cpu()
+
+
+def _tensor(array: Any) -> torch.Tensor:
+    return torch.tensor(array) if isinstance(array, np.ndarray) else array.clone()
+
+
+@dataclass(frozen=True)
+class EvaluatorShipment:
+    """What a worker needs to rebuild a ``ModelEvaluator``: shipped once per worker (``envs.executor``).
+
+    ``skeleton`` is the model with every parameter and buffer on the meta device (the
+    architecture only, no weights); ``tensors`` are its parameters and buffers (persistent
+    or not) and the three splits, as numpy arrays. The evaluator's cache stays here.
+    """
+
+    token: str
+    skeleton: nn.Module
+    tensors: dict[str, Any]
+    frozen: tuple[str, ...]
+    calibration_samples: int
+    proxy_samples: int
+    search_finetune_steps: int
+    metric: Metric
+    output_kind: str
+    loss: LossFn | None
+
+    @classmethod
+    def of(cls, evaluator: ModelEvaluator) -> "EvaluatorShipment":
+        model = evaluator.model
+        tensors = {f"model.{name}": _numpy(t) for name, t in model.named_parameters(remove_duplicate=False)}
+        tensors.update({f"model.{name}": _numpy(t) for name, t in model.named_buffers(remove_duplicate=False)})
+        for split in ("train", "search", "test"):
+            tensors[f"{split}.x"] = _numpy(getattr(evaluator.data, split).x)
+            tensors[f"{split}.y"] = _numpy(getattr(evaluator.data, split).y)
+        skeleton = copy.deepcopy(model).to("meta")  # never the user's model: a copy, then its weights dropped
+        return cls(uuid.uuid4().hex, skeleton, tensors, tuple(evaluator.frozen), evaluator.calibration_samples,
+                   evaluator.proxy_samples, evaluator.search_finetune_steps, evaluator.metric,
+                   evaluator.output_kind, evaluator.loss)
+
+    def build(self) -> ModelEvaluator:
+        """The evaluator, rebuilt on a worker from the skeleton and the shipped arrays."""
+        model = copy.deepcopy(self.skeleton)
+        for name, array in self.tensors.items():
+            if not name.startswith("model."):
+                continue
+            owner_path, _, leaf = name[len("model."):].rpartition(".")
+            owner = model.get_submodule(owner_path)
+            if leaf in owner._parameters:
+                old = owner._parameters[leaf]
+                owner._parameters[leaf] = nn.Parameter(_tensor(array), requires_grad=old.requires_grad)
+            else:
+                owner._buffers[leaf] = _tensor(array)
+        train = _Split(_tensor(self.tensors["train.x"]), _tensor(self.tensors["train.y"]))
+        search = _Split(_tensor(self.tensors["search.x"]), _tensor(self.tensors["search.y"]))
+        test = _Split(_tensor(self.tensors["test.x"]), _tensor(self.tensors["test.y"]))
+        return ModelEvaluator(model, _Splits(train, search, test), self.frozen, self.calibration_samples,
+                              self.proxy_samples, self.search_finetune_steps, self.metric, self.output_kind, self.loss)

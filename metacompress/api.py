@@ -22,6 +22,7 @@ from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, 
 from metacompress.compressors.metrics import TOP1, LossFn, Metric, MetricFn, check_output_kind, detect_output_kind, logits, resolve_metric
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.executor import Executor
 from metacompress.envs.probes import compute_probes
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import resolve_hardware
@@ -131,6 +132,7 @@ def compress(
     loss: LossFn | None = None,
     max_drop: str | float | MaxDrop | None = None,
     device: str | torch.device = "cpu",
+    executor: Executor | None = None,
 ) -> CompressionResult:
     """Compress ``model`` for ``hardware`` under ``budget`` with a learned policy.
 
@@ -172,6 +174,8 @@ def compress(
             See ``metacompress.accuracy_target``.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``: where probes, evaluations and recovery
             run (the returned model is on the CPU).
+        executor: where batches of the planner's evaluations run (``envs.executor``; default
+            in-process). Same seed, same plan on every executor.
 
     Raises:
         MetacompressError: bad input (its message names the problem and the fix),
@@ -209,6 +213,8 @@ def compress(
                 work, work_data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS,
                 metric=score, output_kind=kind, loss=loss,
             )
+            if executor is not None:
+                evaluator.executor = executor
             task_name = f"{name} on {target.name} ({budget})"
             projector = BudgetProjector(evaluator.spec, target, budget, max_prune)
             if target_drop is None:

@@ -104,3 +104,7 @@ class BenchConfigError(MetacompressError):
 
 class InvalidArch(MetacompressError):
     """A generated-architecture spec breaks the grammar or does not fit the input it is built for."""
+
+
+class ExecutorError(MetacompressError):
+    """An executor cannot start (unknown backend, unreachable Ray address) or lost a worker's result."""

@@ -32,3 +32,23 @@ def pytest_configure(config):
 def tiny_world(tmp_path_factory) -> TaskWorld:
     """Tasks named by tiny model families ("resnet", "mlp", ...) on synthetic data."""
     return TaskWorld(tmp_path_factory.mktemp("world"), search_finetune_steps=0, model_loader=tiny_loader)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster (2 CPUs) for every Ray test, started here and shut down at the end.
+
+    The tests folder goes on the workers' PYTHONPATH, so they unpickle the tiny test models.
+    """
+    import os
+    from pathlib import Path
+
+    from metacompress.envs.executor import start_ray
+
+    tests = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    import ray
+
+    start_ray(workers=2)
+    yield ray
+    ray.shutdown()

@@ -40,6 +40,7 @@ from metacompress.envs.zoo.catalog import ZOO, ZooEntry, get_entry
 from metacompress.envs.zoo.datasets import DatasetSplits, Split, load_dataset
 from metacompress.envs.zoo.families import build_model
 from metacompress.envs.zoo.archspec import build_arch
+from metacompress.envs.executor import Executor, InProcessExecutor
 from metacompress.errors import CacheCorrupted, ZooError
 
 logger = logging.getLogger(__name__)
@@ -179,15 +180,15 @@ def _train_entry(entry: ZooEntry) -> tuple[nn.Module, DatasetSplits, float]:
     return model, splits, time.perf_counter() - start
 
 
-def _build_one(entry: ZooEntry, cache_dir: Path) -> ZooRecord:
-    """Train, measure and cache one model; raises ZooError (caching nothing) below its floor."""
+def _trained(entry: ZooEntry) -> tuple[bytes, ZooRecord] | str:
+    """Train and measure one model: its safetensors bytes and record, or why it missed its floor.
+
+    Writes nothing, so it runs on any worker (``envs.executor``); the caller caches the bytes.
+    """
     model, splits, seconds = _train_entry(entry)
     test_accuracy = model_accuracy(model, splits.test)
     if test_accuracy < entry.min_test_accuracy:
-        raise ZooError(
-            f"{entry.id} reached test accuracy {test_accuracy:.4f}, below its floor {entry.min_test_accuracy:.2f}"
-        )
-    weights, meta = _paths(entry, cache_dir)
+        return f"{entry.id} reached test accuracy {test_accuracy:.4f}, below its floor {entry.min_test_accuracy:.2f}"
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     # One metadata key only: safetensors writes a map's keys in arbitrary order, and the
     # file must be byte-identical for the same seed (its sha256 is the integrity check).
@@ -204,6 +205,15 @@ def _build_one(entry: ZooEntry, cache_dir: Path) -> ZooRecord:
         torch_version=torch.__version__,
         training_revision=TRAINING_REVISION,
     )
+    return blob, record
+
+
+def _train_on_worker(_, entry: ZooEntry) -> tuple[bytes, ZooRecord] | str:
+    return _trained(entry)
+
+
+def _cache_one(blob: bytes, record: ZooRecord, cache_dir: Path) -> ZooRecord:
+    weights, meta = _paths(record.entry, cache_dir)
     write_bytes_atomic(weights, blob)
     write_text_atomic(meta, record.to_json())  # last: its presence marks the model complete
     return record
@@ -214,6 +224,7 @@ def build_zoo(
     cache_dir: Path | str | None = None,
     progress: bool = True,
     force: bool = False,
+    executor: Executor | None = None,
 ) -> list[ZooRecord]:
     """Train and cache every entry the cache lacks; skip the ones already built.
 
@@ -226,6 +237,8 @@ def build_zoo(
         cache_dir: the zoo folder; default ``default_cache_dir()``.
         progress: show a tqdm progress bar (on stderr).
         force: retrain and overwrite entries that are already cached.
+        executor: where models train (``envs.executor``; default in-process); the trained
+            weights come back here and are cached by this process, so workers need no shared disk.
 
     Returns:
         One record per entry, in the order given (cached ones read from disk).
@@ -257,13 +270,16 @@ def build_zoo(
     logger.info("zoo: %d of %d models cached in %s; training %d", len(records), len(entries), cache, len(todo))
     failures = []
     start = time.perf_counter()
-    with tqdm(todo, desc="zoo build", unit="model", disable=not progress) as bar:
-        for entry in bar:
-            bar.set_postfix_str(entry.id)
-            try:
-                records[entry.id] = _build_one(entry, cache)
-            except ZooError as exc:
-                failures.append(str(exc))
+    executor = executor or InProcessExecutor()
+    with tqdm(total=len(todo), desc="zoo build", unit="model", disable=not progress) as bar:
+        def keep(i: int, built: tuple[bytes, ZooRecord] | str) -> None:
+            if isinstance(built, str):
+                failures.append(built)
+            else:
+                records[todo[i].id] = _cache_one(*built, cache)  # each as soon as it is trained: a rerun resumes
+            bar.update()
+
+        executor.map(_train_on_worker, todo, on_result=keep)
     logger.info("zoo: trained %d models in %.1f s", len(todo) - len(failures), time.perf_counter() - start)
     if failures:
         raise ZooError(f"{len(failures)} model(s) missed their accuracy floor and were not cached:\n" + "\n".join(failures))

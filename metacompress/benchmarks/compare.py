@@ -39,10 +39,8 @@ note. Comparisons between methods that ran on different tasks are only made on t
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
 import shlex
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -65,10 +63,11 @@ from metacompress.agents.registry import (
 )
 from metacompress.agents.train_config import VALIDATION_FAMILIES
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
+from metacompress.envs.executor import Executor, check_reachable, executor_problems, make_executor
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
 from metacompress.envs.zoo.catalog import get_entry
-from metacompress.errors import BenchConfigError, MetacompressError
+from metacompress.errors import BenchConfigError, ExecutorError, MetacompressError
 
 NOVELTIES = ("family", "hardware", "budget")
 COLUMNS = (
@@ -117,6 +116,8 @@ class AgentsBenchConfig:
     tasks: int | None = None
     workers: int | None = None
     limits: bool = True
+    executor: str | None = None  # None: a process pool for more than one worker, else in-process
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,8 @@ class BenchPlan:
         parts = ["metacompress", "bench", "agents", "--preset", c.preset, "--split", c.split,
                  "--methods", ",".join(m.name for m in self.methods), "--seeds", ",".join(map(str, self.seeds)),
                  "--finetune-steps", str(self.finetune_steps), "--workers", str(self.workers)]
+        if c.executor is not None:
+            parts += ["--executor", c.executor] + (["--ray-address", c.ray_address] if c.ray_address else [])
         if c.tasks is not None:
             parts += ["--tasks", str(c.tasks)]
         for which, path in c.policies.items():
@@ -245,8 +248,12 @@ def prepare(config: AgentsBenchConfig, entries: Sequence[SuiteTask] | None = Non
     if config.tasks is not None and config.tasks < 1:
         problems.append(f"--tasks {config.tasks} must be >= 1")
     workers = config.workers if config.workers is not None else preset.workers
-    if workers < 1:
-        problems.append(f"--workers {workers} must be >= 1")
+    problems += executor_problems(config.executor or "process", workers, config.ray_address)
+    if config.ray_address not in (None, "auto") and not problems:
+        try:
+            check_reachable(config.ray_address)  # seconds, not an hour in
+        except ExecutorError as exc:
+            problems.append(str(exc))
     if problems:
         raise BenchConfigError("cannot run bench agents: " + "; ".join(problems))
     runnable, notes = missing_policies(methods, config.policies)
@@ -334,63 +341,69 @@ def run_comparison(world: TaskWorld, tasks: Sequence[SuiteTask], methods: Sequen
     return results_frame(execute_runs(world, runs, load_policies(runnable, policies), finetune_steps, progress))
 
 
-# One world and policy set per worker process: a worker lives for the whole benchmark,
-# so each model's evaluator is built once in it (the pool passes only task lists).
-_WORKER: dict = {}
+@dataclass(frozen=True)
+class BenchShipment:
+    """What each ``bench agents`` worker builds once: a task world and the loaded policies.
+
+    Shipped once per worker (``envs.executor``); jobs are one model's runs each, so a
+    worker builds each model's evaluator once, and only run lists travel per job.
+    """
+
+    token: str
+    world: Callable[[], TaskWorld]
+    paths: PolicyPaths
+    methods: tuple[Method, ...]
+
+    def build(self) -> tuple[TaskWorld, dict[str, tuple]]:
+        return self.world(), load_policies(list(self.methods), self.paths)
 
 
-def _init_worker(world: Callable[[], TaskWorld], paths: PolicyPaths, methods: tuple[Method, ...], ticks) -> None:
-    import torch
+def _run_job(state: tuple[TaskWorld, dict[str, tuple]], job: tuple[list[Run], int]) -> list[dict]:
+    world, policies = state
+    runs, finetune_steps = job
+    return execute_runs(world, runs, policies, finetune_steps)
 
-    torch.set_num_threads(1)
-    _WORKER.update(world=world(), policies=load_policies(list(methods), paths), ticks=ticks)
 
-
-def _run_job(runs: list[Run], finetune_steps: int) -> list[dict]:
-    return execute_runs(_WORKER["world"], runs, _WORKER["policies"], finetune_steps, lambda: _WORKER["ticks"].put(1))
+def bench_executor(bench: BenchPlan) -> Executor:
+    """The executor a benchmark's config asks for: in-process for one worker, else its backend."""
+    c = bench.config
+    backend = c.executor or ("process" if bench.workers > 1 else "inprocess")
+    return make_executor(backend, bench.workers, c.ray_address)
 
 
 def run_bench(bench: BenchPlan, progress: Callable[[], None] | None = None,
-              world: Callable[[], TaskWorld] = TaskWorld) -> pd.DataFrame:
-    """Run a prepared benchmark, over ``bench.workers`` processes when more than one.
+              world: Callable[[], TaskWorld] = TaskWorld, executor: Executor | None = None) -> pd.DataFrame:
+    """Run a prepared benchmark, its jobs mapped over an executor (``envs.executor``).
 
     Args:
         bench: from ``prepare``.
-        progress: called once per finished run.
+        progress: called once per finished run (per job's run, as each job finishes, off this process).
         world: builds a task world (the zoo's by default), once per worker; picklable.
+        executor: where jobs run (default: ``bench_executor(bench)``, closed at the end).
 
     Jobs are one model's runs each (``BenchPlan.jobs``); every result is seeded and the
     proxy cache is emptied per run, so rows do not depend on which worker ran them.
     """
     policies = bench.config.policies
     jobs = bench.jobs()
-    if min(bench.workers, len(jobs)) == 1:
-        return results_frame(execute_runs(world(), bench.runs, load_policies(list(bench.methods), policies),
-                                          bench.finetune_steps, progress))
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        ticks = manager.Queue()
-        with ProcessPoolExecutor(min(bench.workers, len(jobs)), mp_context=context, initializer=_init_worker,
-                                 initargs=(world, policies, bench.methods, ticks)) as pool:
-            pending = {pool.submit(_run_job, runs, bench.finetune_steps) for runs in jobs}
-            rows: list[dict] = []
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(ticks, progress)
-                for future in done:
-                    rows += future.result()
-            _drain(ticks, progress)
-    return results_frame(rows)
+    own = executor is None
+    executor = bench_executor(bench) if own else executor
+    try:
+        if executor.backend == "inprocess":
+            return results_frame(execute_runs(world(), bench.runs, load_policies(list(bench.methods), policies),
+                                              bench.finetune_steps, progress))
+        shipment = BenchShipment(uuid.uuid4().hex, world, policies, bench.methods)
 
+        def finished(i: int, _rows: list[dict]) -> None:
+            for _ in jobs[i]:
+                progress()
 
-def _drain(ticks, progress: Callable[[], None] | None) -> None:
-    while True:
-        try:
-            ticks.get_nowait()
-        except queue.Empty:
-            return
-        if progress is not None:
-            progress()
+        results = executor.map(_run_job, [(runs, bench.finetune_steps) for runs in jobs], shipment,
+                               finished if progress is not None else None)
+    finally:
+        if own:
+            executor.close()
+    return results_frame([row for rows in results for row in rows])
 
 
 def check_out(out: Path, overwrite: bool) -> None:

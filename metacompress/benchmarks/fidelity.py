@@ -27,6 +27,7 @@ from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.context import TaskContext
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import resolve_hardware
+from metacompress.envs.executor import Executor
 from metacompress.envs.world import TaskWorld
 
 FIDELITY_MODELS = ("resnet-w8-d1-mnist", "vgg-w16-d1-mnist", "cnn1d-w16-d2-mnist1d")
@@ -96,22 +97,21 @@ def solver_neighbourhood_plans(world: TaskWorld, model_id: str, count: int, seed
 
 
 def run_fidelity(models=FIDELITY_MODELS, plans_per_model: int = 50, final_steps: int = 300, seed: int = 0, progress=None,
-                 near_solver: bool = False) -> list[FidelityRow]:
+                 near_solver: bool = False, executor: Executor | None = None) -> list[FidelityRow]:
+    """One row per (model, proxy recovery setting); fine-tunes and proxies run on ``executor`` (default in-process)."""
     world = TaskWorld(search_finetune_steps=0)
     rows = []
     draw = solver_neighbourhood_plans if near_solver else random_plans
     for model_id in models:
         evaluator, _ = world.model(model_id)
         plans = draw(world, model_id, plans_per_model, seed)
-        final = []
-        for plan in plans:
-            final.append(evaluator.final_accuracy(plan, final_steps, seed))
-            if progress:
-                progress()
+        if executor is not None:
+            evaluator.executor = executor
+        final = evaluator.final_accuracies(plans, final_steps, seed, (lambda _: progress()) if progress else None)
         for steps in RECOVERY_STEPS:
             evaluator.clear_cache()  # time real evaluations, not cache hits from plan generation
             start = time.perf_counter()
-            proxy = [evaluator.proxy_accuracy(plan, finetune_steps=steps) for plan in plans]
+            proxy = evaluator.proxy_accuracies(plans, finetune_steps=steps)
             per_eval = (time.perf_counter() - start) / len(plans)
             good = [i for i, f in enumerate(final) if f >= max(final) - GOOD_PLANS_POINTS]
             good_rho = float(spearmanr([proxy[i] for i in good], [final[i] for i in good]).correlation) if len(good) >= 3 else float("nan")

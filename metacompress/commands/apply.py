@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from metacompress.commands.executor_flags import add_executor_flags, check_executor_flags, executor_from
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
 
 DEFAULT_MODEL = "mobilenetv2-w8-d1-digits"  # a held-out family: the agent never trained on it
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0); same seed, same plan")
     parser.add_argument("--out", default=None, help="run folder (default runs/apply-<model>-s<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing apply run (never a folder that is not one)")
+    add_executor_flags(parser, "workers scoring --few-shot batches (default 1; the search baselines batch, see README)")
     parser.set_defaults(handler=_apply)
 
 
@@ -108,16 +110,21 @@ def _apply(args: argparse.Namespace) -> int:
     RunFolder(out, "apply", args.overwrite).check()  # before the model is built or anything computed
     resolve_device(args.device)  # cuda asked for but missing: say so before any work
     metric = load_function(args.metric) if args.metric else None
+    check_executor_flags(args)
+    executor = executor_from(args)  # an unreachable --ray-address fails here, before the model is built
     model, data, builder = load_model_source(args.model, args.weights)
     data = as_splits(data)  # a factory may return DataLoaders or Datasets
     epochs = args.finetune_epochs
     finetune_steps = args.finetune_steps if epochs is None else steps_for_epochs(epochs, len(data.train.x))
     planner, few_shot = _baseline(args) if args.method else (None, args.few_shot)
-    result = compress(
-        model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
-        few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), max_prune=args.max_prune,
-        name=name, metric=metric, output_kind=args.output_kind, max_drop=args.max_drop, device=args.device,
-    )
+    try:
+        result = compress(
+            model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
+            few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), max_prune=args.max_prune,
+            name=name, metric=metric, output_kind=args.output_kind, max_drop=args.max_drop, device=args.device, executor=executor,
+        )
+    finally:
+        executor.close()
     config = {key: str(value) if key == "max_drop" and value is not None else value for key, value in vars(args).items() if key != "handler"}
     result.save(out, config=config, builder=builder, overwrite=args.overwrite)
     s = result.summary

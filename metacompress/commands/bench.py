@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from metacompress.commands.executor_flags import add_executor_flags, check_executor_flags, executor_from
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark (core speed, env speed, policy quality)")
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fidelity.add_argument("--near-solver", action="store_true",
                           help="plans around the solver's plan (where planners compete) instead of random plans; adds the "
                                "correlation among the plans within 5 points of the best")
+    add_executor_flags(fidelity)
     fidelity.set_defaults(handler=_fidelity)
 
     deploy = kinds.add_parser(
@@ -70,6 +73,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reliability.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     reliability.set_defaults(handler=_reliability)
 
+    scaling = kinds.add_parser(
+        "executor",
+        help="evaluations per second and per-evaluation overhead of each executor backend (1 and 2 workers), and the "
+             "projection to N workers",
+        epilog="example: metacompress bench executor --plans 24 --search-finetune-steps 10 --seed 0",
+    )
+    scaling.add_argument("--model", default=None, help="zoo model whose plans are scored (default mlp-w64-d1-digits)")
+    scaling.add_argument("--plans", type=int, default=24, help="timed plans per setting (default 24)")
+    scaling.add_argument("--search-finetune-steps", type=int, default=0,
+                         help="KD steps in each proxy evaluation, to make one evaluation cost what yours does (default 0)")
+    scaling.add_argument("--backends", default="inprocess,process,ray", help="comma list (default inprocess,process,ray)")
+    scaling.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT", help="measure Ray on this cluster (default: a local one)")
+    scaling.add_argument("--seed", type=int, default=0, help="seed of the random plans (default 0)")
+    scaling.set_defaults(handler=_scaling)
+
     agents = kinds.add_parser(
         "agents",
         help="learned agent (zero-/few-shot) vs baselines on held-out tasks: CSV, summary.md with CIs and win-rates, plot",
@@ -89,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     agents.add_argument("--reptile-policy", default=None, help="Reptile policy folder for few-shot-reptile (default: the shipped one)")
     agents.add_argument("--finetune-steps", type=int, default=None, help="KD steps of the final fine-tune of every plan (default 100)")
     agents.add_argument("--tasks", type=int, default=None, help="run only the first N tasks of the ordering (cheapest first per novelty)")
-    agents.add_argument("--workers", type=int, default=None, help="worker processes (default: full 2, quick 1)")
+    add_executor_flags(agents, "workers (default: full 2, quick 1; more than 1 means a process pool unless --executor)")
     agents.add_argument("--no-limits", action="store_true", help="ignore the preset's per-method task/seed limits (much longer)")
     agents.add_argument("--out", default=None, help="run folder (default runs/bench-<preset>-s<seeds>)")
     agents.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -183,9 +201,14 @@ def _fidelity(args: argparse.Namespace) -> int:
     from metacompress.benchmarks.fidelity import FIDELITY_MODELS, run_fidelity
 
     torch.set_num_threads(1)
+    check_executor_flags(args)
+    executor = executor_from(args)
     bar = tqdm(total=args.plans * len(FIDELITY_MODELS), desc="final fine-tunes")
-    rows = run_fidelity(plans_per_model=args.plans, final_steps=args.final_steps, seed=args.seed, progress=lambda: bar.update(),
-                        near_solver=args.near_solver)
+    try:
+        rows = run_fidelity(plans_per_model=args.plans, final_steps=args.final_steps, seed=args.seed,
+                            progress=lambda: bar.update(), near_solver=args.near_solver, executor=executor)
+    finally:
+        executor.close()
     bar.close()
     print(f"{'model':<24} {'plans':>5} {'KD steps in proxy':>17} {'spearman':>9} {'ms/eval':>8} {'final acc':>9} {'good':>5} {'spearman good':>13}")
     for r in rows:
@@ -195,6 +218,36 @@ def _fidelity(args: argparse.Namespace) -> int:
     for r in rows:
         by_steps.setdefault(r.search_finetune_steps, []).append(r.spearman)
     print("mean spearman: " + ", ".join(f"{k} KD steps {sum(v) / len(v):.3f}" for k, v in by_steps.items()))
+    return 0
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    import torch
+
+    from metacompress.benchmarks.scaling import DEFAULT_MODEL, PROJECTED_WORKERS, projection, run_scaling
+    from metacompress.envs.executor import BACKENDS
+    from metacompress.errors import BenchConfigError
+
+    torch.set_num_threads(1)
+    backends = tuple(b.strip() for b in args.backends.split(","))
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise BenchConfigError(f"--backends {','.join(unknown)} unknown; use a comma list of {', '.join(BACKENDS)}")
+    per_eval, rows = run_scaling(args.model or DEFAULT_MODEL, args.plans, args.seed, backends,
+                                 ray_address=args.ray_address, search_finetune_steps=args.search_finetune_steps)
+    print(f"one evaluation in-process: {1e3 * per_eval:.1f} ms ({args.model or DEFAULT_MODEL}, "
+          f"{args.search_finetune_steps} KD steps; every backend's scores equal in-process)")
+    print(f"{'backend':<10} {'workers':>7} {'start s':>8} {'ship s':>7} {'evals/s':>8} {'overhead ms':>11} "
+          f"{'dispatch ms':>11} {'speed-up':>8}")
+    for r in rows:
+        print(f"{r.backend:<10} {r.workers:>7} {r.start_s:8.2f} {r.ship_s:7.2f} {r.evals_per_s:8.1f} {r.overhead_ms:11.1f} "
+              f"{r.dispatch_ms:11.2f} {r.speedup:7.2f}x")
+    print("projection, evaluations/s = K / (t + overhead), capped at 1 / dispatch (K workers over any machines):")
+    for r in rows:
+        if r.backend != "inprocess" and r.workers == max(x.workers for x in rows if x.backend == r.backend):
+            for t_ms in (1e3 * per_eval, 1000.0):
+                cells = ", ".join(f"K={k}: {projection(t_ms / 1e3, r.overhead_ms, r.dispatch_ms, k):.1f}" for k in PROJECTED_WORKERS)
+                print(f"  {r.backend:<8} t={t_ms:7.1f} ms  {cells}")
     return 0
 
 
@@ -266,6 +319,7 @@ def _agents(args: argparse.Namespace) -> int:
         preset=args.preset, split=args.split, methods=tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
         seeds=_int_list(args.seeds), policies=paths, finetune_steps=args.finetune_steps, tasks=args.tasks,
         workers=args.workers, limits=not args.no_limits,
+        executor=args.executor or ("ray" if args.ray_address else None), ray_address=args.ray_address,
     )
     bench = compare.prepare(compare.with_defaults(config))
     out = Path(args.out) if args.out else compare.default_out(bench)

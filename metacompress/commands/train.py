@@ -6,6 +6,7 @@ import argparse
 from dataclasses import replace
 
 from metacompress.agents.train_config import RECIPES
+from metacompress.commands.executor_flags import add_executor_flags, check_executor_flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing train run (never a folder that is not one); the old run stays until the new one has a checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_executor_flags(parser, "parallel environments, as --n-envs (default 2); with --executor ray each is a Ray actor")
     parser.set_defaults(handler=_train)
 
 
@@ -44,10 +46,14 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.recipe(args.preset, args.algo)
     if args.config:
         config = config_from_file(args.config, config)
-    flags = {"algo": args.algo, "seed": args.seed, "split": args.split, "timesteps": args.timesteps, "n_envs": args.n_envs}
+    check_executor_flags(args, default_workers=2)
+    vec_env = {"inprocess": "dummy", "process": "subproc", "ray": "ray", None: None}[args.executor or ("ray" if args.ray_address else None)]
+    flags = {"algo": args.algo, "seed": args.seed, "split": args.split, "timesteps": args.timesteps,
+             "n_envs": args.n_envs or args.workers, "vec_env": vec_env}
     config = replace(config, **{name: value for name, value in flags.items() if value is not None})
     out = args.out or f"runs/train-{args.preset}-{args.algo}-s{args.seed}"
-    result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                   ray_address=args.ray_address)
     if result.trained == 0:
         print(f"{result.out} is already complete at {result.timesteps:,} steps; nothing to train -> {result.policy_path}")
         return 0

@@ -6,6 +6,7 @@ import argparse
 import math
 import time
 
+from metacompress.commands.executor_flags import add_executor_flags, check_executor_flags, executor_from
 from metacompress.errors import MetacompressError
 
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "reported as skipped, not an error")
     build.add_argument("ids", nargs="*", metavar="ID", help="zoo ids to build, e.g. resnet-w16-d2-mnist")
     build.add_argument("--force", action="store_true", help="retrain and overwrite models that are already cached")
+    add_executor_flags(build, "models trained at once (default 1)")
     build.add_argument("--seed", type=int, default=None,
                        help="build every selected model with this seed; ids get -s<seed> (default: each entry's own seed, 0)")
     _add_cache_flag(build)
@@ -80,11 +82,16 @@ def run_build(args: argparse.Namespace) -> int:
     from metacompress.envs.zoo.cache import build_zoo, cached_record, default_cache_dir
     from metacompress.envs.zoo.generator import accuracy_floor, meets_floor
 
+    check_executor_flags(args)
     entries = _selected(args)
     cache = args.cache or default_cache_dir()
     was_cached = 0 if args.force else sum(cached_record(e, cache) is not None for e in entries)
     start = time.perf_counter()
-    records = build_zoo(entries, cache, progress=True, force=args.force)
+    executor = executor_from(args)
+    try:
+        records = build_zoo(entries, cache, progress=True, force=args.force, executor=executor)
+    finally:
+        executor.close()
     wall = time.perf_counter() - start
     print(f"{'id':<30} {'params':>9} {'MACs':>11} {'test acc':>9} {'floor':>6} {'train s':>8}")
     for r in records:

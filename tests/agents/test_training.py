@@ -167,3 +167,12 @@ def test_recipes_are_named_configs():
     assert (TrainConfig.recipe("default", "rl2").timesteps, TrainConfig.recipe("default", "rl2").attempts) == (60_000, 8)
     with pytest.raises(MetacompressError, match="recipe 'fast' is unknown; use one of default, quick"):
         TrainConfig.recipe("fast")
+
+
+def test_rollouts_on_ray_actors_train_the_policy_dummy_envs_train(cache, ray_cluster):
+    config = replace(CONFIG, n_envs=2, timesteps=64)
+    local = train(config, cache / "dummy", progress=False)
+    on_ray = train(replace(config, vec_env="ray"), cache / "ray", progress=False)
+    weights = [load_policy(result.policy_path)[0].state_dict() for result in (local, on_ray)]
+    assert on_ray.timesteps == local.timesteps == 64 and latest_checkpoint(cache / "ray" / "checkpoints") is not None
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

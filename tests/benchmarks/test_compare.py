@@ -221,3 +221,21 @@ def test_dry_run_skips_methods_without_a_policy(policy_dir, tmp_path, monkeypatc
     printed = capsys.readouterr().out
     assert "note: skipped few-shot-rl2-30: no policy given" in printed and "note: skipped few-shot-reptile-30" in printed
     assert "48 runs on 6 tasks" in printed
+
+
+def test_ray_gives_the_rows_of_in_process(tmp_path, policy_dir, ray_cluster):
+    from functools import partial
+
+    from tiny_world import tiny_loader
+
+    from metacompress.benchmarks.compare import run_bench
+    from metacompress.envs.world import TaskWorld
+
+    world = partial(TaskWorld, tmp_path / "world", 0, model_loader=tiny_loader)
+    config = AgentsBenchConfig(methods=("random-2",), seeds=(0,), finetune_steps=1, workers=1)
+    serial = run_bench(prepare(config, entries=TASKS), world=world)
+    ticks = []
+    on_ray = run_bench(prepare(replace(config, workers=2, executor="ray"), entries=TASKS),
+                       progress=lambda: ticks.append(1), world=world)
+    numbers = ["proxy_change", "final_change", "cost_ratio", "evaluations_used"]
+    assert len(ticks) == 2 and on_ray[["task", "method", *numbers]].equals(serial[["task", "method", *numbers]])
