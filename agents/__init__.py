@@ -6,7 +6,8 @@ PlanResult``) and produces its plan through a ``CompressionEnv`` episode (``roll
 
 from metacompress.agents.ddpg_baseline import DDPGPlanner, TruncatedNormalSchedule
 from metacompress.agents.hawq import HawqPlanner, HawqSolution, UnitOptions, solve_hawq, unit_options
-from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
+from metacompress.agents.learned import RL2Planner, SampleAndSelectPlanner, ZeroShotPlanner
+from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.planner import Planner, PlanResult, ScoreBook, rollout
 from metacompress.agents.registry import PlannerEvaluation, build_planner, evaluate_planner, load_planner, parse_method
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformCandidate, UniformPlanner
@@ -16,12 +17,13 @@ __all__ = [
     "EvolutionPlanner",
     "HawqPlanner",
     "HawqSolution",
+    "InnerLoop",
+    "MetaFewShotPlanner",
     "PlanResult",
     "PlannerEvaluation",
     "Planner",
     "RL2Planner",
     "RandomSearchPlanner",
-    "ReptilePlanner",
     "SampleAndSelectPlanner",
     "ScoreBook",
     "TruncatedNormalSchedule",

@@ -3,7 +3,7 @@
 ``EnvFactory`` builds one worker's meta env; ``monitor_heldout`` / ``MonitorCallback`` evaluate
 the policy zero-shot on the monitored tasks (the validation split picks the checkpoint; the
 held-out split is only ever monitored); ``Checkpointer`` saves between PPO updates. The PPO
-loop (``agents.training``) and Reptile (``agents.reptile``) both use them.
+loop (``agents.training``) uses them.
 """
 
 from __future__ import annotations

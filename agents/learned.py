@@ -10,9 +10,9 @@
 - ``RL2Planner``: a recurrent (RecurrentPPO) policy trained on K-attempt trials (RL^2,
   Duan et al. 2016): one episode of N attempts in which the policy sees each attempt's
   reward and plan summary; the best attempt is kept.
-- ``ReptilePlanner``: a meta-learned initialisation (Reptile, Nichol et al. 2018)
-  fine-tuned with PPO on the new task for N episodes (support = the search-split proxy);
-  the best plan seen is kept. Reports score it on the test split (the query).
+
+Reptile and the other optimisation-based meta-learners adapt the residual policy's head:
+``agents.meta_adapt``.
 
 Every planner follows the evaluation-counting rule of ``agents.planner``.
 """
@@ -122,45 +122,3 @@ class RL2Planner(ZeroShotPlanner):
                     book.record(info["plan"], reward, decisions=info.get("decisions"))
         return book.result()
 
-
-class _BestPlanCallback(BaseCallback):
-    """Records every finished episode's plan during a Reptile fine-tune; stops at the budget."""
-
-    def __init__(self, book: ScoreBook) -> None:
-        super().__init__()
-        self.book = book
-
-    def _on_step(self) -> bool:
-        for info, done, reward in zip(self.locals["infos"], self.locals["dones"], self.locals["rewards"]):
-            if done and "plan" in info:
-                self.book.record(info["plan"], float(reward), decisions=info.get("decisions"))
-        return not self.book.exhausted
-
-
-class ReptilePlanner(ZeroShotPlanner):
-    """Fine-tune the meta-learned initialisation with PPO on the task for N episodes."""
-
-    name = "few-shot-reptile"
-
-    def __init__(self, policy: ActorCriticPolicy, metadata: PolicyMetadata, episodes_per_update: int = 5, learning_rate: float = 3e-4) -> None:
-        super().__init__(policy, metadata)
-        self.episodes_per_update, self.learning_rate = episodes_per_update, learning_rate
-
-    def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
-        from metacompress.agents.policy_io import policy_kwargs
-
-        check_evaluations(self.name, evaluations)
-        book = ScoreBook(context, evaluations, max_episodes=3 * evaluations)
-        units = len(context.decision_units)
-        with torch.random.fork_rng():
-            model = PPO(
-                "MlpPolicy", CompressionEnv(context), n_steps=units * self.episodes_per_update,
-                batch_size=units * self.episodes_per_update, n_epochs=4, gamma=1.0, gae_lambda=1.0,
-                learning_rate=self.learning_rate, seed=seed, device="cpu", policy_kwargs=policy_kwargs(self.metadata), verbose=0,
-            )
-            model.policy.load_state_dict(self.policy.state_dict())
-            model.learn(total_timesteps=units * book.max_episodes, callback=_BestPlanCallback(book))
-            if not book.exhausted:  # the adapted policy's own choice, if budget is left
-                plan, reward, _ = rollout(context, PolicyActor(model.policy, deterministic=True))
-                book.record(plan, reward)
-        return book.result()

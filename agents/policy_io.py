@@ -29,6 +29,7 @@ from metacompress.errors import PolicyError
 POLICY_FORMAT = 1
 ACTION_DIM = 3
 ALGOS = ("ppo", "recurrent_ppo")
+EXTRA_FILE = "meta.safetensors"
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
@@ -42,8 +43,10 @@ class PolicyMetadata:
         activation: ``"tanh"`` or ``"relu"``.
         lstm_hidden_size: LSTM width (recurrent only).
         attempts: attempts per episode it was trained with (1 = zero-shot, K = RL^2 trial).
-        method: how the weights were made: ``"ppo"``, ``"rl2"``, ``"reptile"`` or ``"residual"``
-            (PPO on the solver-anchored env: actions are corrections to the exact solver's plan).
+        method: how the weights were made: ``"ppo"``, ``"rl2"``, ``"residual"`` (PPO on the
+            solver-anchored env: actions are corrections to the exact solver's plan), or a
+            meta-learner of its head (``"reptile"``, ``"maml"``, ``"meta-sgd"``, ``"meta-curvature"``:
+            ``agents.meta_adapt``, whose inner-loop parameters are in ``meta.safetensors``).
         observation: ``"step"`` (one unit's row, an MLP) or ``"network"`` (plus the whole
             unit table, read by ``agents.encoder.UnitSetExtractor``).
         observation_dim / action_dim / env_version: the spaces and env it was trained on.
@@ -129,13 +132,21 @@ def build_policy(metadata: PolicyMetadata) -> ActorCriticPolicy:
     return policy.eval()
 
 
-def save_policy(policy: ActorCriticPolicy, metadata: PolicyMetadata, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``policy`` to the folder ``path`` atomically (never half-written; ``overwrite`` replaces only a policy)."""
+def save_policy(
+    policy: ActorCriticPolicy, metadata: PolicyMetadata, path: str | Path, overwrite: bool = False, extra: dict | None = None
+) -> Path:
+    """Write ``policy`` to the folder ``path`` atomically (never half-written; ``overwrite`` replaces only a policy).
+
+    ``extra``: named tensors that go with the policy (a meta-learner's inner-loop
+    parameters, ``agents.meta_adapt``), written to ``meta.safetensors`` and read by ``load_extra``.
+    """
     from metacompress.compressors.runs import RunFolder
 
     tensors = _unaliased(policy)
     with RunFolder(path, "policy", overwrite).write() as tmp:
         save_file(tensors, str(tmp / "policy.safetensors"))
+        if extra:
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, str(tmp / EXTRA_FILE))
         (tmp / "policy.json").write_text(json.dumps(metadata.to_dict(), indent=2))
     return Path(path)
 
@@ -181,6 +192,21 @@ def load_policy(path: str | Path) -> tuple[ActorCriticPolicy, PolicyMetadata]:
     except RuntimeError as exc:
         raise PolicyError(f"{weights} does not match the network in {description.name} ({str(exc).splitlines()[0]}); re-save the policy") from exc
     return policy, metadata
+
+
+def load_extra(path: str | Path) -> dict:
+    """The extra tensors saved with a policy (``save_policy(extra=...)``); empty if it has none.
+
+    Raises:
+        PolicyError: if the file is corrupt.
+    """
+    file = Path(path) / EXTRA_FILE
+    if not file.exists():
+        return {}
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PolicyError(f"{file} is corrupt ({exc}); re-save or retrain the policy") from exc
 
 
 def _unaliased(policy: ActorCriticPolicy) -> dict:

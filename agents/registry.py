@@ -23,9 +23,10 @@ from torch import nn
 
 from metacompress.agents.ddpg_baseline import DDPGPlanner
 from metacompress.agents.hawq import HawqPlanner
-from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
+from metacompress.agents.learned import RL2Planner, SampleAndSelectPlanner, ZeroShotPlanner
+from metacompress.agents.meta_adapt import VARIANTS, MetaFewShotPlanner, inner_loop_for
 from metacompress.agents.planner import Planner, PlanResult
-from metacompress.agents.policy_io import load_policy
+from metacompress.agents.policy_io import load_extra, load_policy
 from metacompress.agents.residual import ResidualFewShotPlanner, ResidualPlanner
 from metacompress.agents.score_correction import CorrectedSolverPlanner
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
@@ -33,8 +34,9 @@ from metacompress.envs.context import TaskContext
 from metacompress.errors import PolicyError, UnknownMethod
 
 SHIPPED_POLICIES = Path(__file__).parent / "policies"
-SHIPPED_NAMES = {name: SHIPPED_POLICIES / name for name in ("default", "ppo", "rl2", "reptile")}
-"""default: the solver-anchored residual policy; ppo: version 0.1's per-unit policy (kept to reproduce its rows)."""
+SHIPPED_NAMES = {name: SHIPPED_POLICIES / name for name in ("default", "ppo", "rl2", *VARIANTS)}
+"""default: the solver-anchored residual policy; ppo: version 0.1's per-unit policy (kept to reproduce its rows);
+reptile, maml, meta-sgd, meta-curvature: head meta-learners of the default (``agents.meta_adapt``), where shipped."""
 DEFAULT_POLICY = SHIPPED_NAMES["default"]
 
 # kind -> (policy it needs or None, fixed evaluation budget or None when the name carries it)
@@ -44,6 +46,9 @@ KINDS: dict[str, tuple[str | None, int | None]] = {
     "few-shot-resolve": ("policy", None),
     "few-shot-rl2": ("rl2", None),
     "few-shot-reptile": ("reptile", None),
+    "few-shot-maml": ("maml", None),
+    "few-shot-meta-sgd": ("meta_sgd", None),
+    "few-shot-meta-curvature": ("meta_curvature", None),
     "uniform": (None, 64),
     "hawq": (None, 1),
     "ddpg": (None, None),
@@ -51,12 +56,19 @@ KINDS: dict[str, tuple[str | None, int | None]] = {
     "evolution": (None, None),
     "oracle-evolution": (None, None),
 }
-LEARNED_KINDS = ("zero-shot", "few-shot-sample", "few-shot-resolve", "few-shot-rl2", "few-shot-reptile")
+LEARNED_KINDS = (
+    "zero-shot", "few-shot-sample", "few-shot-resolve", "few-shot-rl2", "few-shot-reptile", "few-shot-maml", "few-shot-meta-sgd",
+    "few-shot-meta-curvature",
+)
 STANDARD_METHODS = (
     "zero-shot", "few-shot-resolve-30", "few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "uniform", "hawq",
     "ddpg-300", "random-30", "random-300", "evolution-30", "evolution-300", "oracle-evolution-2000",
 )
-POLICY_FLAGS = {"policy": "--policy", "rl2": "--rl2-policy", "reptile": "--reptile-policy"}
+POLICY_FLAGS = {
+    "policy": "--policy", "rl2": "--rl2-policy", "reptile": "--reptile-policy", "maml": "--maml-policy",
+    "meta_sgd": "--meta-sgd-policy", "meta_curvature": "--meta-curvature-policy",
+}
+META_WHICH = ("reptile", "maml", "meta_sgd", "meta_curvature")
 _BUDGETED = re.compile(r"^(?P<kind>[a-z0-9-]+?)-(?P<evaluations>\d+)$")
 
 
@@ -81,7 +93,7 @@ class Method:
 
     @property
     def policy(self) -> str | None:
-        """Which policy folder it needs: ``policy``, ``rl2``, ``reptile`` or None."""
+        """Which policy folder it needs: a key of ``POLICY_FLAGS`` or None."""
         return KINDS[self.kind][0]
 
 
@@ -111,16 +123,19 @@ class PolicyPaths:
     policy: Path | None = None
     rl2: Path | None = None
     reptile: Path | None = None
+    maml: Path | None = None
+    meta_sgd: Path | None = None
+    meta_curvature: Path | None = None
 
     def get(self, which: str) -> Path | None:
         return getattr(self, which)
 
     def items(self) -> list[tuple[str, Path | None]]:
-        """``(which, folder)`` for ``policy``, ``rl2`` and ``reptile``, in that order."""
+        """``(which, folder)`` for each key of ``POLICY_FLAGS``, in that order."""
         return [(which, self.get(which)) for which in POLICY_FLAGS]
 
 
-SHIPPED = PolicyPaths(SHIPPED_NAMES["default"], SHIPPED_NAMES["rl2"], SHIPPED_NAMES["reptile"])
+SHIPPED = PolicyPaths(SHIPPED_NAMES["default"], SHIPPED_NAMES["rl2"], *(SHIPPED_NAMES[v] for v in VARIANTS))
 
 
 def is_shipped(path: Path) -> bool:
@@ -148,15 +163,20 @@ def load_planner(policy: str | Path | None, few_shot: int) -> Planner:
     if is_shipped(path) and not (path / "policy.json").exists():
         raise PolicyError(f"no policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
     network, metadata = load_policy(path)
-    if metadata.method == "residual":
+    if metadata.method in VARIANTS and few_shot > 0:
+        return meta_planner(path, network, metadata)
+    if metadata.method == "residual" or metadata.method in VARIANTS:
         return ResidualPlanner(network, metadata) if few_shot <= 0 else ResidualFewShotPlanner(network, metadata)
     if few_shot <= 0:
         return ZeroShotPlanner(network, metadata)
     if metadata.method == "rl2":
         return RL2Planner(network, metadata)
-    if metadata.method == "reptile":
-        return ReptilePlanner(network, metadata)
     return SampleAndSelectPlanner(network, metadata)
+
+
+def meta_planner(path: Path, network, metadata) -> MetaFewShotPlanner:
+    """The few-shot planner of a head meta-learner's policy folder, with its saved inner-loop parameters."""
+    return MetaFewShotPlanner(network, metadata, inner_loop_for(network, metadata.method, load_extra(path) or None))
 
 
 def missing_policies(methods: list[Method], paths: PolicyPaths) -> tuple[list[Method], list[str]]:
@@ -173,11 +193,11 @@ def missing_policies(methods: list[Method], paths: PolicyPaths) -> tuple[list[Me
 
 
 def load_policies(methods: list[Method], paths: PolicyPaths) -> dict[str, tuple]:
-    """Load every policy the methods need, once; ``which -> (network, metadata)``.
+    """Load every policy the methods need, once; ``which -> (network, metadata)`` (plus the inner loop for a meta-learner).
 
     Raises:
         PolicyError: listing every folder that is corrupt, of another version, or of the
-            wrong kind for its method (RL^2 needs a recurrent policy).
+            wrong kind for its method (RL^2 needs a recurrent policy, a meta-learner's kind its own method).
     """
     loaded, problems = {}, []
     for which in sorted({m.policy for m in methods if m.policy}):
@@ -185,6 +205,9 @@ def load_policies(methods: list[Method], paths: PolicyPaths) -> dict[str, tuple]
             loaded[which] = load_policy(paths.get(which))
             if which == "rl2":
                 RL2Planner(*loaded[which])
+            if which in META_WHICH:
+                network, metadata = loaded[which]
+                loaded[which] = (network, metadata, meta_planner(paths.get(which), network, metadata).loop)
         except PolicyError as exc:
             problems.append(f"{POLICY_FLAGS[which]} {paths.get(which)}: {exc}")
     if problems:
@@ -209,8 +232,8 @@ def build_planner(method: Method, policies: dict[str, tuple]) -> Planner:
         return CorrectedSolverPlanner(*policies["policy"])
     if method.kind == "few-shot-rl2":
         return RL2Planner(*policies["rl2"])
-    if method.kind == "few-shot-reptile":
-        return ReptilePlanner(*policies["reptile"])
+    if method.policy in META_WHICH:
+        return MetaFewShotPlanner(*policies[method.policy])
     simple = {"uniform": UniformPlanner, "hawq": HawqPlanner, "ddpg": DDPGPlanner, "random": RandomSearchPlanner}
     if method.kind in simple:
         return simple[method.kind](name=method.name)

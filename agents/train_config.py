@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,11 @@ from metacompress.errors import MetacompressError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ppo", "rl2", "reptile", "residual")
+SHIPPED_RESIDUAL = Path(__file__).parent / "policies" / "default"
+
+META_METHODS = ("reptile", "maml", "meta-sgd", "meta-curvature")
+"""Meta-learners of the residual policy's head, one inner loop (``agents.meta_adapt``, ``agents.meta_train``)."""
+METHODS = ("ppo", "rl2", "residual", *META_METHODS)
 RECIPES: dict[str, dict] = {
     # The shipped default policy's recipe: the train split (models <= 3M MACs), ~55 min on 2 cores.
     "default": {},
@@ -38,7 +43,9 @@ validation split for every design, hyper-parameter and checkpoint choice (``benc
 # slower per step; Reptile runs its inner loops in one process).
 ALGO_DEFAULTS: dict[str, dict] = {
     "rl2": {"timesteps": 60_000, "n_envs": 1, "attempts": 8},
-    "reptile": {"timesteps": 300_000},
+    # the meta-learners adapt the shipped residual policy's head: short runs (<= 12 min on 2 busy cores)
+    **{m: {"timesteps": 3_500, "validation_families": VALIDATION_FAMILIES, "search_finetune_steps": 0, "eval_tasks": 0,
+           "checkpoint_every": 1_000} for m in META_METHODS},
     # the solver-anchored residual planner: vgg tasks of the train split are its validation split
     "residual": {"timesteps": 40_000, "validation_families": VALIDATION_FAMILIES, "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
 }
@@ -50,9 +57,10 @@ class TrainConfig:
 
     Args:
         algo: ``ppo`` (zero-shot, task-conditioned), ``rl2`` (RecurrentPPO on K-attempt
-            trials), ``reptile`` (first-order meta-learned initialisation) or ``residual``
-            (PPO with the whole-network encoder on tasks anchored on the exact solver's plan,
-            rewarded by the gain over it: ``agents.residual``).
+            trials), ``residual`` (PPO with the whole-network encoder on tasks anchored on the
+            exact solver's plan, rewarded by the gain over it: ``agents.residual``), or a
+            meta-learner of that policy's head for few-shot adaptation: ``reptile``, ``maml``
+            (first-order), ``meta-sgd`` or ``meta-curvature`` (``agents.meta_train``).
         split: suite split to train on (``train``; held-out tasks are only monitored).
         timesteps: environment steps (one step = one unit decision).
         seed: seeds the suite sampling, the envs and the networks.
@@ -65,7 +73,8 @@ class TrainConfig:
         log_std_init: initial log std of the Gaussian policy; -1 explores near the anchor
             (action 0, the uniform plan that fits) rather than across the whole range.
         attempts: attempts per episode for ``rl2``.
-        reptile_updates / reptile_step: inner PPO updates per task and outer step size.
+        reptile_step: Reptile's outer step size (annealed linearly to 0).
+        meta_init: the residual policy whose head the meta-learners start from and adapt.
         eval_every / eval_tasks: monitoring cadence (steps) and number of held-out tasks.
         checkpoint_every: steps between checkpoints.
         search_finetune_steps: KD steps in every proxy evaluation (the reward's recovery).
@@ -96,8 +105,8 @@ class TrainConfig:
     log_std_init: float = -1.0
     lstm_hidden_size: int = 64
     attempts: int = 4
-    reptile_updates: int = 4
     reptile_step: float = 0.5
+    meta_init: str = str(SHIPPED_RESIDUAL)
     eval_every: int = 10_000
     eval_tasks: int = 8
     checkpoint_every: int = 10_000
@@ -109,7 +118,7 @@ class TrainConfig:
     @property
     def observation(self) -> str:
         """The env observation the policy reads: the whole network for the residual planner."""
-        return "network" if self.algo == "residual" else "step"
+        return "network" if self.algo == "residual" or self.algo in META_METHODS else "step"
 
     def __post_init__(self) -> None:
         problems = []

@@ -1,4 +1,4 @@
-"""Meta-training on a task suite: PPO (zero-shot), RecurrentPPO (RL^2) and Reptile.
+"""Meta-training on a task suite: PPO (zero-shot), RecurrentPPO (RL^2) and the head meta-learners (``agents.meta_train``).
 
 A run folder holds everything needed to read, reproduce or resume the run::
 
@@ -33,8 +33,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMoni
 
 from metacompress.agents.callbacks import EnvFactory, Checkpointer, MonitorCallback
 from metacompress.agents.ray_vec_env import RayVecEnv
-from metacompress.agents.reptile import train_reptile
-from metacompress.agents.train_config import TrainConfig, monitoring_tasks, training_tasks
+from metacompress.agents.meta_train import train_meta
+from metacompress.agents.train_config import META_METHODS, TrainConfig, monitoring_tasks, training_tasks
 from metacompress.agents.checkpoints import check_resume, checkpoint_timesteps, latest_checkpoint, load_checkpoint, save_checkpoint
 from metacompress.agents.policy_io import policy_kwargs, save_policy
 from metacompress.envs.executor import check_reachable
@@ -122,13 +122,14 @@ def _train_into(out: Path, config: TrainConfig, tasks: list[Task], resume: bool,
                 ray_address: str | None = None) -> TrainResult:
     start = time.perf_counter()
     before = checkpoint_timesteps(latest_checkpoint(out / "checkpoints")) if resume else 0
-    if config.algo == "reptile":
-        policy, timesteps, monitor = train_reptile(config, tasks, out, resume, progress)
+    meta: dict = {}
+    if config.algo in META_METHODS:
+        policy, timesteps, monitor, meta = train_meta(config, tasks, out, resume, progress)
     else:
         policy, timesteps, monitor = _train_ppo(config, tasks, out, resume, progress, ray_address)
     seconds = time.perf_counter() - start
     training = {"config": asdict(config), "timesteps": timesteps, "seconds": round(seconds, 1), "tasks": len(tasks), "versions": versions()}
-    policy_path = save_policy(policy, config.metadata(training), out / "policy", overwrite=True)
+    policy_path = save_policy(policy, config.metadata(training), out / "policy", overwrite=True, extra=meta)
     return TrainResult(out, policy_path, timesteps, seconds, monitor, trained=timesteps - before)
 
 

@@ -150,7 +150,7 @@ def compress(
         budget: ``kind=fraction`` of the unpruned W8A8 cost, e.g. ``"latency=0.3"``; with
             ``max_drop`` only its kind counts (``"latency"`` alone is accepted).
         policy: a policy folder, or a shipped one by name: ``default`` (PPO, the default),
-            ``rl2`` or ``reptile`` (few-shot adaptation with those meta-learners).
+            ``rl2``, or a head meta-learner where shipped (``reptile``, ``maml``, ``meta-sgd``, ``meta-curvature``).
         few_shot: proxy evaluations to adapt with (0 = zero-shot, one rollout).
         finetune_steps: KD steps of the final recovery (batch 128, teacher = ``model``).
         seed: makes the whole call reproducible.

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hardware", default=DEFAULT_HARDWARE,
                         help=f"preset (see `metacompress hardware list`), sample:<archetype>:<seed>, or a LUT CSV (default {DEFAULT_HARDWARE})")
     parser.add_argument("--budget", default=DEFAULT_BUDGET, help=f"KIND=FRACTION of the unpruned W8A8 cost; KIND is latency, energy, size or bitops (default {DEFAULT_BUDGET})")
-    parser.add_argument("--policy", default=None, help="policy folder, or a shipped one: default (PPO), rl2, reptile (default: default)")
+    parser.add_argument("--policy", default=None, help="policy folder, or a shipped one: default (residual), ppo, rl2, or a meta-learner (reptile, maml, meta-sgd, "
+                             "meta-curvature, where shipped; they adapt with --few-shot N) (default: default)")
     parser.add_argument("--few-shot", type=int, default=0, help="proxy evaluations to adapt with (default 0: zero-shot)")
     parser.add_argument("--method", default=None,
                         help="plan with a baseline instead of the policy: uniform, hawq, ddpg-N, random-N or evolution-N "

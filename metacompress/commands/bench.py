@@ -105,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     agents.add_argument("--policy", default=None, help="PPO policy folder for zero-shot and few-shot-sample (default: the shipped policy, if any)")
     agents.add_argument("--rl2-policy", default=None, help="recurrent policy folder for few-shot-rl2 (default: the shipped one)")
     agents.add_argument("--reptile-policy", default=None, help="Reptile policy folder for few-shot-reptile (default: the shipped one)")
+    for variant in ("maml", "meta-sgd", "meta-curvature"):
+        agents.add_argument(f"--{variant}-policy", default=None,
+                            help=f"`train --algo {variant}` policy folder for few-shot-{variant} (default: the shipped one, if any)")
     agents.add_argument("--finetune-steps", type=int, default=None, help="KD steps of the final fine-tune of every plan (default 100)")
     agents.add_argument("--tasks", type=int, default=None, help="run only the first N tasks of the ordering (cheapest first per novelty)")
     add_executor_flags(agents, "workers (default: full 2, quick 1; more than 1 means a process pool unless --executor)")
@@ -314,7 +317,8 @@ def _agents(args: argparse.Namespace) -> int:
     from metacompress.agents.registry import PolicyPaths
 
     torch.set_num_threads(1)
-    paths = PolicyPaths(*(Path(p) if p else None for p in (args.policy, args.rl2_policy, args.reptile_policy)))
+    folders = (args.policy, args.rl2_policy, args.reptile_policy, args.maml_policy, args.meta_sgd_policy, args.meta_curvature_policy)
+    paths = PolicyPaths(*(Path(p) if p else None for p in folders))
     config = compare.AgentsBenchConfig(
         preset=args.preset, split=args.split, methods=tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
         seeds=_int_list(args.seeds), policies=paths, finetune_steps=args.finetune_steps, tasks=args.tasks,

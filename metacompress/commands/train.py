@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from metacompress.agents.train_config import RECIPES
+from metacompress.agents.train_config import METHODS, RECIPES
 from metacompress.commands.executor_flags import add_executor_flags, check_executor_flags
 
 
@@ -15,9 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="meta-train a compression policy on the task suite",
         epilog="example: metacompress train --preset quick --seed 0 --out runs/train-quick-s0",
     )
-    parser.add_argument("--algo", choices=["ppo", "rl2", "reptile", "residual"], default="ppo",
-                        help="ppo: zero-shot task-conditioned PPO; rl2: RecurrentPPO on K-attempt trials; reptile: meta-learned init; "
-                             "residual: PPO correcting the exact solver's plan, whole-network encoder (default ppo)")
+    parser.add_argument("--algo", choices=list(METHODS), default="ppo",
+                        help="ppo: zero-shot task-conditioned PPO; rl2: RecurrentPPO on K-attempt trials; "
+                             "residual: PPO correcting the exact solver's plan, whole-network encoder; reptile, maml (first-order), "
+                             "meta-sgd, meta-curvature: meta-learn the residual policy's head for few-shot adaptation (default ppo)")
     parser.add_argument("--preset", choices=sorted(RECIPES), default="default", help="recipe: default (the shipped policy's) or quick (minutes)")
     parser.add_argument("--split", choices=["train"], default="train", help="suite split to train on (held-out tasks are only monitored)")
     parser.add_argument("--config", default=None,

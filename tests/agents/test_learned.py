@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metacompress.agents.learned import RL2Planner, ReptilePlanner, SampleAndSelectPlanner, ZeroShotPlanner
+from metacompress.agents.learned import RL2Planner, SampleAndSelectPlanner, ZeroShotPlanner
 from metacompress.agents.policy_io import PolicyMetadata, build_policy
 from metacompress.compressors.budget import Budget
 from metacompress.envs import Task
@@ -55,10 +55,3 @@ def test_rl2_needs_a_recurrent_policy():
     with pytest.raises(PolicyError, match="recurrent"):
         RL2Planner(*policy())
 
-
-def test_reptile_fine_tunes_within_its_evaluation_budget(tiny_world):
-    context = tiny_world.context(TASK)
-    planner = ReptilePlanner(*policy(method="reptile"), episodes_per_update=2)
-    result = planner.plan(context, 5, seed=0)
-    assert result.evaluations_used <= 5 and within_budget(result, context)
-    assert planner.plan(context, 5, seed=0).plan == result.plan

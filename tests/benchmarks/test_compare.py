@@ -203,9 +203,9 @@ def test_dry_run_lists_the_quick_preset_with_the_shipped_policies(policy_dir, tm
     assert main(["bench", "agents", "--dry-run", "--policy", str(policy_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "skipped few-shot-resolve-30: it re-solves around a residual policy's plan" in printed  # a PPO policy given
-    assert printed.count("skipped") == 1  # RL^2 and Reptile use the policies shipped in agents/policies
-    # 8 methods on 6 tasks + the 4 expensive ones on the first 3 tasks
-    assert "60 runs on 6 tasks" in printed and not out.exists()
+    assert printed.count("skipped") == 2 and "skipped few-shot-reptile-30: no policy given" in printed  # Reptile is not shipped
+    # 7 methods on 6 tasks + the 4 expensive ones on the first 3 tasks; RL^2 uses the policy shipped in agents/policies
+    assert "54 runs on 6 tasks" in printed and not out.exists()
     command = printed[printed.index("command: "):]
     assert command.startswith("command: metacompress bench agents --preset quick --split heldout")
     assert f"--policy {policy_dir}" in command and "--rl2-policy" not in command  # shipped ones are the defaults
