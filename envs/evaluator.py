@@ -16,6 +16,7 @@ import copy
 import logging
 import time
 import uuid
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -31,6 +32,7 @@ from metacompress.compressors.plan import Plan
 from metacompress.compressors.metrics import TOP1, Distillation, LossFn, Metric, check_output_kind
 from metacompress.compressors.recovery import batches_of
 from metacompress.envs.executor import Executor, InProcessExecutor, timed
+from metacompress.envs.zoo.datasets import Split
 
 log = logging.getLogger(__name__)
 
@@ -238,19 +240,6 @@ def _score_plan(evaluator: ModelEvaluator, item: tuple[Plan, int]) -> float:
     return evaluator.proxy_accuracy(plan, steps)
 
 
-@dataclass(frozen=True)
-class _Split:
-    x: torch.Tensor
-    y: torch.Tensor
-
-
-@dataclass(frozen=True)
-class _Splits:
-    train: _Split
-    search: _Split
-    test: _Split
-
-
 def _numpy(tensor: torch.Tensor) -> Any:
     """A tensor as a numpy array (shipped zero-copy by Ray), or itself if numpy lacks its dtype."""
     try:
@@ -309,8 +298,7 @@ class EvaluatorShipment:
                 owner._parameters[leaf] = nn.Parameter(_tensor(array), requires_grad=old.requires_grad)
             else:
                 owner._buffers[leaf] = _tensor(array)
-        train = _Split(_tensor(self.tensors["train.x"]), _tensor(self.tensors["train.y"]))
-        search = _Split(_tensor(self.tensors["search.x"]), _tensor(self.tensors["search.y"]))
-        test = _Split(_tensor(self.tensors["test.x"]), _tensor(self.tensors["test.y"]))
-        return ModelEvaluator(model, _Splits(train, search, test), self.frozen, self.calibration_samples,
+        splits = {name: Split(_tensor(self.tensors[f"{name}.x"]), _tensor(self.tensors[f"{name}.y"]))
+                  for name in ("train", "search", "test")}
+        return ModelEvaluator(model, SimpleNamespace(**splits), self.frozen, self.calibration_samples,
                               self.proxy_samples, self.search_finetune_steps, self.metric, self.output_kind, self.loss)
