@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metacompress.agents.hawq import HawqPlanner
-from metacompress.agents.meta_adapt import INNER_STEP, InnerLoop, MetaFewShotPlanner, Trials, surrogate
+from metacompress.agents.meta_adapt import INNER_STEP, MAX_GRADIENT_NORM, InnerLoop, MetaFewShotPlanner, Trials, surrogate
 from metacompress.agents.policy_io import PolicyMetadata, build_policy
 from metacompress.compressors.budget import Budget
 from metacompress.envs import Task
@@ -35,19 +35,19 @@ def gradient_at(point, data):
 
 
 def test_first_order_maml_outer_gradient_is_the_query_gradient_at_the_adapted_head():
-    loop = InnerLoop("maml", HIDDEN, steps=2)
+    loop = InnerLoop("maml", HIDDEN, steps=2, max_gradient_norm=math.inf)
     initial = head()
     adapted = loop.adapt(initial, trials(0))
     surrogate(adapted, trials(1)).backward()
     expected = gradient_at(adapted, trials(1))
     assert torch.allclose(initial[0].grad, expected[0]) and torch.allclose(initial[1].grad, expected[1])
     first = gradient_at(initial, trials(0))  # one step is exactly W - alpha * G
-    one = InnerLoop("maml", HIDDEN, steps=1).adapt(initial, trials(0))
+    one = InnerLoop("maml", HIDDEN, steps=1, max_gradient_norm=math.inf).adapt(initial, trials(0))
     assert torch.allclose(one[0], initial[0] - INNER_STEP * first[0])
 
 
 def test_meta_sgd_step_sizes_start_at_the_reptile_step_stay_positive_and_are_learned():
-    loop = InnerLoop("meta-sgd", HIDDEN, steps=1)
+    loop = InnerLoop("meta-sgd", HIDDEN, steps=1, max_gradient_norm=math.inf)
     assert torch.allclose(loop.log_alpha_weight.exp(), torch.full((3, HIDDEN), INNER_STEP))
     initial = head()
     optimizer = torch.optim.SGD(loop.parameters(), lr=5.0)
@@ -64,7 +64,7 @@ def test_meta_sgd_step_sizes_start_at_the_reptile_step_stay_positive_and_are_lea
 
 
 def test_meta_curvature_applies_its_preconditioner_on_both_sides():
-    loop = InnerLoop("meta-curvature", HIDDEN, steps=1)
+    loop = InnerLoop("meta-curvature", HIDDEN, steps=1, max_gradient_norm=math.inf)
     with torch.no_grad():
         loop.m_out.copy_(torch.randn(3, 3, generator=torch.Generator().manual_seed(2)))
         loop.m_in.copy_(torch.randn(HIDDEN, HIDDEN, generator=torch.Generator().manual_seed(3)))
@@ -81,6 +81,19 @@ def test_the_support_step_raises_the_likelihood_of_the_better_trials():
     data = trials(4)
     adapted = InnerLoop("reptile", HIDDEN, steps=3).adapt(head(), data)
     assert surrogate(adapted, data).item() < surrogate(tuple(p.detach() for p in head()), data).item()
+
+
+@pytest.mark.parametrize("variant", ["reptile", "maml"])
+def test_an_outlier_trial_cannot_make_the_adaptation_diverge(variant):
+    # one trial far worse than the rest: its negative advantage makes the support loss unbounded below
+    data = trials(5, count=8)
+    data = Trials(data.latents * 10.0, data.actions, torch.tensor([0.0] * 7 + [-1.0]))
+    initial = tuple(p.detach() for p in head())
+    adapted = InnerLoop(variant, HIDDEN, steps=50).adapt(initial, data)
+    move = math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(adapted, initial)))
+    assert math.isfinite(move) and move <= 50 * INNER_STEP * MAX_GRADIENT_NORM + 1e-5
+    unbounded = InnerLoop(variant, HIDDEN, steps=50, max_gradient_norm=math.inf).adapt(initial, data)
+    assert float(unbounded[0].abs().max()) > 1e3  # what the cap prevents
 
 
 def test_unknown_variant_is_refused_by_name():
