@@ -10,6 +10,7 @@ from metacompress.agents.learned import RL2Planner, SampleAndSelectPlanner, Zero
 from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.planner import Planner, PlanResult, ScoreBook, rollout
 from metacompress.agents.registry import PlannerEvaluation, build_planner, evaluate_planner, load_planner, parse_method
+from metacompress.agents.unit_predictors import PredictedScorePlanner, UnitPredictor
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformCandidate, UniformPlanner
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "InnerLoop",
     "MetaFewShotPlanner",
     "PlanResult",
+    "PredictedScorePlanner",
     "PlannerEvaluation",
     "Planner",
     "RL2Planner",
@@ -30,6 +32,7 @@ __all__ = [
     "UniformCandidate",
     "UniformPlanner",
     "UnitOptions",
+    "UnitPredictor",
     "ZeroShotPlanner",
     "build_planner",
     "evaluate_planner",

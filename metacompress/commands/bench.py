@@ -119,6 +119,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     _register_scale(kinds)
 
+    predictors = kinds.add_parser(
+        "predictors",
+        help="prototypical and relation predictors of unit option tables vs HAWQ's scores on the validation units "
+             "(Spearman, MAE), and the solver planning on each",
+        description="Trains on the train split's training families, scores on its validation family (vgg); never reads "
+                    "the held-out split. Option tables are measured once and cached next to the zoo.",
+        epilog="example: metacompress bench predictors --seed 0",
+    )
+    predictors.add_argument("--seed", type=int, default=0, help="seed of the predictors' networks (default 0)")
+    predictors.add_argument("--train-models", type=int, default=8,
+                            help="training-family models, cheapest first, families in turn (default 8)")
+    predictors.add_argument("--validation-models", type=int, default=3, help="validation-family (vgg) models, cheapest first (default 3)")
+    predictors.add_argument("--plan-tasks", type=int, default=8,
+                            help="validation tasks the solver plans on each method's scores; 0 skips planning (default 8)")
+    predictors.add_argument("--steps", type=int, default=300, help="Adam steps of each predictor's episodic training (default 300)")
+    predictors.set_defaults(handler=_predictors)
+
 
 def _register_scale(kinds: argparse._SubParsersAction) -> None:
     """``bench scale`` (issue 14 item 6): stage times as the model grows; see ``metacompress.benchmarks.scale``."""
@@ -135,6 +152,30 @@ def _register_scale(kinds: argparse._SubParsersAction) -> None:
     scale.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default 0)")
     scale.add_argument("--json", action="store_true", help="print the rows as JSON")
     scale.set_defaults(handler=_scale)
+
+
+def _predictors(args: argparse.Namespace) -> int:
+    import torch
+
+    from metacompress.benchmarks.predictors import run_predictors
+
+    torch.set_num_threads(1)
+    report = run_predictors(seed=args.seed, train_models=args.train_models, validation_models=args.validation_models,
+                            plan_tasks=args.plan_tasks, steps=args.steps)
+    print(f"train: {report.train_units} units of {', '.join(report.train_models)}")
+    print(f"validation: {', '.join(report.validation_models)}")
+    print("option tables vs measured (validation units; the 4 probed options left out; HAWQ's loss-unit scores get one "
+          "least-squares scale per model for the MAE):")
+    print(f"{'method':<38} {'units':>5} {'options':>7} {'spearman':>8} {'MAE pts':>8}")
+    for row in report.scores:
+        print(f"{row.method:<38} {row.units:>5} {row.options:>7} {row.spearman:8.3f} {row.mae_points:8.2f}")
+    if report.plans:
+        print(f"the solver on each method's scores ({report.plans[0].tasks} validation tasks, proxy change, 1 evaluation each):")
+        print(f"{'planner':<38} {'proxy pts':>9} {'vs hawq':>8} {'budget met':>10}")
+        for row in report.plans:
+            print(f"{row.method:<38} {row.proxy_change_points:9.2f} {row.vs_hawq_points:+8.2f} {row.budget_met:10.0%}")
+    print(f"{report.seconds:.1f} s")
+    return 0
 
 
 def _scale(args: argparse.Namespace) -> int:
