@@ -10,6 +10,7 @@ from metacompress.agents.learned import RL2Planner, SampleAndSelectPlanner, Zero
 from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.planner import Planner, PlanResult, ScoreBook, rollout
 from metacompress.agents.registry import PlannerEvaluation, build_planner, evaluate_planner, load_planner, parse_method
+from metacompress.agents.predictor_io import load_predictor, save_predictor
 from metacompress.agents.unit_predictors import PredictedScorePlanner, UnitPredictor
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformCandidate, UniformPlanner
 
@@ -37,7 +38,9 @@ __all__ = [
     "build_planner",
     "evaluate_planner",
     "load_planner",
+    "load_predictor",
     "parse_method",
+    "save_predictor",
     "rollout",
     "solve_hawq",
     "unit_options",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -27,16 +27,19 @@ from metacompress.agents.learned import RL2Planner, SampleAndSelectPlanner, Zero
 from metacompress.agents.meta_adapt import VARIANTS, MetaFewShotPlanner, inner_loop_for
 from metacompress.agents.planner import Planner, PlanResult
 from metacompress.agents.policy_io import load_extra, load_policy
+from metacompress.agents.predictor_io import is_predictor, load_predictor
 from metacompress.agents.residual import ResidualFewShotPlanner, ResidualPlanner
 from metacompress.agents.score_correction import CorrectedSolverPlanner
 from metacompress.agents.search_baselines import EvolutionPlanner, RandomSearchPlanner, UniformPlanner
+from metacompress.agents.unit_predictors import PredictedScorePlanner
 from metacompress.envs.context import TaskContext
 from metacompress.errors import PolicyError, UnknownMethod
 
 SHIPPED_POLICIES = Path(__file__).parent / "policies"
-SHIPPED_NAMES = {name: SHIPPED_POLICIES / name for name in ("default", "ppo", "rl2", *VARIANTS)}
+SHIPPED_NAMES = {name: SHIPPED_POLICIES / name for name in ("default", "ppo", "rl2", *VARIANTS, "relation", "prototypical")}
 """default: the solver-anchored residual policy; ppo: version 0.1's per-unit policy (kept to reproduce its rows);
-reptile, maml, meta-sgd, meta-curvature: head meta-learners of the default (``agents.meta_adapt``), where shipped."""
+reptile, maml, meta-sgd, meta-curvature: head meta-learners of the default (``agents.meta_adapt``), where shipped;
+relation, prototypical: unit option-table predictors, the scores of hawq-relation and hawq-proto (``agents.predictor_io``)."""
 DEFAULT_POLICY = SHIPPED_NAMES["default"]
 
 # kind -> (policy it needs or None, fixed evaluation budget or None when the name carries it)
@@ -51,6 +54,8 @@ KINDS: dict[str, tuple[str | None, int | None]] = {
     "few-shot-meta-curvature": ("meta_curvature", None),
     "uniform": (None, 64),
     "hawq": (None, 1),
+    "hawq-relation": ("relation", 1),
+    "hawq-proto": ("prototypical", 1),
     "ddpg": (None, None),
     "random": (None, None),
     "evolution": (None, None),
@@ -58,17 +63,22 @@ KINDS: dict[str, tuple[str | None, int | None]] = {
 }
 LEARNED_KINDS = (
     "zero-shot", "few-shot-sample", "few-shot-resolve", "few-shot-rl2", "few-shot-reptile", "few-shot-maml", "few-shot-meta-sgd",
-    "few-shot-meta-curvature",
+    "few-shot-meta-curvature", "hawq-relation", "hawq-proto",
 )
 STANDARD_METHODS = (
     "zero-shot", "few-shot-resolve-30", "few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "uniform", "hawq",
     "ddpg-300", "random-30", "random-300", "evolution-30", "evolution-300", "oracle-evolution-2000",
 )
+OTHER_METHODS = ("hawq-relation", "hawq-proto")
+"""Named methods outside the presets' standard list (run them with --methods)."""
 POLICY_FLAGS = {
     "policy": "--policy", "rl2": "--rl2-policy", "reptile": "--reptile-policy", "maml": "--maml-policy",
     "meta_sgd": "--meta-sgd-policy", "meta_curvature": "--meta-curvature-policy",
+    "relation": "--relation-policy", "prototypical": "--prototypical-policy",
 }
 META_WHICH = ("reptile", "maml", "meta_sgd", "meta_curvature")
+PREDICTOR_WHICH = ("relation", "prototypical")
+"""Policies that are unit predictors (``agents.predictor_io``): the HAWQ ILP plans on their predicted scores."""
 _BUDGETED = re.compile(r"^(?P<kind>[a-z0-9-]+?)-(?P<evaluations>\d+)$")
 
 
@@ -88,7 +98,10 @@ class Method:
 
     @property
     def learned(self) -> bool:
-        """True for the agent's modes (zero-shot and few-shot), False for baselines."""
+        """True for the agent's modes (zero-shot, few-shot, and the solver on learned scores), False for baselines.
+
+        Reports pair each learned method against each baseline (``hawq-relation`` vs ``hawq``).
+        """
         return self.kind in LEARNED_KINDS
 
     @property
@@ -111,7 +124,7 @@ def parse_method(name: str) -> Method:
         return Method(name, match["kind"], int(match["evaluations"]))
     budgeted = ", ".join(k for k, (_, fixed) in KINDS.items() if fixed is None)
     raise UnknownMethod(
-        f"method {name!r} is unknown; use one of {', '.join(STANDARD_METHODS)}, or <kind>-<N> with N >= 1 "
+        f"method {name!r} is unknown; use one of {', '.join((*STANDARD_METHODS, *OTHER_METHODS))}, or <kind>-<N> with N >= 1 "
         f"evaluations for a kind in: {budgeted}"
     )
 
@@ -126,6 +139,8 @@ class PolicyPaths:
     maml: Path | None = None
     meta_sgd: Path | None = None
     meta_curvature: Path | None = None
+    relation: Path | None = None
+    prototypical: Path | None = None
 
     def get(self, which: str) -> Path | None:
         return getattr(self, which)
@@ -135,7 +150,13 @@ class PolicyPaths:
         return [(which, self.get(which)) for which in POLICY_FLAGS]
 
 
-SHIPPED = PolicyPaths(SHIPPED_NAMES["default"], SHIPPED_NAMES["rl2"], *(SHIPPED_NAMES[v] for v in VARIANTS))
+SHIPPED = PolicyPaths(SHIPPED_NAMES["default"], SHIPPED_NAMES["rl2"], *(SHIPPED_NAMES[v] for v in VARIANTS),
+                      relation=SHIPPED_NAMES["relation"], prototypical=SHIPPED_NAMES["prototypical"])
+
+
+def is_saved(path: Path) -> bool:
+    """True if ``path`` holds a saved policy or unit predictor (its description file; it may still be corrupt)."""
+    return (path / "policy.json").exists() or is_predictor(path)
 
 
 def is_shipped(path: Path) -> bool:
@@ -160,8 +181,11 @@ def policy_path(policy: str | Path | None) -> Path:
 def load_planner(policy: str | Path | None, few_shot: int) -> Planner:
     """The learned planner for a policy folder (default: the shipped policy) and a few-shot budget."""
     path = policy_path(policy)
-    if is_shipped(path) and not (path / "policy.json").exists():
+    if is_shipped(path) and not is_saved(path):
         raise PolicyError(f"no policy is shipped at {path}; train one with `metacompress train` and pass --policy RUN/policy")
+    if is_predictor(path):  # a unit predictor: the HAWQ ILP on its scores, one evaluation whatever few_shot says
+        predictor = load_predictor(path)
+        return PredictedScorePlanner(predictor, "hawq-relation" if predictor.kind == "relation" else "hawq-proto")
     network, metadata = load_policy(path)
     if metadata.method in VARIANTS and few_shot > 0:
         return meta_planner(path, network, metadata)
@@ -174,6 +198,27 @@ def load_planner(policy: str | Path | None, few_shot: int) -> Planner:
     return SampleAndSelectPlanner(network, metadata)
 
 
+def method_planner(method: Method, policy: str | Path | None = None) -> Planner:
+    """The planner of a baseline method, loading its policy where it needs one (``hawq-relation``: a relation predictor).
+
+    Args:
+        method: a parsed method that is not one of the learned modes.
+        policy: its policy folder, or a shipped one by name (default: the shipped one for its kind).
+
+    Raises:
+        PolicyError: the method needs a policy and none is given or shipped, or the folder is
+            corrupt or of the wrong kind; or a policy is given to a method that takes none.
+    """
+    if method.policy is None:
+        if policy is not None:
+            raise PolicyError(f"--method {method.name} plans without a policy; drop --policy")
+        return build_planner(method, {})
+    path = policy_path(policy) if policy is not None else SHIPPED.get(method.policy)
+    if not is_saved(path):
+        raise PolicyError(f"{method.name} needs a `metacompress train --algo {method.policy}` policy folder: none at {path}; pass --policy DIR")
+    return build_planner(method, load_policies([method], replace(PolicyPaths(), **{method.policy: path})))
+
+
 def meta_planner(path: Path, network, metadata) -> MetaFewShotPlanner:
     """The few-shot planner of a head meta-learner's policy folder, with its saved inner-loop parameters."""
     return MetaFewShotPlanner(network, metadata, inner_loop_for(network, metadata.method, load_extra(path) or None))
@@ -184,7 +229,7 @@ def missing_policies(methods: list[Method], paths: PolicyPaths) -> tuple[list[Me
     runnable, notes = [], []
     for method in methods:
         path = paths.get(method.policy) if method.policy else None
-        if method.policy and (path is None or not (path / "policy.json").exists()):
+        if method.policy and (path is None or not is_saved(path)):
             where = f"no policy at {path}" if path else "no policy given"
             notes.append(f"skipped {method.name}: {where}; pass {POLICY_FLAGS[method.policy]} PATH (a `metacompress train` output)")
         else:
@@ -202,6 +247,12 @@ def load_policies(methods: list[Method], paths: PolicyPaths) -> dict[str, tuple]
     loaded, problems = {}, []
     for which in sorted({m.policy for m in methods if m.policy}):
         try:
+            if which in PREDICTOR_WHICH:
+                predictor = load_predictor(paths.get(which))
+                if predictor.kind != which:
+                    raise PolicyError(f"it is a {predictor.kind} predictor; pass a `metacompress train --algo {which}` policy folder")
+                loaded[which] = (predictor,)
+                continue
             loaded[which] = load_policy(paths.get(which))
             if which == "rl2":
                 RL2Planner(*loaded[which])
@@ -234,6 +285,8 @@ def build_planner(method: Method, policies: dict[str, tuple]) -> Planner:
         return RL2Planner(*policies["rl2"])
     if method.policy in META_WHICH:
         return MetaFewShotPlanner(*policies[method.policy])
+    if method.policy in PREDICTOR_WHICH:
+        return PredictedScorePlanner(policies[method.policy][0], name=method.name)
     simple = {"uniform": UniformPlanner, "hawq": HawqPlanner, "ddpg": DDPGPlanner, "random": RandomSearchPlanner}
     if method.kind in simple:
         return simple[method.kind](name=method.name)

@@ -23,7 +23,9 @@ SHIPPED_RESIDUAL = Path(__file__).parent / "policies" / "default"
 
 META_METHODS = ("reptile", "maml", "meta-sgd", "meta-curvature")
 """Meta-learners of the residual policy's head, one inner loop (``agents.meta_adapt``, ``agents.meta_train``)."""
-METHODS = ("ppo", "rl2", "residual", *META_METHODS)
+PREDICTOR_METHODS = ("relation", "prototypical")
+"""Few-shot predictors of unit option tables, the HAWQ ILP's scores (``agents.unit_predictors``): fitted, not RL-trained."""
+METHODS = ("ppo", "rl2", "residual", *META_METHODS, *PREDICTOR_METHODS)
 RECIPES: dict[str, dict] = {
     # The shipped default policy's recipe: the train split (models <= 3M MACs), ~55 min on 2 cores.
     "default": {},
@@ -47,6 +49,8 @@ ALGO_DEFAULTS: dict[str, dict] = {
     **{m: {"timesteps": 3_500, "validation_families": VALIDATION_FAMILIES, "search_finetune_steps": 0, "eval_tasks": 0,
            "checkpoint_every": 1_000} for m in META_METHODS},
     # the solver-anchored residual planner: vgg tasks of the train split are its validation split
+    # the unit predictors: option tables of the cheapest training-family models, then a seconds-long fit
+    **{m: {"validation_families": VALIDATION_FAMILIES, "eval_tasks": 0} for m in PREDICTOR_METHODS},
     "residual": {"timesteps": 40_000, "validation_families": VALIDATION_FAMILIES, "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
 }
 
@@ -81,6 +85,11 @@ class TrainConfig:
         generated_models / generated_tasks: also train on ``generated_tasks`` tasks drawn over
             the cached generated networks among the first ``generated_models`` that met their
             accuracy floor (``metacompress zoo build --generated N`` builds them); 0 = none.
+        predictor_models / predictor_steps: ``relation`` and ``prototypical``: the training models
+            whose unit option tables are the support set (cheapest first, families in turn; 15 is
+            every train-split model of the training families under ``max_model_macs``: about 6 min
+            on one core the first time, zoo training and probes included, seconds once cached)
+            and the Adam steps of the fit.
         validation_families: zoo families of the train split left out of training; their
             tasks form the validation split that picks the checkpoint (``residual``; the
             held-out split is never used to choose anything).
@@ -113,6 +122,8 @@ class TrainConfig:
     search_finetune_steps: int = DEFAULT_SEARCH_FINETUNE_STEPS
     generated_models: int = 0
     generated_tasks: int = 0
+    predictor_models: int = 15
+    predictor_steps: int = 300
     validation_families: tuple[str, ...] = ()
 
     @property
@@ -130,6 +141,8 @@ class TrainConfig:
             problems.append(f"vec_env {self.vec_env!r} is unknown (use subproc, dummy or ray)")
         if self.vec_env == "ray" and self.algo == "reptile":
             problems.append("reptile trains one task at a time in this process; use --executor inprocess or process with it")
+        if self.algo in PREDICTOR_METHODS and (self.predictor_models < 2 or self.predictor_steps < 1):
+            problems.append(f"a unit predictor needs predictor_models >= 2 and predictor_steps >= 1, got {self.predictor_models} and {self.predictor_steps}")
         if self.algo == "rl2" and self.attempts < 2:
             problems.append(f"rl2 needs attempts >= 2 per trial, got {self.attempts}")
         if problems:

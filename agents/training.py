@@ -9,6 +9,10 @@ A run folder holds everything needed to read, reproduce or resume the run::
                        never used to select a checkpoint, so the held-out split stays clean)
     policy/            the final policy (safetensors + JSON), what `apply` loads
 
+``relation`` and ``prototypical`` fit a unit predictor instead (``agents.predictor_training``):
+no checkpoints, TensorBoard or monitoring; ``policy/`` is the predictor folder
+(``agents.predictor_io``) and ``config.json`` the config.
+
 The folder is a ``metacompress.compressors.runs.RunFolder`` of kind ``train``: a new run is built in a
 temporary sibling and renamed into place at the end, so ``--overwrite`` keeps the old run
 until the new one is complete. Ctrl-C keeps the partial run only once it has a checkpoint
@@ -34,7 +38,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMoni
 from metacompress.agents.callbacks import EnvFactory, Checkpointer, MonitorCallback
 from metacompress.agents.ray_vec_env import RayVecEnv
 from metacompress.agents.meta_train import train_meta
-from metacompress.agents.train_config import META_METHODS, TrainConfig, monitoring_tasks, training_tasks
+from metacompress.agents.predictor_io import is_predictor, save_predictor
+from metacompress.agents.predictor_training import fit_predictor
+from metacompress.agents.train_config import META_METHODS, PREDICTOR_METHODS, TrainConfig, monitoring_tasks, training_tasks
 from metacompress.agents.checkpoints import check_resume, checkpoint_timesteps, latest_checkpoint, load_checkpoint, save_checkpoint
 from metacompress.agents.policy_io import policy_kwargs, save_policy
 from metacompress.envs.executor import check_reachable
@@ -81,6 +87,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     if config.vec_env == "ray" and ray_address not in (None, "auto"):
         check_reachable(ray_address)  # before any zoo model or probe is built
     tasks = training_tasks(config)
+    if resume and config.algo in PREDICTOR_METHODS and is_predictor(out / "policy"):
+        return TrainResult(out, out / "policy", 0, 0.0)  # a fit has no resume point: it is done or it is not
     if resume:
         done = checkpoint_timesteps(latest_checkpoint(out / "checkpoints"))
         if done >= config.timesteps and (out / "policy" / "policy.json").exists():
@@ -120,6 +128,8 @@ def _interruptible(run: Callable[[], TrainResult], out: Path, kept: Callable[[],
 
 def _train_into(out: Path, config: TrainConfig, tasks: list[Task], resume: bool, progress: bool,
                 ray_address: str | None = None) -> TrainResult:
+    if config.algo in PREDICTOR_METHODS:
+        return _fit_predictor_into(out, config, tasks)
     start = time.perf_counter()
     before = checkpoint_timesteps(latest_checkpoint(out / "checkpoints")) if resume else 0
     meta: dict = {}
@@ -131,6 +141,16 @@ def _train_into(out: Path, config: TrainConfig, tasks: list[Task], resume: bool,
     training = {"config": asdict(config), "timesteps": timesteps, "seconds": round(seconds, 1), "tasks": len(tasks), "versions": versions()}
     policy_path = save_policy(policy, config.metadata(training), out / "policy", overwrite=True, extra=meta)
     return TrainResult(out, policy_path, timesteps, seconds, monitor, trained=timesteps - before)
+
+
+def _fit_predictor_into(out: Path, config: TrainConfig, tasks: list[Task]) -> TrainResult:
+    """Measure (or read cached) option tables of the training models, fit the predictor, save it to ``out/policy``."""
+    world = TaskWorld(search_finetune_steps=config.search_finetune_steps)
+    predictor, record = fit_predictor(config.algo, tasks, config.predictor_models, set(config.validation_families),
+                                      seed=config.seed, steps=config.predictor_steps, world=world)
+    training = {"config": asdict(config), **record, "versions": versions()}
+    policy_path = save_predictor(predictor, out / "policy", overwrite=True, training=training)
+    return TrainResult(out, policy_path, 0, record["seconds"], record, trained=record["units"])
 
 
 def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, progress: bool, ray_address: str | None = None):

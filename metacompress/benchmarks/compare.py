@@ -56,6 +56,7 @@ from metacompress.agents.registry import (
     PolicyPaths,
     build_planner,
     evaluate_planner,
+    is_saved,
     is_shipped,
     load_policies,
     missing_policies,
@@ -421,6 +422,6 @@ def with_defaults(config: AgentsBenchConfig) -> AgentsBenchConfig:
     """Fill each policy folder not given with the shipped one, if the package ships it."""
     def filled(which: str, given: Path | None) -> Path | None:
         shipped = SHIPPED.get(which)
-        return given if given is not None or shipped is None or not (shipped / "policy.json").exists() else shipped
+        return given if given is not None or shipped is None or not is_saved(shipped) else shipped
 
     return replace(config, policies=PolicyPaths(**{which: filled(which, given) for which, given in config.policies.items()}))

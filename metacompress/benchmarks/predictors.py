@@ -32,6 +32,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from metacompress.agents.hawq import HawqPlanner, unit_options
+from metacompress.agents.predictor_training import _zoo_family, _zoo_macs, pick_models
 from metacompress.agents.score_correction import option_index
 from metacompress.agents.train_config import VALIDATION_FAMILIES
 from metacompress.agents.unit_predictors import (
@@ -40,10 +41,9 @@ from metacompress.agents.unit_predictors import (
 )
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, Budget, kept_at
 from metacompress.envs.context import TaskContext
-from metacompress.envs.suite import default_suite, model_spec
+from metacompress.envs.suite import default_suite
 from metacompress.envs.tasks import Task, resolve_hardware
 from metacompress.envs.world import TaskWorld
-from metacompress.envs.zoo.catalog import get_entry
 
 
 TRAIN_MODELS = 8
@@ -83,29 +83,6 @@ class PredictorReport:
     scores: tuple[ScoreRow, ...]
     plans: tuple[PlanRow, ...]
     seconds: float
-
-
-def _zoo_family(model: str) -> str:
-    return get_entry(model).family
-
-
-def _zoo_macs(model: str) -> int:
-    return model_spec(model).macs()
-
-
-def pick_models(tasks: list[Task], families: set[str], count: int, family_of: Callable[[str], str] = _zoo_family,
-                macs_of: Callable[[str], int] = _zoo_macs) -> list[str]:
-    """Up to ``count`` distinct models of ``families``, cheapest first (MACs), taking the families in turn."""
-    by_family: dict[str, list[str]] = {}
-    for model in sorted({t.model for t in tasks}, key=lambda m: (macs_of(m), m)):
-        if family_of(model) in families:
-            by_family.setdefault(family_of(model), []).append(model)
-    picked: list[str] = []
-    while len(picked) < count and any(by_family.values()):
-        for family in sorted(by_family):
-            if by_family[family] and len(picked) < count:
-                picked.append(by_family[family].pop(0))
-    return picked
 
 
 def _model_examples(world: TaskWorld, task: Task) -> tuple[TaskContext, list[UnitExample]]:

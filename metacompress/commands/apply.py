@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--few-shot", type=int, default=0, help="proxy evaluations to adapt with (default 0: zero-shot)")
     parser.add_argument("--method", default=None,
                         help="plan with a baseline instead of the policy: uniform, hawq, ddpg-N, random-N or evolution-N "
-                             "(N proxy evaluations; DDPG: episodes)")
+                             "(N proxy evaluations; DDPG: episodes), or hawq-relation / hawq-proto (the HAWQ ILP on a learned "
+                             "predictor's scores; --policy then names its predictor folder, default the shipped one)")
     recovery = parser.add_mutually_exclusive_group()
     recovery.add_argument("--finetune-steps", type=int, default=300, help="KD fine-tune steps of the final recovery (default 300)")
     recovery.add_argument("--finetune-epochs", type=float, default=None,
@@ -84,15 +85,15 @@ def _device(text: str) -> str:
 
 def _baseline(args: argparse.Namespace):
     """The ``--method`` planner and its evaluation budget; the learned modes stay with --policy/--few-shot."""
-    from metacompress.agents.registry import build_planner, parse_method
+    from metacompress.agents.registry import PREDICTOR_WHICH, method_planner, parse_method
     from metacompress.errors import MetacompressError
 
     method = parse_method(args.method)
-    if method.learned:
+    if method.learned and method.policy not in PREDICTOR_WHICH:
         raise MetacompressError(f"--method {args.method} is a learned mode: use --policy DIR and --few-shot N instead")
-    if args.policy or args.few_shot:
+    if args.few_shot or (args.policy and method.policy is None):
         raise MetacompressError(f"--method {args.method} replaces --policy/--few-shot (its evaluations are in its name); drop them")
-    return build_planner(method, {}), method.evaluations
+    return method_planner(method, args.policy), method.evaluations
 
 
 def _apply(args: argparse.Namespace) -> int:

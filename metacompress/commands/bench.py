@@ -108,6 +108,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for variant in ("maml", "meta-sgd", "meta-curvature"):
         agents.add_argument(f"--{variant}-policy", default=None,
                             help=f"`train --algo {variant}` policy folder for few-shot-{variant} (default: the shipped one, if any)")
+    for which, method in (("relation", "hawq-relation"), ("prototypical", "hawq-proto")):
+        agents.add_argument(f"--{which}-policy", default=None,  # registry.POLICY_FLAGS; _agents reads them through it
+                            help=f"`train --algo {which}` predictor folder for {method} (default: the shipped one)")
     agents.add_argument("--finetune-steps", type=int, default=None, help="KD steps of the final fine-tune of every plan (default 100)")
     agents.add_argument("--tasks", type=int, default=None, help="run only the first N tasks of the ordering (cheapest first per novelty)")
     add_executor_flags(agents, "workers (default: full 2, quick 1; more than 1 means a process pool unless --executor)")
@@ -355,11 +358,11 @@ def _agents(args: argparse.Namespace) -> int:
 
     from metacompress.benchmarks import compare
     from metacompress.benchmarks.compare_report import runs_table, write_run
-    from metacompress.agents.registry import PolicyPaths
+    from metacompress.agents.registry import POLICY_FLAGS, PolicyPaths
 
     torch.set_num_threads(1)
-    folders = (args.policy, args.rl2_policy, args.reptile_policy, args.maml_policy, args.meta_sgd_policy, args.meta_curvature_policy)
-    paths = PolicyPaths(*(Path(p) if p else None for p in folders))
+    folders = {which: getattr(args, flag[2:].replace("-", "_")) for which, flag in POLICY_FLAGS.items()}
+    paths = PolicyPaths(**{which: Path(p) if p else None for which, p in folders.items()})
     config = compare.AgentsBenchConfig(
         preset=args.preset, split=args.split, methods=tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
         seeds=_int_list(args.seeds), policies=paths, finetune_steps=args.finetune_steps, tasks=args.tasks,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from metacompress.agents.train_config import METHODS, RECIPES
+from metacompress.agents.train_config import METHODS, PREDICTOR_METHODS, RECIPES
 from metacompress.commands.executor_flags import add_executor_flags, check_executor_flags
 
 
@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--algo", choices=list(METHODS), default="ppo",
                         help="ppo: zero-shot task-conditioned PPO; rl2: RecurrentPPO on K-attempt trials; "
                              "residual: PPO correcting the exact solver's plan, whole-network encoder; reptile, maml (first-order), "
-                             "meta-sgd, meta-curvature: meta-learn the residual policy's head for few-shot adaptation (default ppo)")
+                             "meta-sgd, meta-curvature: meta-learn the residual policy's head for few-shot adaptation; relation, prototypical: "
+                             "fit a predictor of unit option tables, the scores of hawq-relation / hawq-proto (default ppo)")
     parser.add_argument("--preset", choices=sorted(RECIPES), default="default", help="recipe: default (the shipped policy's) or quick (minutes)")
     parser.add_argument("--split", choices=["train"], default="train", help="suite split to train on (held-out tasks are only monitored)")
     parser.add_argument("--config", default=None,
@@ -55,6 +56,17 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or f"runs/train-{args.preset}-{args.algo}-s{args.seed}"
     result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                    ray_address=args.ray_address)
+    if config.algo in PREDICTOR_METHODS:
+        if result.trained == 0:
+            print(f"{result.out} is already complete; nothing to fit -> {result.policy_path}")
+            return 0
+        record = result.final_monitor
+        print(f"fitted a {config.algo} predictor on {record['units']} units of {len(record['models'])} models "
+              f"({', '.join(record['models'])}) in {result.seconds / 60:.1f} min (tables {record['tables_seconds']:.0f} s) "
+              f"-> {result.policy_path}")
+        method = "hawq-relation" if config.algo == "relation" else "hawq-proto"
+        print(f"next: metacompress apply --method {method} --policy {result.policy_path} --model mobilenetv2-w8-d1-digits")
+        return 0
     if result.trained == 0:
         print(f"{result.out} is already complete at {result.timesteps:,} steps; nothing to train -> {result.policy_path}")
         return 0
