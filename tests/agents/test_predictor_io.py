@@ -114,3 +114,12 @@ def test_a_predictor_of_the_other_kind_is_refused(saved):
         load_policies([method], PolicyPaths(**{other: path}))
     runnable, notes = missing_policies([method], PolicyPaths())
     assert runnable == [] and f"--{other}-policy" in notes[0]
+
+
+def test_method_planner_names_the_wrong_folder(saved):
+    predictor, path = saved
+    other = "hawq-proto" if predictor.kind == "relation" else "hawq-relation"
+    with pytest.raises(PolicyError, match=f"is a {predictor.kind} predictor; {other} needs"):
+        method_planner(parse_method(other), path)
+    with pytest.raises(PolicyError, match="plans without a policy"):
+        method_planner(parse_method("hawq"), path)
