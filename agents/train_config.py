@@ -87,8 +87,8 @@ class TrainConfig:
             accuracy floor (``metacompress zoo build --generated N`` builds them); 0 = none.
         predictor_models / predictor_steps: ``relation`` and ``prototypical``: the training models
             whose unit option tables are the support set (cheapest first, families in turn; 15 is
-            every train-split model of the training families under ``max_model_macs``: about 6 min
-            on one core the first time, zoo training and probes included, seconds once cached)
+            every train-split model of the training families under ``max_model_macs``: about 5.5 min
+            of one core's CPU the first time, zoo training and probes included, seconds once cached)
             and the Adam steps of the fit.
         validation_families: zoo families of the train split left out of training; their
             tasks form the validation split that picks the checkpoint (``residual``; the
