@@ -6,28 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from predictor_world import TASKS
 from safetensors.torch import load_file, save_file
 
 from metacompress.agents.predictor_io import load_predictor, save_predictor
 from metacompress.agents.registry import (
     SHIPPED, PolicyPaths, build_planner, load_planner, load_policies, method_planner, missing_policies, parse_method,
 )
-from metacompress.agents.unit_predictors import PredictedScorePlanner, UnitExample, UnitPredictor, load_or_measure_tables, unit_examples
-from metacompress.compressors.budget import Budget
-from metacompress.envs import Task
+from metacompress.agents.unit_predictors import PredictedScorePlanner, UnitPredictor
 from metacompress.errors import PolicyError, UnknownMethod
-
-TASKS = {name: Task(name, "bismo-edge", Budget("bitops", 0.3)) for name in ("mlp", "vgg", "resnet")}
-
-
-@pytest.fixture(scope="module")
-def examples(tiny_world, tmp_path_factory) -> dict[str, list[UnitExample]]:
-    folder = tmp_path_factory.mktemp("tables")
-    out = {}
-    for name, task in TASKS.items():
-        context = tiny_world.context(task)
-        out[name] = unit_examples(context, name, load_or_measure_tables(context, folder / f"{name}.tables.json"))
-    return out
 
 
 @pytest.fixture(scope="module", params=["relation", "prototypical"])

@@ -6,27 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from predictor_world import TASKS
 
 from metacompress.agents.unit_predictors import (
-    FEATURE_COLUMNS, GRID, PredictedScorePlanner, UnitExample, UnitPredictor, grid_index, load_or_measure_tables,
-    measure_table, table_at, unit_examples,
+    FEATURE_COLUMNS, GRID, PredictedScorePlanner, UnitPredictor, grid_index, load_or_measure_tables, measure_table, table_at,
 )
 from metacompress.benchmarks.predictors import score_rows
-from metacompress.compressors.budget import Budget, kept_at
-from metacompress.envs import Task
+from metacompress.compressors.budget import kept_at
 from metacompress.errors import CacheCorrupted, MetacompressError
-
-TASKS = {name: Task(name, "bismo-edge", Budget("bitops", 0.3)) for name in ("mlp", "vgg", "resnet")}
-
-
-@pytest.fixture(scope="module")
-def examples(tiny_world, tmp_path_factory) -> dict[str, list[UnitExample]]:
-    folder = tmp_path_factory.mktemp("tables")
-    out = {}
-    for name, task in TASKS.items():
-        context = tiny_world.context(task)
-        out[name] = unit_examples(context, name, load_or_measure_tables(context, folder / f"{name}.tables.json"))
-    return out
 
 
 def test_a_table_holds_the_probes_and_only_the_options_a_unit_allows(tiny_world):
