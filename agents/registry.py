@@ -216,11 +216,6 @@ def method_planner(method: Method, policy: str | Path | None = None) -> Planner:
     path = policy_path(policy) if policy is not None else SHIPPED.get(method.policy)
     if not is_saved(path):
         raise PolicyError(f"{method.name} needs a `metacompress train --algo {method.policy}` policy folder: none at {path}; pass --policy DIR")
-    if method.policy in PREDICTOR_WHICH:
-        predictor = load_predictor(path)
-        if predictor.kind != method.policy:
-            raise PolicyError(f"{path} is a {predictor.kind} predictor; {method.name} needs a `metacompress train --algo {method.policy}` folder")
-        return build_planner(method, {method.policy: (predictor,)})
     return build_planner(method, load_policies([method], replace(PolicyPaths(), **{method.policy: path})))
 
 

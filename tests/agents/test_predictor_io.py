@@ -105,8 +105,8 @@ def test_a_predictor_of_the_other_kind_is_refused(saved):
 
 def test_method_planner_names_the_wrong_folder(saved):
     predictor, path = saved
-    other = "hawq-proto" if predictor.kind == "relation" else "hawq-relation"
-    with pytest.raises(PolicyError, match=f"is a {predictor.kind} predictor; {other} needs"):
+    other, other_kind = ("hawq-proto", "prototypical") if predictor.kind == "relation" else ("hawq-relation", "relation")
+    with pytest.raises(PolicyError, match=f"it is a {predictor.kind} predictor; pass a `metacompress train --algo {other_kind}`"):
         method_planner(parse_method(other), path)
     with pytest.raises(PolicyError, match="plans without a policy"):
         method_planner(parse_method("hawq"), path)
