@@ -48,9 +48,9 @@ ALGO_DEFAULTS: dict[str, dict] = {
     # the meta-learners adapt the shipped residual policy's head: short runs (<= 12 min on 2 busy cores)
     **{m: {"timesteps": 3_500, "validation_families": VALIDATION_FAMILIES, "search_finetune_steps": 0, "eval_tasks": 0,
            "checkpoint_every": 1_000} for m in META_METHODS},
-    # the solver-anchored residual planner: vgg tasks of the train split are its validation split
     # the unit predictors: option tables of the cheapest training-family models, then a seconds-long fit
     **{m: {"validation_families": VALIDATION_FAMILIES, "eval_tasks": 0} for m in PREDICTOR_METHODS},
+    # the solver-anchored residual planner: vgg tasks of the train split are its validation split
     "residual": {"timesteps": 40_000, "validation_families": VALIDATION_FAMILIES, "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
 }
 
