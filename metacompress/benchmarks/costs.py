@@ -89,5 +89,6 @@ def estimated_run_seconds(model: str, method: Method, finetune_steps: int) -> fl
     itself) score fewer plans than their budget, so this errs long.
     """
     evaluation, step = MEASURED.get(model, _FALLBACK)
-    extra = {"hawq": HAWQ_SECONDS, "hawq-relation": HAWQ_SECONDS, "hawq-proto": HAWQ_SECONDS, "ddpg": DDPG_SECONDS_PER_EPISODE * method.evaluations}.get(method.kind, 0.0)
+    solves_ilp = method.kind in ("hawq", "hawq-relation", "hawq-proto")  # the ILP on HAWQ's or a predictor's scores
+    extra = HAWQ_SECONDS if solves_ilp else DDPG_SECONDS_PER_EPISODE * method.evaluations if method.kind == "ddpg" else 0.0
     return expected_evaluations(method) * evaluation + finetune_steps * step + extra
