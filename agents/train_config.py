@@ -10,11 +10,11 @@ import numpy as np
 
 from metacompress.agents.policy_io import PolicyMetadata
 from metacompress.envs.compression_env import OBSERVATIONS
-from metacompress.envs.suite import default_suite, generated_tasks, model_spec
+from metacompress.envs.suite import SuiteTask, default_suite, generated_tasks, model_spec, sampled_tasks
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
 from metacompress.envs.zoo.catalog import QUICK, get_entry
-from metacompress.envs.zoo.generator import usable_generated
+from metacompress.envs.zoo.generator import build_generated
 from metacompress.errors import MetacompressError
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ RECIPES: dict[str, dict] = {
 VALIDATION_FAMILIES = ("vgg",)
 """Zoo families of the train split left out of the residual planner's training: their tasks are the
 validation split for every design, hyper-parameter and checkpoint choice (``bench agents --split validation``)."""
+TIGHT_VALIDATION_TASKS = 32
+"""Tight-budget tasks on the validation families' models (novelty ``budget``) added to the validation
+split, so choices are also made where the held-out "budget" tasks and most deployments of small models are."""
 # The few-shot agents' budgets under the default recipe (RecurrentPPO's learner is ~10x
 # slower per step; Reptile runs its inner loops in one process).
 ALGO_DEFAULTS: dict[str, dict] = {
@@ -50,8 +53,10 @@ ALGO_DEFAULTS: dict[str, dict] = {
            "checkpoint_every": 1_000} for m in META_METHODS},
     # the unit predictors: option tables of the cheapest training-family models, then a seconds-long fit
     **{m: {"validation_families": VALIDATION_FAMILIES, "eval_tasks": 0} for m in PREDICTOR_METHODS},
-    # the solver-anchored residual planner: vgg tasks of the train split are its validation split
-    "residual": {"timesteps": 40_000, "validation_families": VALIDATION_FAMILIES, "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12},
+    # the solver-anchored residual planner: vgg tasks of the train split are its validation split; 240 more
+    # training tasks on generated networks (the first 120 drawn; those above their floor), budgets over the whole range
+    "residual": {"timesteps": 40_000, "validation_families": VALIDATION_FAMILIES, "log_std_init": -1.5, "eval_every": 5_000, "eval_tasks": 12,
+                 "generated_models": 120, "generated_tasks": 240},
 }
 
 
@@ -83,8 +88,9 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints.
         search_finetune_steps: KD steps in every proxy evaluation (the reward's recovery).
         generated_models / generated_tasks: also train on ``generated_tasks`` tasks drawn over
-            the cached generated networks among the first ``generated_models`` that met their
-            accuracy floor (``metacompress zoo build --generated N`` builds them); 0 = none.
+            the generated networks among the first ``generated_models`` that met their accuracy
+            floor, with budgets over the whole range, tight ones included (missing networks are
+            built first, as ``metacompress zoo build --generated N`` would); 0 = none.
         predictor_models / predictor_steps: ``relation`` and ``prototypical``: the training models
             whose unit option tables are the support set (cheapest first, families in turn; 15 is
             every train-split model of the training families under ``max_model_macs``: about 5.5 min
@@ -181,11 +187,11 @@ def training_tasks(config: TrainConfig) -> list[Task]:
         tasks = [t for t in tasks if model_spec(t.model).macs() <= config.max_model_macs]
     tasks = [t for t in tasks if get_entry(t.model).family not in config.validation_families]
     if config.generated_models and config.generated_tasks:
-        usable = [e.id for e in usable_generated(config.generated_models)]
+        usable = [r.entry.id for r in build_generated(config.generated_models).kept]  # resumable: cached ones are read
         if not usable:
             raise MetacompressError(
-                f"none of the first {config.generated_models} generated networks is built; run "
-                f"`metacompress zoo build --generated {config.generated_models}` first"
+                f"none of the first {config.generated_models} generated networks met its accuracy floor; "
+                "ask for more with a larger generated_models"
             )
         tasks += generated_tasks(usable, config.generated_tasks, seed=config.seed)
     if not tasks:
@@ -193,20 +199,33 @@ def training_tasks(config: TrainConfig) -> list[Task]:
     return tasks
 
 
+def validation_entries(families: tuple[str, ...] = VALIDATION_FAMILIES) -> list[SuiteTask]:
+    """The validation split: the train split's tasks of ``families`` (never trained on), then
+    ``TIGHT_VALIDATION_TASKS`` tight-budget tasks on their models (novelty ``budget``)."""
+    suite = default_suite()
+    entries = [e for e in suite.entries("train") if get_entry(e.task.model).family in families]
+    models = sorted({e.task.model for e in entries})
+    return entries + sampled_tasks(models, TIGHT_VALIDATION_TASKS, suite.config.tight_budgets, suite.config, seed=11, novelty="budget")
+
+
 def monitoring_tasks(config: TrainConfig) -> list[Task]:
     """A fixed, seeded sample of validation tasks if the config has a validation split, else of held-out tasks.
 
-    Quick runs prefer small models.
+    The validation sample takes half its tasks from the tight budgets. Quick runs prefer small models.
     """
     if config.eval_tasks <= 0:
         return []
     if config.validation_families:
-        pool = [t for t in default_suite().split(config.split) if get_entry(t.model).family in config.validation_families]
+        entries = validation_entries(config.validation_families)
         if config.max_model_macs:
-            pool = [t for t in pool if model_spec(t.model).macs() <= config.max_model_macs]
+            entries = [e for e in entries if model_spec(e.task.model).macs() <= config.max_model_macs]
         rng = np.random.default_rng(config.seed)
-        picks = rng.choice(len(pool), size=min(config.eval_tasks, len(pool)), replace=False)
-        return [pool[i] for i in sorted(picks)]
+        chosen = []
+        for novelty, share in (("budget", config.eval_tasks // 2), ("", config.eval_tasks - config.eval_tasks // 2)):
+            pool = [e.task for e in entries if e.novelty == novelty]
+            picks = rng.choice(len(pool), size=min(share, len(pool)), replace=False)
+            chosen += [pool[i] for i in sorted(picks)]
+        return chosen
     heldout = default_suite().split("heldout")
     if config.models:
         quick = {e.id for e in QUICK}

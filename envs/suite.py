@@ -74,6 +74,12 @@ class SuiteConfig:
     )
     max_prune: float = DEFAULT_MAX_PRUNE
 
+    @property
+    def whole_budget_range(self) -> tuple[tuple[str, float, float], ...]:
+        """Per kind, from the lowest tight budget to the highest training budget (generated tasks draw from it)."""
+        tight = {kind: low for kind, low, _ in self.tight_budgets}
+        return tuple((kind, min(tight.get(kind, low), low), high) for kind, low, high in self.train_budgets)
+
     def key(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True) + __version__
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -152,15 +158,31 @@ def _draw_tasks(rng, models, hardware, budgets, count, max_prune, split, novelty
     return tasks
 
 
-def generated_tasks(models: list[str], count: int, config: SuiteConfig = SuiteConfig(), seed: int = 0) -> list[Task]:
-    """``count`` feasible training tasks on generated models: training hardware, training budgets.
+def sampled_tasks(models: list[str], count: int, budgets: tuple[tuple[str, float, float], ...],
+                  config: SuiteConfig = SuiteConfig(), seed: int = 0, novelty: str = "") -> list[SuiteTask]:
+    """``count`` feasible train-split tasks on ``models``: training hardware, budgets drawn from ``budgets``.
 
-    They widen the training world beyond the hand-written families; the held-out split is
-    untouched (no generated network equals a held-out model, see ``envs.zoo.generator``).
+    What widens the world beyond the default suite without touching it: the generated
+    networks' training tasks (``generated_tasks``) and the validation split's tight-budget
+    tasks (``agents.train_config.validation_entries``).
     """
-    rng = np.random.default_rng(seed + 7)
+    rng = np.random.default_rng(seed)
     hardware = _hardware_pool(config.train_archetypes, config.sampled_hardware_per_archetype, config.seed)
-    return [t.task for t in _draw_tasks(rng, models, hardware, config.train_budgets, count, config.max_prune, "train", "")]
+    return _draw_tasks(rng, models, hardware, budgets, count, config.max_prune, "train", novelty)
+
+
+def generated_tasks(models: list[str], count: int, config: SuiteConfig = SuiteConfig(), seed: int = 0) -> list[Task]:
+    """``count`` feasible training tasks on generated models: training hardware, budgets over the whole range.
+
+    They widen the training world beyond the hand-written families, and their budgets
+    reach down into the tight range (``SuiteConfig.whole_budget_range``) so that the
+    learned planner is not asked to extrapolate to budgets the solver already handles
+    (issue 12, item 3). The held-out split is untouched: no generated network equals a
+    held-out model (``envs.zoo.generator``), and the held-out "budget" tasks keep models,
+    hardware and tight budgets never seen together in training; what they no longer test
+    is a budget range never seen at all.
+    """
+    return [t.task for t in sampled_tasks(models, count, config.whole_budget_range, config, seed + 7)]
 
 
 def generate_suite(config: SuiteConfig = SuiteConfig()) -> TaskSuite:

@@ -62,12 +62,11 @@ from metacompress.agents.registry import (
     missing_policies,
     parse_method,
 )
-from metacompress.agents.train_config import VALIDATION_FAMILIES
+from metacompress.agents.train_config import validation_entries
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
 from metacompress.envs.executor import Executor, check_reachable, executor_problems, make_executor
 from metacompress.envs.suite import SPLITS, SuiteTask, default_suite
 from metacompress.envs.world import TaskWorld
-from metacompress.envs.zoo.catalog import get_entry
 from metacompress.errors import BenchConfigError, ExecutorError, MetacompressError
 
 NOVELTIES = ("family", "hardware", "budget")
@@ -94,7 +93,8 @@ class Preset:
     workers: int = 1
 
 
-_THIRTY = ("few-shot-resolve-30", "few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "random-30", "evolution-30")
+_THIRTY = ("few-shot-resolve-30", "few-shot-sample-30", "few-shot-rl2-30", "few-shot-reptile-30", "few-shot-maml-30",
+           "few-shot-meta-sgd-30", "few-shot-meta-curvature-30", "random-30", "evolution-30")
 _TENFOLD = ("ddpg-300", "random-300", "evolution-300")
 _ORACLE = "oracle-evolution-2000"
 PRESETS = {
@@ -179,11 +179,6 @@ class BenchPlan:
         if not c.limits:
             parts.append("--no-limits")
         return " ".join(shlex.quote(p) for p in parts + ["--out", str(out)])
-
-
-def validation_entries() -> list[SuiteTask]:
-    """The validation split: the train split's tasks of ``VALIDATION_FAMILIES`` (never trained on)."""
-    return [e for e in default_suite().entries("train") if get_entry(e.task.model).family in VALIDATION_FAMILIES]
 
 
 def ordered_tasks(entries: Sequence[SuiteTask]) -> list[SuiteTask]:

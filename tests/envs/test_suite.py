@@ -59,3 +59,35 @@ def test_suite_list_prints_the_split(tmp_path, monkeypatch, capsys):
     assert main(["suite", "list", "--split", "heldout"]) == 0
     out = capsys.readouterr().out
     assert "heldout/family: 16" in out and "train" not in out.split("\n")[1]
+
+
+def test_generated_tasks_span_the_whole_budget_range_on_training_hardware():
+    from metacompress.envs.suite import generated_tasks
+    from metacompress.envs.zoo.generator import generated_entries
+
+    config = SuiteConfig()
+    models = [e.id for e in generated_entries(8)]
+    tasks = generated_tasks(models, 40, config, seed=0)
+    assert len(tasks) == 40 and tasks == generated_tasks(models, 40, config, seed=0)
+    lowest_train = {kind: low for kind, low, _ in config.train_budgets}
+    lowest_tight = {kind: low for kind, low, _ in config.tight_budgets}
+    assert any(t.budget.fraction < lowest_train[t.budget.kind] for t in tasks)  # tight budgets are trained on
+    assert all(t.budget.fraction >= lowest_tight[t.budget.kind] for t in tasks)
+    assert all(hardware_archetype(t.hardware) in config.train_archetypes for t in tasks)
+
+
+def test_validation_split_holds_tight_budgets_and_nothing_trained_or_held_out(suite):
+    from metacompress.agents.train_config import (
+        TIGHT_VALIDATION_TASKS, TrainConfig, monitoring_tasks, training_tasks, validation_entries,
+    )
+
+    entries = validation_entries(("vgg",))
+    tight = [e for e in entries if e.novelty == "budget"]
+    assert len(tight) == TIGHT_VALIDATION_TASKS and {get_entry(e.task.model).family for e in entries} == {"vgg"}
+    lowest_train = {kind: low for kind, low, _ in suite.config.train_budgets}
+    assert all(e.task.budget.fraction < lowest_train[e.task.budget.kind] for e in tight)
+    trained = {t.id for t in training_tasks(TrainConfig(algo="residual", validation_families=("vgg",)))}
+    ids = {e.task.id for e in entries}
+    assert not ids & trained and not ids & {t.task.id for t in suite.entries("heldout")}
+    monitored = monitoring_tasks(TrainConfig(algo="residual", validation_families=("vgg",), eval_tasks=6))
+    assert {t.id for t in monitored} <= ids and sum(t.id in {e.task.id for e in tight} for t in monitored) == 3
