@@ -128,12 +128,14 @@ class ScoreBook:
         self.episodes = 0
         self.best: tuple[float, Plan, np.ndarray | None, list[dict] | None] | None = None
         self.plans: list[Plan] = []  # the distinct plans scored, in the order of ``history``
+        self.refinements = 0  # higher-fidelity re-scorings (``refine``), each one evaluation
+        self._episodes: dict[tuple, tuple[np.ndarray | None, list[dict] | None]] = {}  # plan key -> its first episode
         self._start = time.perf_counter()
         self._evaluator_start = context.evaluator.stats.evaluations
 
     @property
     def used(self) -> int:
-        return len(self.scores)
+        return len(self.scores) + self.refinements
 
     @property
     def exhausted(self) -> bool:
@@ -185,8 +187,27 @@ class ScoreBook:
             self.scores[key] = reward
             self.history.append(reward)
             self.plans.append(plan)
+            self._episodes[key] = (actions, decisions)
         if self.best is None or reward > self.best[0]:
             self.best = (reward, plan, actions, decisions)
+
+    def refine(self, top: int, finetune_steps: int) -> None:
+        """Choose among the ``top`` plans by proxy with a proxy of ``finetune_steps`` KD steps (one evaluation each).
+
+        Among the best plans of a task the calibration-only proxy ranks poorly (README,
+        "where planners compete"), while a few KD steps, too slow to score every
+        candidate with, rank them closer to the final accuracy: multi-fidelity selection.
+        The chosen plan becomes ``best``; its ``proxy_change`` stays its calibration-only
+        score, so every method reports the same proxy. No-op below two candidates.
+        """
+        order = sorted(range(len(self.plans)), key=lambda i: -self.history[i])[:top]
+        if len(order) < 2:
+            return
+        scores = self.context.evaluator.proxy_accuracies([self.plans[i] for i in order], finetune_steps=finetune_steps)
+        self.refinements += len(order)
+        pick = order[int(np.argmax(scores))]
+        actions, decisions = self._episodes[self.plans[pick].key()]
+        self.best = (self.history[pick], self.plans[pick], actions, decisions)
 
     def result(self, **info: Any) -> PlanResult:
         """The best plan as a ``PlanResult`` (``info`` adds method-specific entries)."""
@@ -195,6 +216,7 @@ class ScoreBook:
         reward, plan, actions, decisions = self.best
         info.update(
             episodes=self.episodes,
+            refinements=self.refinements,
             new_evaluations=self.context.evaluator.stats.evaluations - self._evaluator_start,
             history=list(self.history),
         )

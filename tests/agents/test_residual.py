@@ -8,10 +8,12 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from metacompress.agents.hawq import HawqPlanner, unit_options
-from metacompress.agents.planner import rollout
+from metacompress.agents.planner import ScoreBook, rollout
 from metacompress.agents.policy_io import PolicyMetadata, build_policy, load_policy, save_policy
 from metacompress.agents.registry import load_planner
-from metacompress.agents.residual import ResidualFewShotPlanner, ResidualPlanner, fill_budget, solver_anchored
+from metacompress.agents.residual import (
+    REFINE_TOP, ResidualFewShotPlanner, ResidualPlanner, fill_budget, refined_evaluations, solver_anchored,
+)
 from metacompress.compressors.budget import Budget, PlanVectors
 from metacompress.envs import Task
 from metacompress.envs.compression_env import CompressionEnv
@@ -80,3 +82,28 @@ def test_a_residual_policy_round_trips_and_loads_as_the_residual_planner(tmp_pat
         assert torch.equal(value, loaded.state_dict()[name]), name
     assert isinstance(load_planner(tmp_path / "policy", 0), ResidualPlanner)
     assert isinstance(load_planner(tmp_path / "policy", 8), ResidualFewShotPlanner)
+
+
+def test_refine_picks_the_best_of_the_top_plans_by_the_kd_proxy_and_counts_each_re_scoring(tiny_world):
+    context = tiny_world.context(TASKS[1])
+    book = ScoreBook(context, 8, 32)
+    rng = np.random.default_rng(0)
+    while not book.exhausted:
+        book.run(rng.uniform(-1, 1, (len(context.decision_units), 3)).astype(np.float32))
+    scored = book.used
+    top = sorted(range(len(book.plans)), key=lambda i: -book.history[i])[:3]
+    kd = [context.evaluator.proxy_accuracy(book.plans[i], 5) for i in top]
+    book.refine(3, 5)
+    result = book.result()
+    pick = top[int(np.argmax(kd))]
+    assert result.evaluations_used == scored + 3 and result.info["refinements"] == 3
+    assert result.plan == book.plans[pick] and result.proxy_change == book.history[pick]
+    assert book.env.plan_of(np.asarray(result.info["actions"], np.float32)) == result.plan  # the episode of that plan
+
+
+def test_few_shot_keeps_its_last_evaluations_for_refinement_within_its_budget(tiny_world):
+    context = tiny_world.context(TASKS[0])
+    assert [refined_evaluations(context, n) for n in (5, 11, 12, 30, 300)] == [0, 0, 2, REFINE_TOP, REFINE_TOP]
+    few = ResidualFewShotPlanner(*residual_policy()).plan(context, 12, seed=0)
+    assert few.evaluations_used <= 12 and few.info["refinements"] in (0, 2)
+    assert ResidualFewShotPlanner(*residual_policy()).plan(context, 12, seed=0).plan == few.plan  # same seed, same plan
