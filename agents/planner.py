@@ -129,7 +129,7 @@ class ScoreBook:
         self.best: tuple[float, Plan, np.ndarray | None, list[dict] | None] | None = None
         self.plans: list[Plan] = []  # the distinct plans scored, in the order of ``history``
         self.refinements = 0  # higher-fidelity re-scorings (``refine``), each one evaluation
-        self._episodes: dict[tuple, tuple[np.ndarray | None, list[dict] | None]] = {}  # plan key -> its first episode
+        self._episodes: list[tuple[np.ndarray | None, list[dict] | None]] = []  # each of ``plans``' first episode
         self._start = time.perf_counter()
         self._evaluator_start = context.evaluator.stats.evaluations
 
@@ -187,7 +187,7 @@ class ScoreBook:
             self.scores[key] = reward
             self.history.append(reward)
             self.plans.append(plan)
-            self._episodes[key] = (actions, decisions)
+            self._episodes.append((actions, decisions))
         if self.best is None or reward > self.best[0]:
             self.best = (reward, plan, actions, decisions)
 
@@ -206,8 +206,7 @@ class ScoreBook:
         scores = self.context.evaluator.proxy_accuracies([self.plans[i] for i in order], finetune_steps=finetune_steps)
         self.refinements += len(order)
         pick = order[int(np.argmax(scores))]
-        actions, decisions = self._episodes[self.plans[pick].key()]
-        self.best = (self.history[pick], self.plans[pick], actions, decisions)
+        self.best = (self.history[pick], self.plans[pick], *self._episodes[pick])
 
     def result(self, **info: Any) -> PlanResult:
         """The best plan as a ``PlanResult`` (``info`` adds method-specific entries)."""

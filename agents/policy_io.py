@@ -179,10 +179,7 @@ def load_policy(path: str | Path) -> tuple[ActorCriticPolicy, PolicyMetadata]:
         problems.append(f"it was trained on env version {metadata.env_version}, this is version {ENV_VERSION}")
     if problems:
         raise PolicyError(f"policy {folder} does not fit this metacompress: {'; '.join(problems)}. Retrain it with `metacompress train`.")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise PolicyError(f"{weights} is corrupt ({exc}); re-save or retrain the policy") from exc
+    state = read_tensors(weights, "re-save or retrain the policy")
     policy = build_policy(metadata)
     expected = _unaliased(policy)
     try:
@@ -203,10 +200,19 @@ def load_extra(path: str | Path) -> dict:
     file = Path(path) / EXTRA_FILE
     if not file.exists():
         return {}
+    return read_tensors(file, "re-save or retrain the policy")
+
+
+def read_tensors(file: Path, fix: str) -> dict:
+    """The tensors of a safetensors ``file``.
+
+    Raises:
+        PolicyError: naming the file and ``fix`` if it is unreadable or corrupt.
+    """
     try:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise PolicyError(f"{file} is corrupt ({exc}); re-save or retrain the policy") from exc
+        raise PolicyError(f"{file} is corrupt ({exc}); {fix}") from exc
 
 
 def _unaliased(policy: ActorCriticPolicy) -> dict:

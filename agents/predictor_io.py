@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from metacompress._version import __version__
+from metacompress.agents.policy_io import read_tensors
 from metacompress.agents.unit_predictors import FEATURE_COLUMNS, GRID, KINDS, UnitExample, UnitPredictor
 from metacompress.errors import PolicyError
 
@@ -101,10 +101,7 @@ def load_predictor(path: str | Path) -> UnitPredictor:
         raise PolicyError(f"{description} is not a unit predictor description (missing or bad {exc}); {retrain}") from exc
     if problems:
         raise PolicyError(f"unit predictor {folder} does not fit this metacompress: {'; '.join(problems)}; {retrain}")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise PolicyError(f"{weights} is corrupt ({exc}); {retrain}") from exc
+    state = read_tensors(weights, retrain)
     try:
         predictor = UnitPredictor(kind, **shape)
         features, tables = state.pop("support.features"), state.pop("support.tables")
