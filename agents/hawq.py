@@ -45,7 +45,11 @@ env is the one evaluation ``evaluations_used`` counts.
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -236,6 +240,34 @@ def _undominated(objective: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return np.asarray(keep)
 
 
+@contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """Point file descriptor 1 at /dev/null while HiGHS runs.
+
+    HiGHS's C++ MIP code prints a leftover debug line
+    (``HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();``, HiGHS.jl
+    issue 318) straight to the process's stdout on some problems, past scipy's ``disp=False``;
+    a 40-minute training log carried 34 of them. Python's own buffered output is flushed
+    first, so nothing of ours is lost or reordered; if the process has no descriptor 1,
+    nothing is redirected.
+    """
+    fd = 1  # the process's stdout, where native code writes whatever ``sys.stdout`` is now
+    try:
+        sys.stdout.flush()
+        saved = os.dup(fd)
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _solve_ilp(objective: list[np.ndarray], costs: list[np.ndarray], limit: float) -> list[int] | None:
     """One-hot option per unit minimising the objective with summed cost <= limit (HiGHS)."""
     kept = [_undominated(o, c) for o, c in zip(objective, costs)]
@@ -249,13 +281,14 @@ def _solve_ilp(objective: list[np.ndarray], costs: list[np.ndarray], limit: floa
         LinearConstraint(one_hot, 1.0, 1.0),
         LinearConstraint(np.concatenate([c[k] for c, k in zip(costs, kept)])[None, :], -np.inf, limit),
     ]
-    res = milp(
-        np.concatenate([o[k] for o, k in zip(objective, kept)]),
-        constraints=constraints,
-        integrality=np.ones(n),
-        bounds=Bounds(0, 1),
-        options={"time_limit": ILP_SECONDS},
-    )
+    with _native_stdout_silenced():
+        res = milp(
+            np.concatenate([o[k] for o, k in zip(objective, kept)]),
+            constraints=constraints,
+            integrality=np.ones(n),
+            bounds=Bounds(0, 1),
+            options={"time_limit": ILP_SECONDS},
+        )
     if res.x is None:
         return None
     return [int(k[np.argmax(res.x[start : start + size])]) for k, start, size in zip(kept, starts, sizes)]

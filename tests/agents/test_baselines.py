@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from metacompress.agents import (
     evaluate_planner,
     rollout,
 )
+from metacompress.agents.hawq import _native_stdout_silenced
 from metacompress.compressors.hardware import get_hardware
 from metacompress.compressors.plan import kept_channels_for
 from metacompress.envs.context import TaskContext
@@ -211,6 +214,14 @@ def test_hawq_fits_other_budget_kinds(evaluator, probes, kind, hardware, fractio
     solution = HawqPlanner().solve(other)
     assert solution.fits
     assert fraction * 0.8 < solution.cost_ratio <= fraction * (1 + FEASIBILITY_TOLERANCE)
+
+
+def test_native_prints_during_a_solve_are_silenced_and_ours_kept(capfd):
+    print("before", flush=False)  # still buffered when the solve starts: must come out first, not be lost
+    with _native_stdout_silenced():
+        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+    print("after")
+    assert capfd.readouterr().out == "before\nafter\n"
 
 
 def test_ddpg_schedule_matches_amc_at_400_episodes():
