@@ -230,12 +230,12 @@ def as_trials(actors: list[TrialActor], gains: list[float]) -> Trials:
 
 
 class MetaFewShotPlanner(ResidualPlanner):
-    """N evaluations: the solver's plan, the zero-shot plan, then rounds of trials of an adapting head; best by proxy.
+    """N evaluations: the solver's plan, the zero-shot plan, rounds of trials of an adapting head, then the leaders re-scored.
 
     After each round of ``ROUND`` trials, the head re-adapts from its meta-learned
     initialisation on every trial so far (the support set: the task's trial evaluations on the
-    search split). The best plan by proxy is kept, so it is never worse on the proxy than the
-    solver's plan or the zero-shot plan (the first two evaluations).
+    search split). The last evaluations re-score the best plans with a few KD steps and the best
+    of those is returned (``ResidualPlanner._closing``), as in sample-and-select.
 
     Args:
         policy: a residual policy whose head was meta-trained (``metacompress train --algo VARIANT``).
@@ -273,4 +273,4 @@ class MetaFewShotPlanner(ResidualPlanner):
             with torch.no_grad():
                 head = tuple(p.detach() for p in self.loop.adapt(initial, as_trials(actors, gains)))
             rounds += 1
-        return book.result(adaptation_rounds=rounds, variant=self.metadata.method)
+        return self._closing(book, evaluations, adaptation_rounds=rounds, variant=self.metadata.method)

@@ -19,6 +19,8 @@ per-task baseline (reward = proxy change minus the solver plan's), learns where 
   noisy rollouts around the policy; the best five by proxy are re-scored with a short KD
   recovery (``REFINE_TOP``, ``REFINE_STEPS``: the last five of the N evaluations) and the best
   of those is returned (the solver's and zero-shot plans compete whenever they are among the five).
+  Every few-shot planner built on ``ResidualPlanner`` (re-solve, the meta-learners) opens and
+  closes the same way (``_opening``, ``_closing``); only how it proposes plans differs.
 """
 
 from __future__ import annotations
@@ -163,14 +165,25 @@ class ResidualPlanner:
         return filled_plan, filled_change, filled_info
 
     def _opening(self, context: TaskContext, evaluations: int) -> tuple[TaskContext, list[UnitOptions], ScoreBook]:
-        """A few-shot call's first evaluations: the solver's plan, then the zero-shot plan (if budget is left)."""
+        """A few-shot call's first evaluations: the solver's plan, then the zero-shot plan (if budget is left).
+
+        The book holds ``evaluations`` less the last ones ``_closing`` spends re-scoring the
+        leaders (``refined_evaluations``), so every residual few-shot planner picks its plan the same way.
+        """
         view, options = self._anchored(context)
-        book = ScoreBook(view, evaluations, max_episodes=4 * evaluations, observation=self.metadata.observation)
+        sampled = evaluations - refined_evaluations(context, evaluations)
+        book = ScoreBook(view, sampled, max_episodes=4 * evaluations, observation=self.metadata.observation)
         book.run(np.zeros((len(view.decision_units), 3), dtype=np.float32))  # the solver's own plan
         if not book.exhausted:
             plan, change, _ = self._policy_plan(view, book.env, options)
             book.record(plan, change)
         return view, options, book
+
+    @staticmethod
+    def _closing(book: ScoreBook, evaluations: int, **info) -> PlanResult:
+        """A few-shot call's last evaluations: the best plans re-scored with ``REFINE_STEPS`` KD steps, the best returned."""
+        book.refine(refined_evaluations(book.context, evaluations), REFINE_STEPS)
+        return book.result(**info)
 
     def _anchored(self, context: TaskContext) -> tuple[TaskContext, list[UnitOptions]]:
         """The task anchored on the solver's plan (no evaluation), and the solver's scored options."""
@@ -195,13 +208,11 @@ class ResidualFewShotPlanner(ResidualPlanner):
 
     def plan(self, context: TaskContext, evaluations: int = 30, seed: int = 0) -> PlanResult:
         check_evaluations(self.name, evaluations)
-        refine = refined_evaluations(context, evaluations)
-        _, _, book = self._opening(context, evaluations - refine)
+        _, _, book = self._opening(context, evaluations)
         rng = np.random.default_rng(seed)
         while not book.exhausted:  # noisy rollouts drawn a batch at a time, scored together (envs.executor)
             book.run_actors(lambda: self._actor(FEW_SHOT_NOISE, rng))
-        book.refine(refine, REFINE_STEPS)
-        return book.result()
+        return self._closing(book, evaluations)
 
 
 def refined_evaluations(context: TaskContext, evaluations: int) -> int:

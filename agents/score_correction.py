@@ -15,10 +15,11 @@ unit's term. The corrections are linear in the unknowns, so a Gaussian prior (st
 ``GLOBAL_PRIOR_STD``, ``UNIT_PRIOR_STD``) gives a closed-form posterior (Bayesian linear
 regression). Each further evaluation is a **Thompson sample**: draw corrections from the
 posterior, re-solve the ILP with them (every plan exact and within budget by construction),
-score the plan (after ``fill_budget`` on the corrected scores). The last evaluation solves at the posterior mean (exploitation). This is
-the "fit a per-task correction and re-solve" design of issue 12, item 5; it is the learned
-planner's few-shot mode because its first two evaluations are the solver's plan and the
-residual policy's zero-shot plan, so it is never worse on the proxy than either.
+score the plan (after ``fill_budget`` on the corrected scores). The last re-solve is at the
+posterior mean (exploitation); the evaluations after it re-score the best plans with a few KD
+steps, as every residual few-shot planner does (``ResidualPlanner._closing``). This is the
+"fit a per-task correction and re-solve" design of issue 12, item 5; its first two
+evaluations are the solver's plan and the residual policy's zero-shot plan, so both compete.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class ScoreCorrection:
 
 
 class CorrectedSolverPlanner(ResidualPlanner):
-    """N evaluations: the solver's plan, the zero-shot plan, then Thompson-sampled re-solves; best by proxy.
+    """N evaluations: the solver's plan, the zero-shot plan, Thompson-sampled re-solves, then the leaders re-scored.
 
     Each re-solved plan spends any budget the ILP left with ``fill_budget`` on the corrected scores.
     """
@@ -146,4 +147,4 @@ class CorrectedSolverPlanner(ResidualPlanner):
                 break  # the posterior keeps proposing scored plans: the task's good plans are found
             if last:
                 break
-        return book.result(solves=solves)
+        return self._closing(book, evaluations, solves=solves)

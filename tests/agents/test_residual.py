@@ -11,9 +11,11 @@ from metacompress.agents.hawq import HawqPlanner, unit_options
 from metacompress.agents.planner import ScoreBook, rollout
 from metacompress.agents.policy_io import PolicyMetadata, build_policy, load_policy, save_policy
 from metacompress.agents.registry import load_planner
+from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.residual import (
     REFINE_TOP, ResidualFewShotPlanner, ResidualPlanner, fill_budget, refined_evaluations, solver_anchored,
 )
+from metacompress.agents.score_correction import CorrectedSolverPlanner
 from metacompress.compressors.budget import Budget, PlanVectors
 from metacompress.envs import Task
 from metacompress.envs.compression_env import CompressionEnv
@@ -101,9 +103,25 @@ def test_refine_picks_the_best_of_the_top_plans_by_the_kd_proxy_and_counts_each_
     assert book.env.plan_of(np.asarray(result.info["actions"], np.float32)) == result.plan  # the episode of that plan
 
 
-def test_few_shot_keeps_its_last_evaluations_for_refinement_within_its_budget(tiny_world):
+def test_few_shot_keeps_its_last_evaluations_for_refinement(tiny_world):
     context = tiny_world.context(TASKS[0])
     assert [refined_evaluations(context, n) for n in (5, 11, 12, 30, 300)] == [0, 0, 2, REFINE_TOP, REFINE_TOP]
-    few = ResidualFewShotPlanner(*residual_policy()).plan(context, 12, seed=0)
-    assert few.evaluations_used <= 12 and few.info["refinements"] in (0, 2)
-    assert ResidualFewShotPlanner(*residual_policy()).plan(context, 12, seed=0).plan == few.plan  # same seed, same plan
+
+
+def _meta_planner() -> MetaFewShotPlanner:
+    torch.manual_seed(0)
+    metadata = PolicyMetadata(algo="ppo", net_arch=(32, 32), method="maml", observation="network", observation_dim=NETWORK_OBSERVATION_DIM)
+    return MetaFewShotPlanner(build_policy(metadata), metadata, InnerLoop("maml", 32))
+
+
+@pytest.mark.parametrize("make", [lambda: ResidualFewShotPlanner(*residual_policy()), lambda: CorrectedSolverPlanner(*residual_policy()), _meta_planner],
+                         ids=["sample", "resolve", "maml"])
+def test_every_residual_few_shot_planner_ends_by_re_scoring_its_leaders_within_budget(tiny_world, make):
+    context = tiny_world.context(TASKS[1])
+    result = make().plan(context, 12, seed=0)
+    history = result.info["history"]
+    assert result.evaluations_used == len(history) + result.info["refinements"] <= 12
+    assert result.info["refinements"] == (2 if len(history) >= 2 else 0)
+    top = sorted(history, reverse=True)[:2]
+    assert result.proxy_change in top  # one of the two leaders, the one the KD proxy preferred (ScoreBook.refine)
+    assert make().plan(context, 12, seed=0).plan == result.plan
