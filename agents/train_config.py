@@ -14,7 +14,7 @@ from metacompress.envs.suite import SuiteTask, default_suite, generated_tasks, m
 from metacompress.envs.tasks import Task
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
 from metacompress.envs.zoo.catalog import QUICK, get_entry
-from metacompress.envs.zoo.generator import build_generated
+from metacompress.envs.zoo.generator import build_generated, generated_entry
 from metacompress.errors import MetacompressError
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,17 @@ validation split for every design, hyper-parameter and checkpoint choice (``benc
 TIGHT_VALIDATION_TASKS = 32
 """Tight-budget tasks on the validation families' models (novelty ``budget``) added to the validation
 split, so choices are also made where the held-out "budget" tasks and most deployments of small models are."""
+VALIDATION_GENERATED = (5000, 5001, 5002, 5003, 5004, 5006, 5007, 5008, 5009, 5010, 5011, 5012)
+"""Generated networks of a generator region no training run draws (training draws 0 .. generated_models - 1,
+capped below 5000): the first twelve of the region at or above their accuracy floor (5005 is below it). The
+validation split's unseen-family tasks, as the held-out split's unseen-family tasks are, on architectures
+of the generator's grammar (conv, depthwise, inverted-residual, grouped, SE, dilated 1-D, MLP blocks)."""
+VALIDATION_HARDWARE_SEED = 2
+"""Seed of the validation split's hardware instances: new draws of the training archetypes (the train split
+draws with seed 0, the held-out split's unseen archetypes with seed 1)."""
+NOVEL_VALIDATION_TASKS = 24
+"""Validation tasks with an unseen family (on ``VALIDATION_GENERATED``) and with unseen hardware (on the
+validation families' models), each; so the split mirrors the held-out split's three novelties."""
 # The few-shot agents' budgets under the default recipe (RecurrentPPO's learner is ~10x
 # slower per step; Reptile runs its inner loops in one process).
 ALGO_DEFAULTS: dict[str, dict] = {
@@ -151,6 +162,9 @@ class TrainConfig:
             problems.append(f"a unit predictor needs predictor_models >= 2 and predictor_steps >= 1, got {self.predictor_models} and {self.predictor_steps}")
         if self.algo == "rl2" and self.attempts < 2:
             problems.append(f"rl2 needs attempts >= 2 per trial, got {self.attempts}")
+        if not 0 <= self.generated_models <= min(VALIDATION_GENERATED):
+            problems.append(f"generated_models must be in 0..{min(VALIDATION_GENERATED)} (the networks from "
+                            f"{min(VALIDATION_GENERATED)} on are the validation split's), got {self.generated_models}")
         if problems:
             raise MetacompressError("invalid training config: " + "; ".join(problems))
 
@@ -200,18 +214,34 @@ def training_tasks(config: TrainConfig) -> list[Task]:
 
 
 def validation_entries(families: tuple[str, ...] = VALIDATION_FAMILIES) -> list[SuiteTask]:
-    """The validation split: the train split's tasks of ``families`` (never trained on), then
-    ``TIGHT_VALIDATION_TASKS`` tight-budget tasks on their models (novelty ``budget``)."""
+    """The validation split, nothing in it trained on, with the held-out split's three novelties:
+
+    - novelty "": the train split's tasks of ``families`` (left out of training);
+    - "budget": ``TIGHT_VALIDATION_TASKS`` tight-budget tasks on their models;
+    - "hardware": ``NOVEL_VALIDATION_TASKS`` training-range tasks on their models and on hardware
+      instances no other split runs on (``VALIDATION_HARDWARE_SEED``);
+    - "family": ``NOVEL_VALIDATION_TASKS`` training-range tasks on generated networks of a
+      generator region training never draws (``VALIDATION_GENERATED``; trained and cached on first use).
+    """
     suite = default_suite()
+    config = suite.config
     entries = [e for e in suite.entries("train") if get_entry(e.task.model).family in families]
     models = sorted({e.task.model for e in entries})
-    return entries + sampled_tasks(models, TIGHT_VALIDATION_TASKS, suite.config.tight_budgets, suite.config, seed=11, novelty="budget")
+    generated = [generated_entry(i).id for i in VALIDATION_GENERATED]
+    return (
+        entries
+        + sampled_tasks(models, TIGHT_VALIDATION_TASKS, config.tight_budgets, config, seed=11, novelty="budget")
+        + sampled_tasks(models, NOVEL_VALIDATION_TASKS, config.train_budgets, config, seed=12, novelty="hardware",
+                        hardware_seed=VALIDATION_HARDWARE_SEED)
+        + sampled_tasks(generated, NOVEL_VALIDATION_TASKS, config.train_budgets, config, seed=13, novelty="family")
+    )
 
 
 def monitoring_tasks(config: TrainConfig) -> list[Task]:
     """A fixed, seeded sample of validation tasks if the config has a validation split, else of held-out tasks.
 
-    The validation sample takes half its tasks from the tight budgets. Quick runs prefer small models.
+    The validation sample takes its tasks evenly from the split's four kinds (tight budgets,
+    unseen family, unseen hardware, the rest). Quick runs prefer small models.
     """
     if config.eval_tasks <= 0:
         return []
@@ -221,7 +251,9 @@ def monitoring_tasks(config: TrainConfig) -> list[Task]:
             entries = [e for e in entries if model_spec(e.task.model).macs() <= config.max_model_macs]
         rng = np.random.default_rng(config.seed)
         chosen = []
-        for novelty, share in (("budget", config.eval_tasks // 2), ("", config.eval_tasks - config.eval_tasks // 2)):
+        kinds = ("budget", "family", "hardware", "")
+        for k, novelty in enumerate(kinds):
+            share = config.eval_tasks // len(kinds) + (k < config.eval_tasks % len(kinds))
             pool = [e.task for e in entries if e.novelty == novelty]
             picks = rng.choice(len(pool), size=min(share, len(pool)), replace=False)
             chosen += [pool[i] for i in sorted(picks)]

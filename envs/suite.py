@@ -159,15 +159,23 @@ def _draw_tasks(rng, models, hardware, budgets, count, max_prune, split, novelty
 
 
 def sampled_tasks(models: list[str], count: int, budgets: tuple[tuple[str, float, float], ...],
-                  config: SuiteConfig = SuiteConfig(), seed: int = 0, novelty: str = "") -> list[SuiteTask]:
+                  config: SuiteConfig = SuiteConfig(), seed: int = 0, novelty: str = "",
+                  hardware_seed: int | None = None) -> list[SuiteTask]:
     """``count`` feasible train-split tasks on ``models``: training hardware, budgets drawn from ``budgets``.
 
     What widens the world beyond the default suite without touching it: the generated
-    networks' training tasks (``generated_tasks``) and the validation split's tight-budget
-    tasks (``agents.train_config.validation_entries``).
+    networks' training tasks (``generated_tasks``) and the validation split's tasks
+    (``agents.train_config.validation_entries``). ``hardware_seed`` replaces the training
+    hardware by new instances of the training archetypes drawn with that seed (no presets):
+    hardware no training task runs on, which the suite's own seeds never draw when it
+    differs from ``config.seed`` and ``config.seed + 1`` (the held-out pool's).
     """
     rng = np.random.default_rng(seed)
-    hardware = _hardware_pool(config.train_archetypes, config.sampled_hardware_per_archetype, config.seed)
+    if hardware_seed is None:
+        hardware = _hardware_pool(config.train_archetypes, config.sampled_hardware_per_archetype, config.seed)
+    else:
+        hardware = [sampled_hardware_name(a, hardware_seed * 1000 + i) for a in config.train_archetypes
+                    for i in range(config.sampled_hardware_per_archetype)]
     return _draw_tasks(rng, models, hardware, budgets, count, config.max_prune, "train", novelty)
 
 

@@ -97,8 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     agents.add_argument("--preset", choices=["quick", "full"], default="quick",
                         help="quick: 6 held-out tasks, <= 10 min; full: all held-out tasks x 3 seeds, <= 2 h on 2 cores (default quick)")
     agents.add_argument("--split", choices=["heldout", "validation", "train"], default="heldout",
-                        help="suite split (default heldout, for reports; validation: the train split's vgg tasks and 32 "
-                             "tight-budget vgg tasks, never trained on, for design choices; train only to debug)")
+                        help="suite split (default heldout, for reports; validation: for design choices, never trained on: "
+                             "the train split's vgg tasks, 32 tight-budget vgg tasks, 24 vgg tasks on unseen hardware "
+                             "instances and 24 tasks on 12 generated networks of a region training never draws, built "
+                             "on first use; train only to debug)")
     agents.add_argument("--methods", default=None,
                         help="comma list, e.g. zero-shot,hawq,random-300 (default: the preset's; <kind>-<N> sets N evaluations)")
     agents.add_argument("--seeds", "--seed", default=None, help="comma list of seeds, e.g. 0,1,2 (default: quick 0, full 0,1,2)")

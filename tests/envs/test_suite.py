@@ -8,6 +8,7 @@ from metacompress.cli import main
 from metacompress.envs.suite import SuiteConfig, generate_suite, model_spec
 from metacompress.envs.tasks import hardware_archetype
 from metacompress.envs.zoo.catalog import get_entry
+from metacompress.errors import MetacompressError
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +77,29 @@ def test_generated_tasks_span_the_whole_budget_range_on_training_hardware():
     assert all(hardware_archetype(t.hardware) in config.train_archetypes for t in tasks)
 
 
-def test_validation_split_holds_tight_budgets_and_nothing_trained_or_held_out(suite):
+def test_validation_split_mirrors_the_held_out_novelties_and_holds_nothing_trained_or_held_out(suite):
     from metacompress.agents.train_config import (
-        TIGHT_VALIDATION_TASKS, TrainConfig, monitoring_tasks, training_tasks, validation_entries,
+        NOVEL_VALIDATION_TASKS, TIGHT_VALIDATION_TASKS, VALIDATION_GENERATED, TrainConfig, monitoring_tasks, training_tasks,
+        validation_entries,
     )
+    from metacompress.envs.zoo.generator import GENERATED_FAMILY
 
     entries = validation_entries(("vgg",))
-    tight = [e for e in entries if e.novelty == "budget"]
-    assert len(tight) == TIGHT_VALIDATION_TASKS and {get_entry(e.task.model).family for e in entries} == {"vgg"}
+    by = {n: [e for e in entries if e.novelty == n] for n in ("", "budget", "hardware", "family")}
+    assert sum(map(len, by.values())) == len(entries)
+    assert len(by["budget"]) == TIGHT_VALIDATION_TASKS and len(by["hardware"]) == len(by["family"]) == NOVEL_VALIDATION_TASKS
+    assert {get_entry(e.task.model).family for e in entries if e.novelty != "family"} == {"vgg"}
+    assert {get_entry(e.task.model).family for e in by["family"]} == {GENERATED_FAMILY}
     lowest_train = {kind: low for kind, low, _ in suite.config.train_budgets}
-    assert all(e.task.budget.fraction < lowest_train[e.task.budget.kind] for e in tight)
-    trained = {t.id for t in training_tasks(TrainConfig(algo="residual", validation_families=("vgg",)))}
+    assert all(e.task.budget.fraction < lowest_train[e.task.budget.kind] for e in by["budget"])
+    trained = training_tasks(TrainConfig(algo="residual", validation_families=("vgg",)))
+    seen_hardware = {t.hardware for t in trained} | {e.task.hardware for e in suite.entries("heldout")}
+    assert not {e.task.hardware for e in by["hardware"]} & seen_hardware
     ids = {e.task.id for e in entries}
-    assert not ids & trained and not ids & {t.task.id for t in suite.entries("heldout")}
-    monitored = monitoring_tasks(TrainConfig(algo="residual", validation_families=("vgg",), eval_tasks=6))
-    assert {t.id for t in monitored} <= ids and sum(t.id in {e.task.id for e in tight} for t in monitored) == 3
+    assert not ids & {t.id for t in trained} and not ids & {t.task.id for t in suite.entries("heldout")}
+    with pytest.raises(MetacompressError, match="validation split"):
+        TrainConfig(algo="residual", generated_models=min(VALIDATION_GENERATED) + 1)  # training may not draw them
+    monitored = monitoring_tasks(TrainConfig(algo="residual", validation_families=("vgg",), eval_tasks=8))
+    assert {t.id for t in monitored} <= ids
+    assert [sum(t.id in {e.task.id for e in by[n]} for t in monitored) for n in ("budget", "family", "hardware", "")] == [2, 2, 2, 2]
+
