@@ -47,7 +47,7 @@ from torch import nn
 
 from metacompress.agents.planner import PlanResult, check_evaluations, rollout
 from metacompress.agents.policy_io import PolicyMetadata
-from metacompress.agents.residual import ACTION_SCALE, FEW_SHOT_NOISE, ResidualPlanner
+from metacompress.agents.residual import EXPLORATION_SCALE, FEW_SHOT_NOISE, ResidualPlanner
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.context import TaskContext
 from metacompress.errors import PolicyError
@@ -200,10 +200,10 @@ class TrialActor:
         head: the head to act with (mean = ``W z + b``).
         noise: the exploration std in raw action space (0: the head's mean).
         rng: draws the exploration.
-        action_scale: the residual planner's trust region (``residual.ACTION_SCALE``).
+        action_scale: the scale trials read the policy at (``residual.EXPLORATION_SCALE``).
     """
 
-    def __init__(self, policy: ActorCriticPolicy, head: Head, noise: float, rng: np.random.Generator | None, action_scale: float = ACTION_SCALE) -> None:
+    def __init__(self, policy: ActorCriticPolicy, head: Head, noise: float, rng: np.random.Generator | None, action_scale: float = EXPLORATION_SCALE) -> None:
         self.policy, self.noise, self.rng, self.action_scale = policy, noise, rng, action_scale
         self.head = tuple(p.detach() for p in head)
         self.latents: list[torch.Tensor] = []
@@ -265,7 +265,7 @@ class MetaFewShotPlanner(ResidualPlanner):
             for _ in range(ROUND):
                 if book.exhausted:
                     break
-                actor = TrialActor(self.policy, head, FEW_SHOT_NOISE, rng, self.action_scale)
+                actor = TrialActor(self.policy, head, FEW_SHOT_NOISE, rng)
                 plan, change, info = rollout(book.env, actor)
                 book.record(plan, change, decisions=info["decisions"])
                 actors.append(actor)
