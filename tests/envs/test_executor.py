@@ -13,7 +13,7 @@ import torch
 
 from metacompress.agents import EvolutionPlanner, RandomSearchPlanner, UniformPlanner, rollout
 from metacompress.agents.policy_io import PolicyMetadata, build_policy
-from metacompress.agents.residual import FEW_SHOT_NOISE, ResidualFewShotPlanner
+from metacompress.agents.residual import EXPLORATION_SCALE, FEW_SHOT_NOISE, ResidualFewShotPlanner
 from metacompress.compressors.budget import Budget
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.features import NETWORK_OBSERVATION_DIM
@@ -70,7 +70,7 @@ def test_policy_rollouts_drawn_as_a_batch_score_what_one_at_a_time_scores(tiny_w
     _, _, book = planner._opening(context, 6)
     rng = np.random.default_rng(1)
     while not book.exhausted:  # the loop run_actors replaced
-        plan, change, _ = rollout(book.env, planner._actor(FEW_SHOT_NOISE, rng))
+        plan, change, _ = rollout(book.env, planner._actor(FEW_SHOT_NOISE, rng, EXPLORATION_SCALE))
         book.record(plan, change)
     assert book.history == batched.info["history"] and len(book.history) == 6 and book.best[1] == batched.plan
 
