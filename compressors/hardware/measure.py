@@ -219,7 +219,9 @@ def measured_rank_correlation(spec: ModelSpec, measured: Hardware, predicted: Ha
     is bit-independent, so bits would only add ties).
 
     Returns:
-        ``(rho, predicted_ms, measured_ms)`` with one latency per plan.
+        ``(rho, predicted_ms, measured_ms)`` with one latency per plan; ``rho`` is NaN when
+        either side gives every plan the same latency (a model too small for pruning to show
+        in the timings): there is no ranking to compare.
     """
     rng = np.random.default_rng(seed)
     bits = [8] * len(spec.units)
@@ -229,6 +231,8 @@ def measured_rank_correlation(spec: ModelSpec, measured: Hardware, predicted: Ha
         pred.append(total_cost(spec, "latency", kept, bits, bits, predicted))
         meas.append(total_cost(spec, "latency", kept, bits, bits, measured))
     pred_ms, meas_ms = np.array(pred), np.array(meas)
+    if np.ptp(pred_ms) == 0 or np.ptp(meas_ms) == 0:
+        return float("nan"), pred_ms, meas_ms
     return float(spearmanr(pred_ms, meas_ms).statistic), pred_ms, meas_ms
 
 

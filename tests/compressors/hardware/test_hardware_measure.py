@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -82,6 +84,14 @@ def test_rank_correlation_is_one_against_itself(tmp_path):
     assert len(predicted) == 50 and rho > 0.99  # interpolating the preset's own grid keeps its ranking
     again, _, _ = measured_rank_correlation(spec, LookupTableHardware.from_csv(lut), hw, n_plans=50, seed=1)
     assert again == rho
+
+
+def test_rank_correlation_is_nan_without_a_warning_when_every_plan_costs_the_same():
+    hw = PRESETS["cortex-a76-int8"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning would fail here
+        rho, predicted, _ = measured_rank_correlation(tiny_resnet_spec(), hw, hw, n_plans=5, seed=0, max_prune=0.0)
+    assert math.isnan(rho) and np.ptp(predicted) == 0
 
 
 def test_hand_written_spec_matches_analyze():
