@@ -130,10 +130,13 @@ def _family(model_id: str) -> str:
     return get_entry(model_id).family
 
 
+def _sampled_hardware(archetypes: tuple[str, ...], per_archetype: int, seed: int) -> list[str]:
+    return [sampled_hardware_name(a, seed * 1000 + i) for a in archetypes for i in range(per_archetype)]
+
+
 def _hardware_pool(archetypes: tuple[str, ...], per_archetype: int, seed: int) -> list[str]:
     presets = [name for name, hw in PRESETS.items() if hw.archetype in archetypes]
-    sampled = [sampled_hardware_name(a, seed * 1000 + i) for a in archetypes for i in range(per_archetype)]
-    return presets + sampled
+    return presets + _sampled_hardware(archetypes, per_archetype, seed)
 
 
 def _feasible(task: Task, max_prune: float) -> bool:
@@ -174,8 +177,7 @@ def sampled_tasks(models: list[str], count: int, budgets: tuple[tuple[str, float
     if hardware_seed is None:
         hardware = _hardware_pool(config.train_archetypes, config.sampled_hardware_per_archetype, config.seed)
     else:
-        hardware = [sampled_hardware_name(a, hardware_seed * 1000 + i) for a in config.train_archetypes
-                    for i in range(config.sampled_hardware_per_archetype)]
+        hardware = _sampled_hardware(config.train_archetypes, config.sampled_hardware_per_archetype, hardware_seed)
     return _draw_tasks(rng, models, hardware, budgets, count, config.max_prune, "train", novelty)
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import numpy as np
+import math
 
 from metacompress.compressors.hardware import (
     PRESETS,
@@ -119,7 +118,7 @@ def run_measure(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {info['rows']} rows, {info['signatures']} layer shapes "
           f"({args.model or 'built-in TinyResNet'} layers and embedding probes)")
     rho, _, _ = measured_rank_correlation(spec, measured, PRESETS["cortex-a76-int8"], args.plans, args.seed)
-    ranking = "undefined (every plan timed or priced the same)" if np.isnan(rho) else f"{rho:.3f}"
+    ranking = "undefined (every plan timed or priced the same)" if math.isnan(rho) else f"{rho:.3f}"
     print(f"Spearman(cortex-a76-int8 prediction, measured) over {args.plans} random plans: {ranking}")
     floors = budget_floors(spec, measured, args.max_prune)
     served = ", ".join(f"{kind} >= {floor:.3f}" for kind, floor in floors.items() if floor is not None)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import os
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest

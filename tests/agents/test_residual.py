@@ -8,10 +8,10 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from metacompress.agents.hawq import HawqPlanner, unit_options
+from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.planner import ScoreBook, rollout
 from metacompress.agents.policy_io import PolicyMetadata, build_policy, load_policy, save_policy
 from metacompress.agents.registry import load_planner
-from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.residual import (
     REFINE_TOP, ResidualFewShotPlanner, ResidualPlanner, fill_budget, refined_evaluations, solver_anchored,
 )
