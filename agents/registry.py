@@ -189,8 +189,8 @@ def load_planner(policy: str | Path | None, few_shot: int) -> Planner:
     network, metadata = load_policy(path)
     if metadata.method in VARIANTS and few_shot > 0:
         return meta_planner(path, network, metadata)
-    if metadata.method == "residual" or metadata.method in VARIANTS:
-        return ResidualPlanner(network, metadata) if few_shot <= 0 else ResidualFewShotPlanner(network, metadata)
+    if metadata.method == "residual" or metadata.method in VARIANTS:  # few-shot: re-solve, chosen on the validation split
+        return ResidualPlanner(network, metadata) if few_shot <= 0 else CorrectedSolverPlanner(network, metadata)
     if few_shot <= 0:
         return ZeroShotPlanner(network, metadata)
     if metadata.method == "rl2":

@@ -20,6 +20,9 @@ posterior mean (exploitation); the evaluations after it re-score the best plans 
 steps, as every residual few-shot planner does (``ResidualPlanner._closing``). This is the
 "fit a per-task correction and re-solve" design of issue 12, item 5; its first two
 evaluations are the solver's plan and the residual policy's zero-shot plan, so both compete.
+It is the residual policy's default few-shot mode (``registry.load_planner``): on the v0.5
+validation split's 48 tasks it beat sampling around the policy by 1.24 points (README,
+experiment 14).
 """
 
 from __future__ import annotations

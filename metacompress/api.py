@@ -151,7 +151,8 @@ def compress(
             ``max_drop`` only its kind counts (``"latency"`` alone is accepted).
         policy: a policy folder, or a shipped one by name: ``default`` (PPO, the default),
             ``rl2``, or a head meta-learner where shipped (``reptile``, ``maml``, ``meta-sgd``, ``meta-curvature``).
-        few_shot: proxy evaluations to adapt with (0 = zero-shot, one rollout).
+        few_shot: proxy evaluations to adapt with (0 = zero-shot, one rollout; with a residual policy,
+            N > 0 re-solves under score corrections fitted to them: ``CorrectedSolverPlanner``).
         finetune_steps: KD steps of the final recovery (batch 128, teacher = ``model``).
         seed: makes the whole call reproducible.
         frozen: module paths to keep unpruned at 8 bits (the head always is).

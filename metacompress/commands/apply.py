@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", default=DEFAULT_BUDGET, help=f"KIND=FRACTION of the unpruned W8A8 cost; KIND is latency, energy, size or bitops (default {DEFAULT_BUDGET})")
     parser.add_argument("--policy", default=None, help="policy folder, or a shipped one: default (residual), ppo, rl2, or a meta-learner (reptile, maml, meta-sgd, "
                              "meta-curvature, where shipped; they adapt with --few-shot N) (default: default)")
-    parser.add_argument("--few-shot", type=int, default=0, help="proxy evaluations to adapt with (default 0: zero-shot); from 12 up, a residual policy (the "
-                             "shipped one) keeps the last sixth, at most 5, to re-score its best plans with a 30-step KD proxy")
+    parser.add_argument("--few-shot", type=int, default=0, help="proxy evaluations to adapt with (default 0: zero-shot); a residual policy (the shipped "
+                             "one) re-solves the integer program under score corrections fitted to them (few-shot-resolve) and, "
+                             "from 12 up, keeps the last sixth, at most 5, to re-score its best plans with a 30-step KD proxy")
     parser.add_argument("--method", default=None,
                         help="plan with a baseline instead of the policy: uniform, hawq, ddpg-N, random-N or evolution-N "
                              "(N proxy evaluations; DDPG: episodes), or hawq-relation / hawq-proto (the HAWQ ILP on a learned "

@@ -83,7 +83,7 @@ def test_a_residual_policy_round_trips_and_loads_as_the_residual_planner(tmp_pat
     for name, value in policy.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name]), name
     assert isinstance(load_planner(tmp_path / "policy", 0), ResidualPlanner)
-    assert isinstance(load_planner(tmp_path / "policy", 8), ResidualFewShotPlanner)
+    assert isinstance(load_planner(tmp_path / "policy", 8), CorrectedSolverPlanner)
 
 
 def test_refine_picks_the_best_of_the_top_plans_by_the_kd_proxy_and_counts_each_re_scoring(tiny_world):
