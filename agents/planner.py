@@ -128,7 +128,7 @@ class ScoreBook:
         self.episodes = 0
         self.best: tuple[float, Plan, np.ndarray | None, list[dict] | None] | None = None
         self.plans: list[Plan] = []  # the distinct plans scored, in the order of ``history``
-        self.refinements = 0  # higher-fidelity re-scorings (``refine``), each one evaluation
+        self.refinements = 0  # evaluations spent on higher-fidelity re-scorings (``refine``)
         self._episodes: list[tuple[np.ndarray | None, list[dict] | None]] = []  # each of ``plans``' first episode
         self._start = time.perf_counter()
         self._evaluator_start = context.evaluator.stats.evaluations
@@ -191,8 +191,8 @@ class ScoreBook:
         if self.best is None or reward > self.best[0]:
             self.best = (reward, plan, actions, decisions)
 
-    def refine(self, top: int, finetune_steps: int) -> None:
-        """Choose among the ``top`` plans by proxy with a proxy of ``finetune_steps`` KD steps (one evaluation each).
+    def refine(self, top: int, finetune_steps: int, cost: int = 1) -> None:
+        """Choose among the ``top`` plans by proxy with a proxy of ``finetune_steps`` KD steps (``cost`` evaluations each).
 
         Among the best plans of a task the calibration-only proxy ranks poorly (README,
         "where planners compete"), while a few KD steps, too slow to score every
@@ -204,7 +204,7 @@ class ScoreBook:
         if len(order) < 2:
             return
         scores = self.context.evaluator.proxy_accuracies([self.plans[i] for i in order], finetune_steps=finetune_steps)
-        self.refinements += len(order)
+        self.refinements += len(order) * cost
         pick = order[int(np.argmax(scores))]
         self.best = (self.history[pick], self.plans[pick], *self._episodes[pick])
 

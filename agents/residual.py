@@ -19,12 +19,14 @@ per-task baseline (reward = proxy change minus the solver plan's), learns where 
   noisy rollouts around the policy; the best five by proxy are re-scored with a short KD
   recovery (``REFINE_TOP``, ``REFINE_STEPS``: the last five of the N evaluations) and the best
   of those is returned (the solver's and zero-shot plans compete whenever they are among the five).
+  Evaluations a planner leaves unspent lengthen that re-scoring (``refine_depth``).
   Every few-shot planner built on ``ResidualPlanner`` (re-solve, the meta-learners) opens and
   closes the same way (``_opening``, ``_closing``); only how it proposes plans differs.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -48,6 +50,11 @@ REFINE_STEPS = 30
 sample-and-select with 30 plans; t = mean / standard error): top 3 at 10 steps +0.54 (t 1.95),
 top 3 at 30 +0.63 (t 2.24), top 5 at 30 +0.91 (t 2.50; better on 20 tasks, worse on 17), for
 about 2 s of extra proxy time per task on these models."""
+REFINE_MAX_STEPS = 100
+"""The deepest re-scoring that unspent evaluations buy (``refine_depth``): the bench's final recovery.
+Chosen on the validation split with the re-solver's widened posterior (``score_correction.WIDENING``;
+README, experiments 16-19): together they gain +0.36 points over the v0.5 re-solver on 144 tasks
+(t 2.42); deeper re-scoring alone +0.30 on 96 (t 1.74), more leaders re-scored at 30 steps -0.01."""
 ACTION_SCALE = 0.25
 """Zero-shot reads the policy's corrections scaled by this: a trust region around the solver's plan
 (0 = the solver). Chosen on the v0.4 validation split (its first 48 tasks, 12 of each kind; final
@@ -188,9 +195,11 @@ class ResidualPlanner:
 
     @staticmethod
     def _closing(book: ScoreBook, evaluations: int, **info) -> PlanResult:
-        """A few-shot call's last evaluations: the best plans re-scored with ``REFINE_STEPS`` KD steps, the best returned."""
-        book.refine(refined_evaluations(book.context, evaluations), REFINE_STEPS)
-        return book.result(**info)
+        """A few-shot call's last evaluations: the best plans re-scored with KD steps (``refine_depth``), the best returned."""
+        top = refined_evaluations(book.context, evaluations)
+        steps, cost = refine_depth(top, book.budget - book.used)
+        book.refine(top, steps, cost)
+        return book.result(refine_steps=steps if top else 0, **info)
 
     def _anchored(self, context: TaskContext) -> tuple[TaskContext, list[UnitOptions]]:
         """The task anchored on the solver's plan (no evaluation), and the solver's scored options."""
@@ -220,6 +229,20 @@ class ResidualFewShotPlanner(ResidualPlanner):
         while not book.exhausted:  # noisy rollouts drawn a batch at a time, scored together (envs.executor)
             book.run_actors(lambda: self._actor(FEW_SHOT_NOISE, rng, EXPLORATION_SCALE))
         return self._closing(book, evaluations)
+
+
+def refine_depth(top: int, unspent: int) -> tuple[int, int]:
+    """KD steps of the leaders' re-scoring and the evaluations each re-scoring costs (one per ``REFINE_STEPS``).
+
+    A planner that stops proposing before its budget is spent (re-solving does, once its
+    posterior keeps returning plans it has scored) buys deeper re-scorings with what it
+    left: ``REFINE_STEPS`` more steps per leader for every ``top`` unspent evaluations, up
+    to ``REFINE_MAX_STEPS``. A planner that spends its budget re-scores at ``REFINE_STEPS``.
+    """
+    if top < 1:
+        return REFINE_STEPS, 1
+    steps = min(REFINE_MAX_STEPS, REFINE_STEPS * (1 + max(unspent, 0) // top))
+    return steps, math.ceil(steps / REFINE_STEPS)
 
 
 def refined_evaluations(context: TaskContext, evaluations: int) -> int:

@@ -13,7 +13,8 @@ from metacompress.agents.planner import ScoreBook, rollout
 from metacompress.agents.policy_io import PolicyMetadata, build_policy, load_policy, save_policy
 from metacompress.agents.registry import load_planner
 from metacompress.agents.residual import (
-    REFINE_TOP, ResidualFewShotPlanner, ResidualPlanner, fill_budget, refined_evaluations, solver_anchored,
+    REFINE_MAX_STEPS, REFINE_STEPS, REFINE_TOP, ResidualFewShotPlanner, ResidualPlanner, fill_budget, refine_depth,
+    refined_evaluations, solver_anchored,
 )
 from metacompress.agents.score_correction import CorrectedSolverPlanner
 from metacompress.compressors.budget import Budget, PlanVectors
@@ -108,6 +109,32 @@ def test_few_shot_keeps_its_last_evaluations_for_refinement(tiny_world):
     assert [refined_evaluations(context, n) for n in (5, 11, 12, 30, 300)] == [0, 0, 2, REFINE_TOP, REFINE_TOP]
 
 
+def test_evaluations_left_unspent_deepen_the_re_scoring_and_are_charged():
+    assert refine_depth(5, 0) == (REFINE_STEPS, 1)  # a planner that spent its budget: the plain re-scoring
+    assert refine_depth(5, 4) == (REFINE_STEPS, 1)  # fewer unspent than leaders buy nothing
+    assert refine_depth(5, 5) == (2 * REFINE_STEPS, 2)
+    assert refine_depth(5, 100) == (REFINE_MAX_STEPS, -(-REFINE_MAX_STEPS // REFINE_STEPS))
+    for top in (2, 3, 5):
+        for unspent in range(40):
+            steps, cost = refine_depth(top, unspent)
+            assert top * cost <= top + unspent and cost * REFINE_STEPS >= steps  # paid for, within what was left
+
+
+def test_a_planner_that_stops_early_re_scores_deeper_within_its_budget(tiny_world):
+    context = tiny_world.context(TASKS[1])
+    book = ScoreBook(context, 10, 40)  # 12 evaluations: 10 to propose with, 2 re-scorings
+    rng = np.random.default_rng(0)
+    while book.used < 4:
+        book.run(rng.uniform(-1, 1, (len(context.decision_units), 3)).astype(np.float32))
+    result = ResidualPlanner._closing(book, 12)
+    steps, cost = refine_depth(2, 6)
+    assert steps > REFINE_STEPS and result.info["refine_steps"] == steps
+    assert result.info["refinements"] == 2 * cost and result.evaluations_used == 4 + 2 * cost <= 12
+    leaders = sorted(range(len(book.plans)), key=lambda i: -book.history[i])[:2]
+    deep = [context.evaluator.proxy_accuracy(book.plans[i], steps) for i in leaders]  # cached by the re-scoring
+    assert result.plan == book.plans[leaders[int(np.argmax(deep))]]
+
+
 def _meta_planner() -> MetaFewShotPlanner:
     torch.manual_seed(0)
     metadata = PolicyMetadata(algo="ppo", net_arch=(32, 32), method="maml", observation="network", observation_dim=NETWORK_OBSERVATION_DIM)
@@ -121,7 +148,9 @@ def test_every_residual_few_shot_planner_ends_by_re_scoring_its_leaders_within_b
     result = make().plan(context, 12, seed=0)
     history = result.info["history"]
     assert result.evaluations_used == len(history) + result.info["refinements"] <= 12
-    assert result.info["refinements"] == (2 if len(history) >= 2 else 0)
+    steps, cost = refine_depth(2, 10 - len(history))  # 10 evaluations to propose with, 2 kept to re-score
+    assert result.info["refinements"] == (2 * cost if len(history) >= 2 else 0)
+    assert result.info["refine_steps"] == steps
     top = sorted(history, reverse=True)[:2]
     assert result.proxy_change in top  # one of the two leaders, the one the KD proxy preferred (ScoreBook.refine)
     assert make().plan(context, 12, seed=0).plan == result.plan

@@ -9,6 +9,7 @@ import torch
 from metacompress.agents.hawq import HawqPlanner, solve_hawq, unit_options
 from metacompress.agents.policy_io import PolicyMetadata, build_policy
 from metacompress.agents.registry import Method, build_planner
+from metacompress.agents import score_correction
 from metacompress.agents.score_correction import CorrectedSolverPlanner, ScoreCorrection, option_index
 from metacompress.compressors.budget import Budget
 from metacompress.envs import Task
@@ -77,3 +78,15 @@ def test_few_shot_resolve_needs_a_residual_policy():
     policy = build_policy(PolicyMetadata(algo="ppo", net_arch=(8,)))
     with pytest.raises(PolicyError, match="--algo residual"):
         build_planner(Method("few-shot-resolve-30", "few-shot-resolve", 30), {"policy": (policy, PolicyMetadata(algo="ppo", net_arch=(8,)))})
+
+
+def test_a_stalled_posterior_is_widened_before_the_search_stops(tiny_world, monkeypatch):
+    context = tiny_world.context(TASK)
+    widened = CorrectedSolverPlanner(*residual_policy()).plan(context, 30, seed=0)
+    limit = score_correction.MAX_WIDENINGS
+    monkeypatch.setattr(score_correction, "MAX_WIDENINGS", 0)  # v0.5: stop at the first stall
+    stopped = CorrectedSolverPlanner(*residual_policy()).plan(context, 30, seed=0)
+    assert stopped.info["widenings"] == 0 and len(stopped.info["history"]) < 25  # it stalled with evaluations left
+    assert 1 <= widened.info["widenings"] <= limit
+    assert len(widened.info["history"]) > len(stopped.info["history"])  # the widened posterior found new plans
+    assert widened.evaluations_used <= 30 and widened.proxy_change in sorted(widened.info["history"], reverse=True)[:5]
