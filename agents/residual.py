@@ -199,7 +199,7 @@ class ResidualPlanner:
         top = refined_evaluations(book.context, evaluations)
         steps, cost = refine_depth(top, book.budget - book.used)
         book.refine(top, steps, cost)
-        return book.result(refine_steps=steps if top else 0, **info)
+        return book.result(refine_steps=steps, **info)
 
     def _anchored(self, context: TaskContext) -> tuple[TaskContext, list[UnitOptions]]:
         """The task anchored on the solver's plan (no evaluation), and the solver's scored options."""
@@ -237,11 +237,12 @@ def refine_depth(top: int, unspent: int) -> tuple[int, int]:
     A planner that stops proposing before its budget is spent (re-solving does, once its
     posterior keeps returning plans it has scored) buys deeper re-scorings with what it
     left: ``REFINE_STEPS`` more steps per leader for every ``top`` unspent evaluations, up
-    to ``REFINE_MAX_STEPS``. A planner that spends its budget re-scores at ``REFINE_STEPS``.
+    to ``REFINE_MAX_STEPS``. A planner that spends its budget re-scores at ``REFINE_STEPS``;
+    with no leaders to re-score (``top`` 0) nothing is re-scored or charged.
     """
     if top < 1:
-        return REFINE_STEPS, 1
-    steps = min(REFINE_MAX_STEPS, REFINE_STEPS * (1 + max(unspent, 0) // top))
+        return 0, 0
+    steps = min(REFINE_MAX_STEPS, REFINE_STEPS * (1 + unspent // top))
     return steps, math.ceil(steps / REFINE_STEPS)
 
 

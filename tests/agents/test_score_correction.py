@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from metacompress.agents import score_correction
 from metacompress.agents.hawq import HawqPlanner, solve_hawq, unit_options
 from metacompress.agents.policy_io import PolicyMetadata, build_policy
 from metacompress.agents.registry import Method, build_planner
-from metacompress.agents import score_correction
 from metacompress.agents.score_correction import CorrectedSolverPlanner, ScoreCorrection, option_index
 from metacompress.compressors.budget import Budget
 from metacompress.envs import Task
