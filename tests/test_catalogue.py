@@ -107,6 +107,7 @@ PLANNERS = {
     "hawq": (lambda: HawqPlanner(), 1),
     "random": (lambda: RandomSearchPlanner(), 3),
     "zero-shot": (lambda: load_planner("default", 0), 0),
+    "few-shot": (lambda: load_planner("default", 6), 6),  # the default few-shot: re-solve under fitted corrections
 }
 
 
