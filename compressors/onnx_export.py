@@ -100,10 +100,17 @@ def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DE
         Whatever the exporter raises for an op it cannot express (``to_onnx`` names the layer).
     """
     buffer, chatter = io.BytesIO(), io.StringIO()
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
-        torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention / nn.TransformerEncoderLayer's fused inference kernel has no ONNX
+    # mapping; their standard path (linear, softmax, matmul) exports and computes the same values
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
+            torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -284,7 +291,8 @@ def session(model: str | Path | bytes, threads: int | None = 1, optimize: bool =
 def onnx_logits(sess, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Run ``sess`` on ``x`` in batches; the logits as a torch tensor."""
     name = sess.get_inputs()[0].name
-    parts = [sess.run(None, {name: x[i : i + batch_size].numpy().astype(np.float32)})[0] for i in range(0, len(x), batch_size)]
+    dtype = np.float32 if x.is_floating_point() else np.int64  # token ids stay integers, as traced
+    parts = [sess.run(None, {name: x[i : i + batch_size].numpy().astype(dtype)})[0] for i in range(0, len(x), batch_size)]
     return torch.from_numpy(np.concatenate(parts))
 
 

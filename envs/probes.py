@@ -175,7 +175,7 @@ def _finite_difference_hvps(model, layers, x, y, samples, seed, kind: str = "log
     keeps the difference's rounding error far below the curvature being measured.
     """
     model, weights = _with_weight_grads(model, layers, torch.float64)
-    x = x.to(torch.float64)
+    x = x.to(torch.float64) if x.is_floating_point() else x  # integer token ids stay ids
     originals = [w.detach().clone() for w in weights]
     rms = math.sqrt(sum(float((w**2).sum()) for w in originals) / max(sum(w.numel() for w in originals), 1))
     eps = FINITE_DIFFERENCE_STEP * max(rms, 1e-12)  # |v| = 1 per entry, so each weight moves by eps

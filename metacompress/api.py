@@ -253,6 +253,7 @@ def compress(
             "size_bits": size_bits(spec, plan.kept, plan.w_bits),
             "reference_size_bits": int(reference_cost(spec, "size")),
             "fp32_size_bits": spec.total_params * 32,
+            "untouched_layers": [f"{module} ({kind_name})" for module, kind_name in spec.unsupported],
             "search_accuracy_original": evaluator.base_search_accuracy,
             "search_accuracy_compressed": evaluator.proxy_accuracy(plan),
             "proxy_change": evaluator.proxy_change(plan),

@@ -27,6 +27,13 @@ MIN_SPLIT_SAMPLES = {"train": 8, "search": 20, "test": 10}
 cannot tell plans 5 points apart; an empty split scores every plan alike."""
 
 
+def as_inputs(x) -> torch.Tensor:
+    """Inputs as a tensor the model can read: integer ids (token ids for an ``nn.Embedding``) stay
+    ``long``, everything else becomes float32; casting ids to float would break every embedding."""
+    x = torch.as_tensor(x)
+    return x.to(torch.long) if not x.is_floating_point() and x.dtype != torch.bool else x.to(torch.float32)
+
+
 def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float = 0.25, seed: int = 0) -> DatasetSplits:
     """Split arrays into the train / search / test splits ``compress`` needs (seeded).
 
@@ -36,7 +43,7 @@ def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float
     warning for rare classes.
 
     Args:
-        x: inputs, (N, ...) array or tensor (converted to float32).
+        x: inputs, (N, ...) array or tensor (float32; integer token ids stay long).
         y: targets, (N, ...): integer class ids, or any tensor a user metric reads
             (floating targets stay float32).
         search_fraction / test_fraction: shares of the samples for the search and test splits.
@@ -44,7 +51,7 @@ def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float
     """
     from sklearn.model_selection import train_test_split
 
-    x = torch.as_tensor(x, dtype=torch.float32)
+    x = as_inputs(x)
     y = torch.as_tensor(y)
     y = y.to(torch.float32) if y.is_floating_point() else y.to(torch.long)
     if len(x) != len(y):
@@ -93,7 +100,7 @@ def as_split(split, name: str) -> Split:
     if not pairs or not all(isinstance(p, (tuple, list)) and len(p) >= 2 for p in pairs):
         raise InvalidData(f"the {name} split yields {type(pairs[0]).__name__ if pairs else 'nothing'}; each item must be an (input, target) pair")
     try:
-        x = join([torch.as_tensor(p[0]) for p in pairs]).to(torch.float32)
+        x = as_inputs(join([torch.as_tensor(p[0]) for p in pairs]))
         y = join([torch.as_tensor(p[1]) for p in pairs])
     except RuntimeError as exc:
         raise InvalidData(f"the {name} split's items do not stack into tensors ({exc}); every input must have one shape") from exc

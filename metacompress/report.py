@@ -92,6 +92,8 @@ def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
         f"({'within' if summary['within_budget'] else 'OVER'} budget)",
         f"- size: {summary['size_bits'] / 8 / 1024:.1f} KiB (was {summary['reference_size_bits'] / 8 / 1024:.1f} KiB at W8A8, "
         f"{summary['fp32_size_bits'] / 8 / 1024:.1f} KiB in fp32)",
+        *([f"- left untouched (fp32, counted in the size; no unit to plan): {', '.join(summary['untouched_layers'])}"]
+          if summary.get("untouched_layers") else []),
         f"- metric: {metric} (higher is better); outputs read as {summary.get('output_kind', 'logits')}, "
         f"recovery distils with {summary.get('distillation', 'KL, T=2')}",
         "",
