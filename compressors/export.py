@@ -9,7 +9,6 @@ int8 codes plus fp32 scales), structure and plan to JSON.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +25,7 @@ from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
 from metacompress.compressors.metrics import Distillation
 from metacompress.compressors.recovery import calibrate, distill
-from metacompress.compressors.surgery import prune_units
+from metacompress.compressors.surgery import plain_copy, prune_units, weight_reparametrizations
 from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
@@ -63,7 +62,7 @@ def export(
     graph = graph or build_graph(model, example_input)
     spec = graph.spec
     plan.check_model(spec)
-    compressed = copy.deepcopy(model).eval()
+    compressed = plain_copy(model).eval()
     removals = [
         (unit_graph.root, unit_graph.removed_channels(unit, decision.kept_channels))
         for unit, unit_graph, decision in zip(spec.units, graph.units, plan.decisions)
@@ -206,7 +205,7 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
     Args:
         path: folder written by ``save_compressed``.
         base_model: a new instance of the original architecture (its weights are replaced;
-            it is modified and returned).
+            it is modified and returned; one with weight norm is folded into a copy instead).
 
     Raises:
         PlanMismatch: if ``base_model`` is not the architecture the model was saved from.
@@ -219,7 +218,8 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptFile(f"{weights} is missing or corrupt ({exc}); re-save the model with save_compressed") from exc
-    model = base_model.eval()
+    # saved as export wrote it, weight norm folded: a reparametrized base is folded into a copy
+    model = (plain_copy(base_model) if weight_reparametrizations(base_model) else base_model).eval()
     _check_shapes(structure.get("shapes"), Path(path) / "model.json")
     modules = dict(model.named_modules())
     missing = [name for name in structure["shapes"] if name not in modules]

@@ -22,7 +22,6 @@ group at once (Torch-Pruning's convention), so its units' step is a multiple of 
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, replace
 
@@ -32,7 +31,9 @@ from torch import nn
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of
-from metacompress.compressors.surgery import QUANTIZABLE, UnitGraph, dependency_graph, rank_channels, verify_units
+from metacompress.compressors.surgery import (
+    QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
+)
 from metacompress.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def analyze(
 def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> ModelGraph:
     """Analyse ``model`` (a private deep copy of it) into a ``ModelGraph``."""
     check_finite(model)
-    work = copy.deepcopy(model).eval()
+    work = plain_copy(model).eval()
     names = {module: name for name, module in work.named_modules()}
     unknown = [f for f in frozen if f not in dict(work.named_modules())]
     if unknown:
@@ -263,7 +264,7 @@ def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: 
 def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelGraph) -> ModelGraph:
     """The graph with its units' channel steps confirmed (or pruning disabled) by trial pruning."""
     spec = graph.spec
-    units = verify_units(copy.deepcopy(model).eval(), example_input, list(spec.units), graph.units)
+    units = verify_units(plain_copy(model).eval(), example_input, list(spec.units), graph.units)
     final_spec = ModelSpec(
         units=tuple(units),
         layers=_with_in_fixed(spec, units),

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from metacompress.compressors.recovery import output_tensors
 
@@ -67,6 +70,43 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored))
+
+
+def _norm_hooks(module: nn.Module) -> list:
+    """The old-style (forward pre-hook) weight norm and spectral norm of ``module``."""
+    return [hook for hook in module._forward_pre_hooks.values() if isinstance(hook, (WeightNorm, SpectralNorm))]
+
+
+def weight_reparametrizations(model: nn.Module) -> list[str]:
+    """Module paths whose weights are computed by a reparametrization (weight norm, spectral norm)."""
+    return [name for name, module in model.named_modules() if parametrize.is_parametrized(module) or _norm_hooks(module)]
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A private deep copy of ``model`` with weight norm / spectral norm folded into plain weights.
+
+    They are training-time reparametrizations (locuslab's TCN, WaveNet-style and GAN code use
+    them) that deployment folds away. Every stage here needs ``.weight`` to be a leaf
+    Parameter: the Hessian probes differentiate it, masking and pruning slice it, recovery and
+    ONNX export attach their own parametrization to it. In eval mode the copy computes the
+    same outputs; the user's model keeps its reparametrizations.
+    """
+    # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
+    # refuses; the memo hands the copy a detached value (the next forward recomputes it)
+    memo = {id(getattr(m, h.name)): getattr(m, h.name).detach().clone() for m in model.modules() for h in _norm_hooks(m)}
+    copied = copy.deepcopy(model, memo)
+    for module in list(copied.modules()):
+        for hook in _norm_hooks(module):
+            (remove_weight_norm if isinstance(hook, WeightNorm) else remove_spectral_norm)(module, hook.name)
+        if parametrize.is_parametrized(module):
+            # not parametrize.remove_parametrizations: it deletes the property from the
+            # Parametrized* class, which the copy shares with the user's model
+            values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+            module.__class__ = module.__class__.__bases__[0]
+            del module.parametrizations
+            for name, value in values.items():
+                module.register_parameter(name, nn.Parameter(value))
+    return copied
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from metacompress.agents.registry import evaluate_planner, load_planner
 from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
+from metacompress.compressors.surgery import plain_copy
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, check_max_prune
 from metacompress.compressors.metrics import TOP1, LossFn, Metric, MetricFn, check_output_kind, detect_output_kind, logits, resolve_metric
@@ -207,7 +207,7 @@ def compress(
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            work = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+            work = model if device.type == "cpu" else plain_copy(model).to(device)
             work_data = move_splits(data, device)
             kind = output_kind or _detected_kind(work, work_data.train.x[:64])
             evaluator = ModelEvaluator(
