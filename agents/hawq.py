@@ -132,6 +132,8 @@ def _unit_terms(context: TaskContext, unit_index: int, h: list[float], bit_level
             w = evaluator.model.get_submodule(target.module).weight.detach()
             curvature = h[unit_of[target.module]]
             if target.role == "in":  # the consumers' input columns: (C_in, ...) after the transpose
+                if not unit.prunable:  # its consumers' mapping may not be channel-wise (PixelShuffle)
+                    continue
                 removal += curvature * _per_channel((w**2).transpose(0, 1).reshape(w.shape[1], -1).sum(dim=1), target.indices)
                 continue
             rows = w.reshape(w.shape[0], -1)

@@ -167,7 +167,13 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
     if plan is None or w_bits is None:
         raise MetacompressError("this model was not made by metacompress.export; export it first")
     tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}  # a tensor shared by two modules (a tied LM head) is stored once
+    first_key: dict[tuple, str] = {}
     for key, value in model.state_dict().items():
+        shared = first_key.setdefault((value.data_ptr(), tuple(value.shape), value.dtype), key) if value.numel() else key
+        if shared != key:
+            tied[key] = shared
+            continue
         owner = key.rsplit(".", 1)[0]
         if key.endswith(".weight") and owner in w_bits:
             layer = model.get_submodule(owner)
@@ -180,6 +186,7 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
         "plan": plan.to_dict(),
         "weight_bits": w_bits,
         "shapes": _shape_attrs(model),
+        "tied": tied,
     }
     with RunFolder(path, "model", overwrite).write() as tmp:
         save_file(tensors, str(tmp / "weights.safetensors"))
@@ -230,6 +237,10 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
             setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
     w_bits = {name: int(bits) for name, bits in structure["weight_bits"].items()}
     state = dict(tensors)
+    for key, shared in structure.get("tied", {}).items():
+        if shared not in state:
+            raise CorruptFile(f"{Path(path) / 'model.json'} ties {key} to {shared}, which the weights file lacks; re-save the model")
+        state[key] = state[shared]
     for name in w_bits:
         codes, scale = state.pop(f"{name}.weight_codes"), state[f"{name}.weight_scale"]
         state[f"{name}.weight"] = codes.float() * scale.reshape((-1,) + (1,) * (codes.dim() - 1))

@@ -71,19 +71,21 @@ def analyze(
 
 def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> ModelGraph:
     """Analyse ``model`` (a private deep copy of it) into a ``ModelGraph``."""
-    check_finite(model)
+    check_model(model)
     work = plain_copy(model).eval()
     names = {module: name for name, module in work.named_modules()}
     unknown = [f for f in frozen if f not in dict(work.named_modules())]
     if unknown:
         raise UnsupportedModel(f"frozen layer(s) {unknown} are not modules of this model; use names from model.named_modules()")
     positions, order, outputs = _trace_layers(work, example_input)
+    tied = _tied_weights(work)
+    order = [name for name in order if name not in tied]
     if not order:
         raise UnsupportedModel(
             "the model has no compressible layer: metacompress compresses Conv1d, Conv2d and Linear layers "
             "that run in forward(); found none"
         )
-    unsupported = _unsupported_modules(work, set(order))
+    unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order))]
     ignored = [work.get_submodule(n) for n, _ in unsupported]
     graph = dependency_graph(work, example_input, ignored)
 
@@ -125,11 +127,35 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     return _verify_pruning(model, example_input, model_graph)
 
 
-def check_finite(model: nn.Module) -> None:
-    """Raise ``UnsupportedModel`` naming every parameter or buffer with NaN or inf."""
+def check_model(model: nn.Module) -> None:
+    """Raise ``UnsupportedModel`` for a model no stage can work on, before any work.
+
+    A TorchScript module hides its layers behind compiled code (it would analyse as "no
+    compressible layer"); float64/float16 weights would meet the float32 calibration data
+    and quantizers deep inside the first evaluation; NaN or inf weights make every score NaN.
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UnsupportedModel("the model is a TorchScript module (torch.jit.script/trace output), whose layers analysis "
+                               "cannot see; pass the nn.Module it was scripted from")
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModel(f"the model is a {type(model).__name__}, not a torch.nn.Module")
+    dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {str(torch.float32)})
+    if dtypes:
+        raise UnsupportedModel(f"the model has {', '.join(dtypes)} parameters; metacompress calibrates and simulates its "
+                               "integer kernels in float32: pass a float32 copy (copy.deepcopy(model).float())")
     bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise UnsupportedModel(f"non-finite values (NaN or inf) in {', '.join(bad)}; fix or retrain the model before compressing it")
+
+
+def forward_example(model: nn.Module, example_input: torch.Tensor):
+    """``model(example_input)``; the model's own error re-raised as ``UnsupportedModel`` with the input it expects."""
+    try:
+        return model(example_input)
+    except Exception as exc:  # noqa: BLE001 (any error of the user's forward means "this input does not fit")
+        shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
+        several = " metacompress calls model(x) with one tensor: wrap a model of several inputs in a module whose forward(x) builds them." if isinstance(exc, TypeError) else ""
+        raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}.{several}") from exc
 
 
 def expected_input_hint(model: nn.Module) -> str:
@@ -169,16 +195,32 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     ]
     try:
         with torch.no_grad():
-            result = model(example_input)
-    except Exception as exc:  # the model's own error, re-raised with the shape it expects
-        shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
-        raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}") from exc
+            result = forward_example(model, example_input)
     finally:
         for h in handles:
             h.remove()
     returned = {t.data_ptr() for t in output_tensors(result)}
     outputs = {name for name, tensor in produced.items() if tensor.data_ptr() in returned} | set(order[-1:])
     return positions, order, outputs
+
+
+def _tied_weights(model: nn.Module) -> dict[str, str]:
+    """Quantizable layers whose weight is one tensor with another module's (a language
+    model's head tied to its embedding): ``{layer: description}``.
+
+    Pruning or quantizing one would silently change the other, and a deployed graph holds the
+    tensor once, so both keep the shared fp32 tensor.
+    """
+    holders: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        holders.setdefault(id(param), []).append(name)
+    tied = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        sharers = [p for p in holders.get(id(weight), []) if p.rpartition(".")[0] != name]
+        if isinstance(module, QUANTIZABLE) and sharers:
+            tied[name] = f"{type(module).__name__}, weight tied to {', '.join(sharers)}"
+    return tied
 
 
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:

@@ -160,12 +160,26 @@ def _with_weight_grads(model: torch.nn.Module, layers: list[str], dtype: torch.d
     return model, weights
 
 
+def _weight_grads(outputs, weights: list[torch.Tensor], **kwargs) -> tuple[torch.Tensor, ...]:
+    """``torch.autograd.grad`` with zeros for weights the outputs do not depend on.
+
+    A layer whose output never reaches the model's output (WaveNet's last residual conv, when
+    only the skip sum is read) has no curvature: its trace is 0, not an error.
+    """
+    return torch.autograd.grad(outputs, weights, allow_unused=True, materialize_grads=True, **kwargs)
+
+
 def _exact_hvps(model, layers, x, y, samples, seed, kind: str = "logits") -> Iterator[tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]]:
     """(v, Hv) pairs by double backward (Pearlmutter's trick through autograd)."""
     model, weights = _with_weight_grads(model, layers, torch.float32)
-    grads = torch.autograd.grad(task_loss(kind, logits(model(x)), y), weights, create_graph=True)
+    grads = _weight_grads(task_loss(kind, logits(model(x)), y), weights, create_graph=True)
+    live = [i for i, g in enumerate(grads) if g.requires_grad]  # a layer with a linear effect has a constant gradient
     for vs in _rademacher(weights, samples, seed):
-        yield vs, torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
+        hvs = [torch.zeros_like(w) for w in weights]
+        if live:
+            products = _weight_grads([grads[i] for i in live], weights, grad_outputs=[vs[i] for i in live], retain_graph=True)
+            hvs = list(products)
+        yield vs, hvs
 
 
 def _finite_difference_hvps(model, layers, x, y, samples, seed, kind: str = "logits") -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
@@ -184,7 +198,7 @@ def _finite_difference_hvps(model, layers, x, y, samples, seed, kind: str = "log
         with torch.no_grad():
             for w, w0, v in zip(weights, originals, vs):
                 w.copy_(w0 + sign * eps * v)
-        return torch.autograd.grad(task_loss(kind, logits(model(x)), y), weights)
+        return _weight_grads(task_loss(kind, logits(model(x)), y), weights)
 
     for vs in _rademacher(weights, samples, seed):
         plus, minus = gradient(1.0, vs), gradient(-1.0, vs)

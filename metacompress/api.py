@@ -16,6 +16,7 @@ from metacompress.agents.registry import evaluate_planner, load_planner
 from metacompress.compressors.budget import reference_cost
 from metacompress.compressors.cost import size_bits
 from metacompress.compressors.hardware import Hardware
+from metacompress.compressors.graph import check_model, forward_example
 from metacompress.compressors.surgery import plain_copy
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, check_max_prune
@@ -201,6 +202,7 @@ def compress(
         raise MetacompressError("pass a policy or a planner, not both: the planner would ignore the policy")
     planner = planner or load_planner(policy, few_shot)
     few_shot = few_shot or _default_evaluations(planner)
+    check_model(model)
     data = as_splits(data)
     check_data(model, example_input, data, class_targets=score is TOP1)
     modes = [(module, module.training) for module in model.modules()]  # the evaluator switches it to eval mode
@@ -279,7 +281,7 @@ def compress(
 def _detected_kind(model: nn.Module, x: torch.Tensor) -> str:
     """The output kind of ``model`` on ``x`` where unambiguous (see ``detect_output_kind``), logged."""
     with torch.no_grad():
-        kind = detect_output_kind(logits(model.eval()(x)))
+        kind = detect_output_kind(logits(forward_example(model.eval(), x)))
     log.info("output kind: %s (detected; pass output_kind= to choose)", kind)
     return kind
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from torch import nn
 
 import metacompress as mc
 from metacompress import api
-from metacompress.errors import EvaluationBudgetError, InvalidData
+from metacompress.errors import EvaluationBudgetError, InvalidData, UnsupportedModel
 from metacompress.compressors.runs import MANIFEST, read_manifest
 
 
@@ -80,3 +81,23 @@ def test_labels_outside_the_models_outputs_are_refused_naming_the_range(task):
     wrong = type(data)(data.name, data.input_shape, data.num_classes, data.train, data.search, shifted, data.seed)
     with pytest.raises(InvalidData, match=r"test.y holds labels 5..7, but the model outputs 3 classes \(0..2\)"):
         mc.compress(model, data.train.x[:8], wrong, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner())
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.head = nn.Linear(12, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.hidden(x)) * mask)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda m: torch.jit.script(m), "TorchScript module .* pass the nn.Module it was scripted from"),
+    (lambda m: copy.deepcopy(m).double(), r"torch.float64 parameters; .* pass a float32 copy"),
+    (lambda m: TwoInputs(), r"rejects the example input of shape \(\d+, 12\): .*missing 1 required positional argument: 'mask'.* wrap a model of several inputs"),
+])
+def test_a_model_no_stage_can_use_is_refused_before_any_work_naming_the_fix(task, make, message):
+    model, data = task
+    with pytest.raises(UnsupportedModel, match=message):
+        mc.compress(make(model.eval()), data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner())

@@ -1,0 +1,122 @@
+"""Patterns of public model code that broke a stage: a language model's head tied to its
+embedding, a layer whose output never reaches the model output (WaveNet's last residual conv
+when only the skips are read), and a PixelShuffle (ESPCN super-resolution) after a conv."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import metacompress as mc
+from metacompress.agents import HawqPlanner
+from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
+from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.probes import hessian_traces
+
+
+class TiedLM(nn.Module):
+    """Embedding, a residual MLP, and an output head sharing the embedding's weight."""
+
+    def __init__(self, vocab: int = 24, width: int = 16) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width)
+        self.mix = nn.Sequential(nn.Linear(width, 32), nn.GELU(), nn.Linear(32, width))
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        return self.head((h + self.mix(h)).mean(1))
+
+
+class GatedSkips(nn.Module):
+    """WaveNet-style gated dilated convs; the last block's residual conv feeds nothing."""
+
+    def __init__(self, width: int = 8, blocks: int = 2) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(1, width, 1)
+        self.filt = nn.ModuleList(nn.Conv1d(width, width, 2, dilation=2**i) for i in range(blocks))
+        self.res = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in range(blocks))
+        self.skip = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in range(blocks))
+        self.out = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, skips = self.inp(x), 0
+        for i, (f, r, s) in enumerate(zip(self.filt, self.res, self.skip)):
+            z = torch.tanh(f(F.pad(x, (2**i, 0))))
+            x, skips = x + r(z), skips + s(z)
+        return self.out(F.relu(skips).mean(-1))
+
+
+class PixelShuffleNet(nn.Module):
+    """ESPCN's sub-pixel upsampling: 4 channels rearranged into a 2x larger single-channel map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(1, 8, 3, padding=1)
+        self.subpixel = nn.Conv2d(8, 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.classify = nn.Sequential(nn.Conv2d(1, 6, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.shuffle(torch.tanh(self.subpixel(torch.tanh(self.features(x))))))
+
+
+def labelled(model: nn.Module, x: torch.Tensor):
+    with torch.no_grad():
+        return mc.splits_from_arrays(x, model(x).argmax(-1))
+
+
+def test_a_tied_head_stays_fp32_and_saves_reloads_and_exports_once(tmp_path):
+    torch.manual_seed(0)
+    model = TiedLM().eval()
+    ids = torch.randint(0, 24, (120, 6), generator=torch.Generator().manual_seed(0))
+    data = labelled(model, ids)
+    spec = mc.analyze(model, ids[:8])
+    assert ("head", "Linear, weight tied to emb.weight") in spec.unsupported
+    assert "head" not in {layer.name for layer in spec.layers}
+    result = mc.compress(model, ids[:8], data, hardware="m7-mcu", budget="bitops=0.4", planner=HawqPlanner(),
+                         finetune_steps=5, seed=0)
+    assert result.summary["within_budget"]
+    assert model.head.weight is model.emb.weight  # the user's model keeps its tie
+
+    mc.save_compressed(result.model, tmp_path / "model")  # safetensors refuses a tensor stored twice
+    fresh = TiedLM()
+    again = mc.load_compressed(tmp_path / "model", fresh)
+    with torch.no_grad():
+        assert torch.equal(again(ids), result.model(ids))
+    assert again.head.weight is again.emb.weight
+
+    path = export_onnx(result.model, tmp_path / "tied.onnx", ids[:8])  # one initializer for the shared tensor
+    agreement = onnx_agreement(result.model, path, data.test.x, data.test.y)
+    assert abs(agreement["difference_points"]) <= 100 / len(data.test.y) + 1e-9
+
+
+def test_a_layer_that_feeds_nothing_has_zero_curvature_and_the_model_compresses():
+    torch.manual_seed(0)
+    model = GatedSkips().eval()
+    x = torch.randn(120, 1, 16, generator=torch.Generator().manual_seed(0))
+    data = labelled(model, x)
+    evaluator = ModelEvaluator(model, data)
+    dead = next(u.index for u in evaluator.spec.units if "res.1" in u.layers)
+    for estimator in ("exact", "finite-difference"):
+        traces, _ = hessian_traces(evaluator, samples=2, estimator=estimator)
+        assert traces[dead] == 0.0 and all(t != 0.0 for i, t in enumerate(traces) if i != dead), estimator
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="bitops=0.4", planner=HawqPlanner(),
+                         finetune_steps=5, seed=0)
+    assert result.summary["within_budget"]
+
+
+def test_the_conv_before_a_pixel_shuffle_is_quantize_only_and_the_solver_prices_it():
+    torch.manual_seed(0)
+    model = PixelShuffleNet().eval()
+    x = torch.randn(120, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    data = labelled(model, x)
+    spec = mc.analyze(model, x[:8])
+    subpixel = next(u for u in spec.units if "subpixel" in u.layers)
+    assert not subpixel.prunable  # its channels are rearranged into space, not kept as channels
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="bitops=0.4", planner=HawqPlanner(),
+                         finetune_steps=5, seed=0)  # HAWQ's removal terms once indexed past the shuffled input
+    assert result.summary["within_budget"]
+    assert result.model.subpixel.out_channels == 4
