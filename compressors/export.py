@@ -167,7 +167,7 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
     if plan is None or w_bits is None:
         raise MetacompressError("this model was not made by metacompress.export; export it first")
     tensors: dict[str, torch.Tensor] = {}
-    tied: dict[str, str] = {}  # a tensor shared by two modules (a tied LM head) is stored once
+    tied: dict[str, str] = {}  # a tensor under two keys (a tied LM head, a layer under two paths) is stored once
     first_key: dict[tuple, str] = {}
     for key, value in model.state_dict().items():
         shared = first_key.setdefault((value.data_ptr(), tuple(value.shape), value.dtype), key) if value.numel() else key
@@ -237,14 +237,14 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
             setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
     w_bits = {name: int(bits) for name, bits in structure["weight_bits"].items()}
     state = dict(tensors)
-    for key, shared in structure.get("tied", {}).items():
-        if shared not in state:
-            raise CorruptFile(f"{Path(path) / 'model.json'} ties {key} to {shared}, which the weights file lacks; re-save the model")
-        state[key] = state[shared]
     for name in w_bits:
         codes, scale = state.pop(f"{name}.weight_codes"), state[f"{name}.weight_scale"]
         state[f"{name}.weight"] = codes.float() * scale.reshape((-1,) + (1,) * (codes.dim() - 1))
         model.get_submodule(name).register_buffer("weight_scale", torch.empty_like(scale))
+    for key, shared in structure.get("tied", {}).items():  # after decoding: a layer under two paths shares its codes
+        if shared not in state:
+            raise CorruptFile(f"{Path(path) / 'model.json'} ties {key} to {shared}, which the weights file lacks; re-save the model")
+        state[key] = state[shared]
     attach_activation_quantizers(model, list(w_bits))
     _resize_to(model, state)
     model.load_state_dict(state, strict=True)

@@ -211,15 +211,15 @@ def _tied_weights(model: nn.Module) -> dict[str, str]:
     Pruning or quantizing one would silently change the other, and a deployed graph holds the
     tensor once, so both keep the shared fp32 tensor.
     """
-    holders: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        holders.setdefault(id(param), []).append(name)
+    holders: dict[int, dict[int, str]] = {}  # parameter -> {owning module: its first path}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for attr, param in module.named_parameters(recurse=False, remove_duplicate=False):
+            holders.setdefault(id(param), {}).setdefault(id(module), f"{name}.{attr}" if name else attr)
     tied = {}
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        sharers = [p for p in holders.get(id(weight), []) if p.rpartition(".")[0] != name]
-        if isinstance(module, QUANTIZABLE) and sharers:
-            tied[name] = f"{type(module).__name__}, weight tied to {', '.join(sharers)}"
+    for name, module in model.named_modules():  # one module registered under two paths is shared, not tied
+        others = [path for owner, path in holders.get(id(getattr(module, "weight", None)), {}).items() if owner != id(module)]
+        if isinstance(module, QUANTIZABLE) and others:
+            tied[name] = f"{type(module).__name__}, weight tied to {', '.join(others)}"
     return tied
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import graph as tp_graph
 
 from metacompress.compressors.surgery import QUANTIZABLE, MaskTarget
 
@@ -21,6 +22,11 @@ MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # channel's statistics, so masking (zeros) and pruning (removal) would disagree.
 CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
 KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS
+# A group reaches each node of the graph a few times (once per index set a concat or split
+# hands it). On some graphs Torch-Pruning's tracing never closes: TabNet's GLU slices and
+# attention masks form a loop of index mappings that hands the same nodes ever new indices.
+# A group past this many dependencies per graph node is reported as untraceable.
+MAX_GROUP_DEPS_PER_NODE = 16
 
 
 @dataclass
@@ -51,14 +57,14 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     channels = pruner.get_out_channels(module)
     info = GroupInfo([root], [MaskTarget(root, "out", torch.arange(channels)[:, None])], [], channels)
     try:
-        group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        group = _traced_group(graph, module, pruner, list(range(channels)))
+        fans_out = any(len(item.idxs) != channels for item in group.items if isinstance(item.dep.target.module, nn.Module))
+        reach = _single_channel_reach(graph, module, pruner, channels) if fans_out else None
     except Exception as exc:  # e.g. its index mapping through a GRU's packed output
         info.problems.append(f"Torch-Pruning cannot trace its channels ({type(exc).__name__}: {exc})")
         return info
     info.out_layers, info.targets = [], []
     grouped: set[int] = set()
-    fans_out = any(len(item.idxs) != channels for item in group.items if isinstance(item.dep.target.module, nn.Module))
-    reach = _single_channel_reach(graph, module, pruner, channels) if fans_out else None
     uneven, lost, mixing = [], [], []  # module names, summarised in one problem each
     for item in group.items:
         target = item.dep.target.module
@@ -112,6 +118,32 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     return info
 
 
+class UntraceableGroup(RuntimeError):
+    """Torch-Pruning's tracing of one group does not close (see ``MAX_GROUP_DEPS_PER_NODE``)."""
+
+
+def _traced_group(graph: tp.DependencyGraph, module: nn.Module, pruner, idxs: list[int]):
+    """``graph.get_pruning_group`` for ``module``'s output channels ``idxs``, bounded.
+
+    Torch-Pruning builds the group in a local ``Group()``; for the call its name is bound to
+    a subclass that raises ``UntraceableGroup`` past the bound (analysis runs one model at a
+    time per process).
+    """
+    limit = MAX_GROUP_DEPS_PER_NODE * max(len(graph.module2node), 1)
+
+    class BoundedGroup(tp_graph.Group):
+        def add_dep(self, dep, idxs) -> None:
+            if len(self) >= limit:
+                raise UntraceableGroup(f"its tracing passed {limit} dependencies without closing (a loop of index mappings)")
+            super().add_dep(dep, idxs)
+
+    original, tp_graph.Group = tp_graph.Group, BoundedGroup
+    try:
+        return graph.get_pruning_group(module, pruner.prune_out_channels, idxs)
+    finally:
+        tp_graph.Group = original
+
+
 def _single_channel_reach(graph: tp.DependencyGraph, module: nn.Module, pruner, channels: int) -> list[dict[tuple[int, bool], set[int]]]:
     """What each root channel alone reaches: its own group's indices per (module, is_out).
 
@@ -122,7 +154,7 @@ def _single_channel_reach(graph: tp.DependencyGraph, module: nn.Module, pruner, 
     reach = []
     for channel in range(channels):
         found: dict[tuple[int, bool], set[int]] = {}
-        for item in graph.get_pruning_group(module, pruner.prune_out_channels, [channel]).items:
+        for item in _traced_group(graph, module, pruner, [channel]).items:
             key = (id(item.dep.target.module), graph.is_out_channel_pruning_fn(item.dep.handler))
             found.setdefault(key, set()).update(int(i) for i in item.idxs)
         reach.append(found)

@@ -120,3 +120,33 @@ def test_the_conv_before_a_pixel_shuffle_is_quantize_only_and_the_solver_prices_
                          finetune_steps=5, seed=0)  # HAWQ's removal terms once indexed past the shuffled input
     assert result.summary["within_budget"]
     assert result.model.subpixel.out_channels == 4
+
+
+def test_one_layer_registered_under_two_paths_is_shared_not_tied_and_reloads(tmp_path):
+    """TabNet registers each shared GLU Linear in two ModuleLists: one layer, compressed once."""
+
+    class Aliased(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared = nn.Linear(8, 8)
+            self.steps = nn.ModuleList([self.shared, nn.Linear(8, 8)])
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for step in self.steps:
+                x = torch.relu(step(x))
+            return self.head(self.shared(x))
+
+    torch.manual_seed(0)
+    model = Aliased().eval()
+    x = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
+    spec = mc.analyze(model, x[:8])
+    assert spec.unsupported == ()
+    assert "shared" in {layer.name for layer in spec.layers}
+    result = mc.compress(model, x[:8], labelled(model, x), hardware="m7-mcu", budget="bitops=0.4", planner=HawqPlanner(),
+                         finetune_steps=5, seed=0)
+    mc.save_compressed(result.model, tmp_path / "model")  # the layer's codes are stored once, under its first path
+    torch.manual_seed(1)
+    again = mc.load_compressed(tmp_path / "model", Aliased())
+    with torch.no_grad():
+        assert torch.equal(again(x), result.model(x))

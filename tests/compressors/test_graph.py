@@ -85,6 +85,19 @@ def test_unsupported_layers_are_listed_not_fatal():
     assert "embed (Embedding)" in str(spec)
 
 
+def test_a_group_whose_tracing_does_not_close_makes_a_quantize_only_unit_not_a_hang(monkeypatch):
+    """Torch-Pruning's tracing looped forever on TabNet; past the bound the unit is quantize-only."""
+    from metacompress.compressors import groups
+
+    monkeypatch.setattr(groups, "MAX_GROUP_DEPS_PER_NODE", 0)  # every group is "too large"
+    model = TinyMLP()
+    spec = analyze(model, example_input(model))
+    assert not any(u.prunable for u in spec.units)
+    assert all("UntraceableGroup" in u.reason for u in spec.units if not u.frozen)
+    monkeypatch.undo()
+    assert any(u.prunable for u in analyze(model, example_input(model)).units)
+
+
 def test_no_compressible_layer_is_a_clear_error():
     with pytest.raises(UnsupportedModel, match="no compressible layer"):
         analyze(nn.Sequential(nn.ReLU()), torch.randn(2, 4))
