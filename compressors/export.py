@@ -25,7 +25,7 @@ from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
 from metacompress.compressors.metrics import Distillation
 from metacompress.compressors.recovery import calibrate, distill
-from metacompress.compressors.surgery import plain_copy, prune_units, weight_reparametrizations
+from metacompress.compressors.surgery import needs_plain_copy, plain_copy, prune_units
 from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
@@ -212,7 +212,8 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
     Args:
         path: folder written by ``save_compressed``.
         base_model: a new instance of the original architecture (its weights are replaced;
-            it is modified and returned; one with weight norm is folded into a copy instead).
+            it is modified and returned; one with weight norm or nn.MultiheadAttention is
+            converted in a copy instead, as compression saw it).
 
     Raises:
         PlanMismatch: if ``base_model`` is not the architecture the model was saved from.
@@ -225,8 +226,8 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptFile(f"{weights} is missing or corrupt ({exc}); re-save the model with save_compressed") from exc
-    # saved as export wrote it, weight norm folded: a reparametrized base is folded into a copy
-    model = (plain_copy(base_model) if weight_reparametrizations(base_model) else base_model).eval()
+    # saved as export wrote it (weight norm folded, attention split): such a base is converted in a copy
+    model = (plain_copy(base_model) if needs_plain_copy(base_model) else base_model).eval()
     _check_shapes(structure.get("shapes"), Path(path) / "model.json")
     modules = dict(model.named_modules())
     missing = [name for name in structure["shapes"] if name not in modules]

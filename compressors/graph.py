@@ -226,8 +226,8 @@ def _tied_weights(model: nn.Module) -> dict[str, str]:
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:
     """Parameterised layers metacompress leaves untouched (listed, never a crash).
 
-    These are torch layer types it does not compress (Embedding, LSTM, ConvTranspose,
-    MultiheadAttention, ...) and Conv/Linear modules that forward() never calls. Raw
+    These are torch layer types it does not compress (Embedding, LSTM, ConvTranspose, a
+    MultiheadAttention ``SplitAttention`` cannot reproduce, ...) and Conv/Linear modules that forward() never calls. Raw
     ``nn.Parameter``s of the user's own modules (positional embeddings, class tokens) are
     not layers: they stay fp32 and are counted in the model size.
     """

@@ -10,7 +10,6 @@ copy, so the two agree.
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
@@ -22,7 +21,7 @@ from metacompress.compressors.quant import ActivationQuantizer, attach_activatio
 from metacompress.compressors.metrics import Distillation
 from metacompress.compressors.recovery import calibrate, distill
 from metacompress.compressors.spec import ModelSpec
-from metacompress.compressors.surgery import mask_unit
+from metacompress.compressors.surgery import mask_unit, plain_copy
 
 
 def layer_bits(spec: ModelSpec, plan: Plan) -> tuple[dict[str, int], dict[str, int]]:
@@ -51,7 +50,7 @@ class SearchModel:
     """A working copy of a model on which plans are applied in place, fast.
 
     Args:
-        model: the user's model (never modified; copied once here).
+        model: the user's model (never modified; copied once here by ``plain_copy``).
         graph: its ``ModelGraph`` from ``graph.build_graph``.
         calibration: input batches for BatchNorm and activation-range calibration.
     """
@@ -60,7 +59,7 @@ class SearchModel:
         self.graph = graph
         self.spec = graph.spec
         self.calibration = list(calibration)
-        self.model = copy.deepcopy(model).eval()
+        self.model = plain_copy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.quantizers: dict[str, ActivationQuantizer] = attach_activation_quantizers(

@@ -21,6 +21,7 @@ from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from metacompress.compressors.attention import split_attention, splittable
 from metacompress.compressors.recovery import output_tensors
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,22 @@ def weight_reparametrizations(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if parametrize.is_parametrized(module) or _norm_hooks(module)]
 
 
+def needs_plain_copy(model: nn.Module) -> bool:
+    """Whether ``plain_copy`` computes ``model`` with other parameters or modules than its own."""
+    return bool(weight_reparametrizations(model)) or any(splittable(module) for module in model.modules())
+
+
 def plain_copy(model: nn.Module) -> nn.Module:
-    """A private deep copy of ``model`` with weight norm / spectral norm folded into plain weights.
+    """A private deep copy of ``model``: weight norm / spectral norm folded, attention split.
 
     They are training-time reparametrizations (locuslab's TCN, WaveNet-style and GAN code use
     them) that deployment folds away. Every stage here needs ``.weight`` to be a leaf
     Parameter: the Hessian probes differentiate it, masking and pruning slice it, recovery and
     ONNX export attach their own parametrization to it. In eval mode the copy computes the
     same outputs; the user's model keeps its reparametrizations.
+
+    ``nn.MultiheadAttention`` becomes ``SplitAttention`` (q/k/v/out Linears, the same
+    function), the only form in which its projections can be quantized and pruned by heads.
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
     # refuses; the memo hands the copy a detached value (the next forward recomputes it)
@@ -106,7 +115,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
             del module.parametrizations
             for name, value in values.items():
                 module.register_parameter(name, nn.Parameter(value))
-    return copied
+    return split_attention(copied)
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

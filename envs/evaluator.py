@@ -31,7 +31,7 @@ from metacompress.compressors.masking import SearchModel
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.metrics import TOP1, Distillation, LossFn, Metric, check_output_kind
 from metacompress.compressors.recovery import batches_of
-from metacompress.compressors.surgery import plain_copy, weight_reparametrizations
+from metacompress.compressors.surgery import needs_plain_copy, plain_copy
 from metacompress.envs.executor import Executor, InProcessExecutor, timed
 from metacompress.envs.zoo.datasets import Split
 
@@ -106,7 +106,7 @@ class ModelEvaluator:
 
     def __post_init__(self) -> None:
         check_output_kind(self.output_kind)
-        if weight_reparametrizations(self.model):  # a private copy: the user's model keeps its weight norm
+        if needs_plain_copy(self.model):  # a private copy: the user's model keeps its weight norm and attention
             self.model = plain_copy(self.model)
         self.model = self.model.eval()
         example = self.data.train.x[:8]

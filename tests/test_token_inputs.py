@@ -43,9 +43,10 @@ def test_token_ids_stay_integers_and_compress_exports_to_onnx_that_agrees(tmp_pa
                          finetune_steps=5, seed=0)
     assert result.summary["within_budget"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the user's model is untouched
-    assert any("(MultiheadAttention)" in layer for layer in result.summary["untouched_layers"])
+    assert not any("(MultiheadAttention)" in layer for layer in result.summary["untouched_layers"])
+    assert {"encoder.self_attn.q", "encoder.self_attn.out_proj"} <= set(result.model.metacompress_weight_bits)
     result.save(tmp_path / "run")
-    assert "left untouched" in (tmp_path / "run" / "report.md").read_text()
+    assert "encoder.self_attn.q" in (tmp_path / "run" / "report.md").read_text()
 
     path = export_onnx(result.model, tmp_path / "tokens.onnx", ids[:8])  # the fused attention kernel has no ONNX op
     agreement = onnx_agreement(result.model, path, data.test.x, data.test.y)
