@@ -32,7 +32,7 @@ from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of
 from metacompress.compressors.surgery import (
-    QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
+    CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
 )
 from metacompress.errors import UnsupportedModel
 
@@ -54,7 +54,7 @@ def analyze(
     """Find the compressible units of ``model``; the model itself is not modified.
 
     Args:
-        model: any module built from Conv1d/Conv2d/Linear layers (others are left alone).
+        model: any module built from Conv1d/Conv2d/Conv3d/Linear layers (others are left alone).
         example_input: a batch the model accepts, e.g. (N, C, H, W).
         frozen: module paths never to prune and to keep at 8 bits; the layer producing the
             model output (the classifier head) is always frozen.
@@ -161,10 +161,10 @@ def forward_example(model: nn.Module, example_input: torch.Tensor):
 def expected_input_hint(model: nn.Module) -> str:
     """What the model's first layer expects, to name it in input-shape errors."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return f"the first layer {name!r} is Conv2d(in_channels={module.in_channels}): it expects input of shape (N, {module.in_channels}, H, W)"
-        if isinstance(module, nn.Conv1d):
-            return f"the first layer {name!r} is Conv1d(in_channels={module.in_channels}): it expects input of shape (N, {module.in_channels}, L)"
+        if isinstance(module, CONVS):
+            dims = ("L", "H, W", "D, H, W")[len(module.kernel_size) - 1]
+            return (f"the first layer {name!r} is {type(module).__name__}(in_channels={module.in_channels}): "
+                    f"it expects input of shape (N, {module.in_channels}, {dims})")
         if isinstance(module, nn.Linear):
             return f"the first layer {name!r} is Linear(in_features={module.in_features}): it expects input of shape (N, ..., {module.in_features})"
     return "check the model's expected input shape"
@@ -181,7 +181,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
         if name in positions:
             return  # a layer called twice (weight sharing) is priced once
         x = inputs[0]
-        channel_dim = 1 if isinstance(module, (nn.Conv1d, nn.Conv2d)) else -1
+        channel_dim = 1 if isinstance(module, CONVS) else -1
         per_in = x.numel() // (x.shape[0] * x.shape[channel_dim])
         per_out = output.numel() // (output.shape[0] * output.shape[channel_dim])
         positions[name] = (per_in, per_out)

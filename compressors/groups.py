@@ -15,9 +15,9 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import graph as tp_graph
 
-from metacompress.compressors.surgery import QUANTIZABLE, MaskTarget
+from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget
 
-MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Normalisations over the channel dimension: removing a channel changes every other
 # channel's statistics, so masking (zeros) and pruning (removal) would disagree.
 CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
@@ -85,7 +85,7 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
             lost.append(name)
             continue
         if isinstance(target, QUANTIZABLE):
-            is_conv = isinstance(target, (nn.Conv1d, nn.Conv2d))
+            is_conv = isinstance(target, CONVS)
             depthwise = is_conv and target.groups == target.out_channels == target.in_channels and target.groups > 1
             if is_conv and target.groups > 1 and not depthwise:
                 grouped.add(target.groups)
@@ -180,7 +180,7 @@ def _channel_count(module: nn.Module, is_out: bool) -> int:
     """Output (or input) channels of a layer or norm: the range its channel indices must lie in."""
     if isinstance(module, nn.Linear):
         return module.out_features if is_out else module.in_features
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+    if isinstance(module, CONVS):
         return module.out_channels if is_out or module.groups == module.in_channels else module.in_channels
     return sum(p.numel() for p in module.parameters(recurse=False))
 

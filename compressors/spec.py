@@ -4,7 +4,7 @@ These are plain frozen value objects: hardware models, cost accounting, the envi
 features and the baselines all read them, and none of them needs the ``nn.Module``.
 
 Vocabulary:
-    layer: one Conv1d/Conv2d/Linear module, quantized with its unit's bits.
+    layer: one Conv1d/Conv2d/Conv3d/Linear module, quantized with its unit's bits.
     unit:  one prunable channel group from Torch-Pruning's dependency graph (every layer
            whose *output* channels are coupled, e.g. all convs feeding one residual stream,
            or a depthwise conv with its producer), plus the layers it quantizes.
@@ -26,7 +26,7 @@ class LayerSpec:
 
     Args:
         name: module path in the model, e.g. ``"layer1.0.conv2"``.
-        kind: ``"conv"`` (Conv1d/Conv2d, grouped included), ``"depthwise"`` (one filter per
+        kind: ``"conv"`` (Conv1d/2d/3d, grouped included), ``"depthwise"`` (one filter per
             channel) or ``"linear"``.
         in_channels: input channels (Linear: in_features) of the unpruned layer.
         out_channels: output channels (Linear: out_features) of the unpruned layer.

@@ -26,7 +26,8 @@ from metacompress.compressors.recovery import output_tensors
 
 log = logging.getLogger(__name__)
 
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+QUANTIZABLE = CONVS + (nn.Linear,)
 EQUIVALENCE_TOL = 1e-4
 
 

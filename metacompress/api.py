@@ -141,7 +141,7 @@ def compress(
     expensive step.
 
     Args:
-        model: a trained model (Conv1d/Conv2d/Linear layers are compressed).
+        model: a trained model (Conv1d/Conv2d/Conv3d/Linear layers are compressed).
         example_input: a batch it accepts, e.g. (N, C, H, W).
         data: ``.train``/``.search``/``.test`` splits (attributes or dict keys), each with
             ``.x`` and ``.y`` tensors, a ``DataLoader`` or a ``Dataset`` of (input, target)

@@ -1,6 +1,7 @@
 """Patterns of public model code that broke a stage: a language model's head tied to its
 embedding, a layer whose output never reaches the model output (WaveNet's last residual conv
-when only the skips are read), and a PixelShuffle (ESPCN super-resolution) after a conv."""
+when only the skips are read), a PixelShuffle (ESPCN super-resolution) after a conv, and
+3-D convolutions (C3D / R(2+1)D video and volume classifiers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from torch import nn
 
 import metacompress as mc
 from metacompress.agents import HawqPlanner
+from metacompress.compressors import SearchModel, build_graph, count_params
+from metacompress.compressors.export import load_compressed
 from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import hessian_traces
@@ -150,3 +153,43 @@ def test_one_layer_registered_under_two_paths_is_shared_not_tied_and_reloads(tmp
     again = mc.load_compressed(tmp_path / "model", Aliased())
     with torch.no_grad():
         assert torch.equal(again(x), result.model(x))
+
+
+class VolumeNet(nn.Module):
+    """C3D-style 3x3x3 convs with BatchNorm3d, then an R(2+1)D-style spatial depthwise and a temporal conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv3d(1, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
+            nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.BatchNorm3d(16), nn.ReLU(),
+            nn.Conv3d(16, 16, (1, 3, 3), padding=(0, 1, 1), groups=16), nn.Conv3d(16, 16, (3, 1, 1), padding=(1, 0, 0)),
+            nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def test_3d_convolutions_are_pruned_quantized_and_agree_from_masks_to_onnx(tmp_path):
+    torch.manual_seed(0)
+    model, x = VolumeNet().eval(), torch.randn(96, 1, 4, 8, 8)
+    graph = build_graph(model, x)
+    assert not graph.spec.unsupported and [u.prunable for u in graph.spec.units] == [True, True, True, False]
+    assert graph.spec.layers[0].macs(1, 8) == 4 * 8 * 8 * 8 * 27  # D*H*W positions x 3x3x3 kernel
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
+    searched = SearchModel(model, graph, [x]).apply(plan)(x)
+    exported = mc.export(model, plan, x, [x], graph=graph)
+    assert (exported(x) - searched).abs().max().item() < 1e-4
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+
+    with torch.no_grad():
+        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="latency=0.5", planner=HawqPlanner(), finetune_steps=5, seed=0)
+    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
+    result.save(tmp_path / "run")
+    reloaded = load_compressed(tmp_path / "run" / "model", VolumeNet())
+    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
+    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "volume.onnx", x[:2]), x, result.model(x).argmax(1))
+    assert agreement["difference_points"] == 0

@@ -52,14 +52,14 @@ def build_torch_layer(layer: LayerSpec, kept_in: int, kept_out: int) -> tuple[nn
     reproduces ``out_positions`` at the layer's stride.
 
     Raises:
-        HardwareError: for a kernel of more than two dims, or a shape no padding reproduces.
+        HardwareError: for a kernel of more than two dims (Conv3d), or a shape no padding reproduces.
     """
     if layer.kind == "linear":
         shape = (1, kept_in) if layer.in_positions == 1 else (1, layer.in_positions, kept_in)
         return nn.Linear(kept_in, kept_out, bias=layer.has_bias), torch.randn(shape)
     dims = len(layer.kernel_size)
     if dims not in (1, 2):
-        raise HardwareError(f"cannot measure layer {layer.name!r}: {dims}-d kernels are not supported (Conv1d/Conv2d only)")
+        raise HardwareError(f"cannot measure layer {layer.name!r}: {dims}-d kernels are not timed (Conv1d/Conv2d only); price a Conv3d model with an analytical hardware model (metacompress hardware list)")
     groups = kept_out if layer.kind == "depthwise" else layer.groups
     if layer.kind == "depthwise":
         kept_in = kept_out
