@@ -222,7 +222,10 @@ def compress(
             projector = BudgetProjector(evaluator.spec, target, budget, max_prune)
             if target_drop is None:
                 projector.check_feasible(task_name)  # structure only: before the probes
+            _log_stage(start, f"analysed {name}: {_structure(evaluator.spec)}; probing each unit "
+                              f"({4 * sum(not u.frozen for u in evaluator.spec.units)} proxy evaluations and the Hessian traces)")
             probes = compute_probes(evaluator, seed)
+            _log_stage(start, f"probed; planning with {planner.name} ({few_shot} proxy evaluations), then {finetune_steps} KD steps of recovery")
             walk = None
             if target_drop is None:
                 context = TaskContext(evaluator, probes, target, budget, max_prune, name=task_name)
@@ -276,6 +279,17 @@ def compress(
         for module, training in modes:  # give the user back the modes they had
             module.training = training
     return CompressionResult(plan, compressed, decisions, summary, planned)
+
+
+def _log_stage(start: float, message: str) -> None:
+    """One progress line (the CLI shows them on stderr): on a large model a stage takes minutes."""
+    log.info("[%6.1f s] %s", time.perf_counter() - start, message)
+
+
+def _structure(spec) -> str:
+    units = spec.units
+    return (f"{len(spec.layers)} layers in {len(units)} units ({sum(u.prunable and not u.frozen for u in units)} prunable), "
+            f"{spec.total_params / 1e6:.2f}M parameters")
 
 
 def _detected_kind(model: nn.Module, x: torch.Tensor) -> str:

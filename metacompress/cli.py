@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learned, hardware-aware compression of PyTorch models (pruning + mixed precision).",
     )
     parser.add_argument("--version", action="version", version=f"metacompress {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="print warnings and results only, not progress lines (stderr)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"metacompress.commands.{name}").register(subparsers)
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error prints its message and exits with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_progress(not args.quiet)
     try:
         return int(args.handler(args) or 0)
     except MetacompressError as exc:
@@ -49,6 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+
+
+def _show_progress(show: bool) -> None:
+    """Send the package's log lines to stderr: progress (INFO) unless ``--quiet``, warnings always."""
+    logger = logging.getLogger("metacompress")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if show else logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (a redirected or captured stderr included), not the one at creation."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property ignores that
+        pass
 
 
 def _silence_stdout() -> None:

@@ -52,8 +52,10 @@ USER_MODEL = textwrap.dedent(
 def test_apply_on_a_user_file_model_then_inspect(cache, policy, capsys):
     (cache / "mymodel.py").write_text(USER_MODEL)
     code = main(["apply", "--model", "mymodel.py:factory", "--hardware", "m7-mcu", "--budget", "size=0.3",
-                 "--policy", str(policy), "--finetune-steps", "5", "--out", "runs/a"])
+                 "--policy", str(policy), "--finetune-steps", "5", "--threads", "2", "--out", "runs/a"])
     assert code == 0
+    progress = capsys.readouterr().err  # the stages, with their elapsed time
+    assert "analysed mymodel: 3 layers in 3 units" in progress and "probed; planning with" in progress
     run = cache / "runs" / "a"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["within_budget"] and summary["budget_ratio"] <= 1
@@ -72,7 +74,8 @@ def test_apply_on_a_user_file_model_then_inspect(cache, policy, capsys):
 def test_apply_on_a_zoo_model_and_refusals(cache, policy, capsys):
     args = ["apply", "--model", "mlp-w64-d1-digits", "--hardware", "bismo-edge", "--budget", "bitops=0.1",
             "--policy", str(policy), "--finetune-epochs", "0.5", "--out", "runs/z"]
-    assert main(args) == 0
+    assert main(["--quiet"] + args) == 0
+    assert "analysed" not in capsys.readouterr().err
     summary = json.loads((cache / "runs" / "z" / "summary.json").read_text())
     assert summary["within_budget"] and summary["finetune_steps"] == 4  # half of digits' 897 train samples, batch 128
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where probes, evaluations and recovery run: cpu, cuda or auto (default cpu); "
                              "budgets are priced from the structure, never on the device")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0); same seed, same plan")
+    parser.add_argument("--threads", type=_positive, default=1,
+                        help="torch CPU threads in this process (default 1: the same plan on any machine; on a large model "
+                             "pass your core count, plans then match runs with the same count)")
     parser.add_argument("--out", default=None, help="run folder (default runs/apply-<model>-s<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing apply run (never a folder that is not one)")
     add_executor_flags(parser, "workers scoring --few-shot batches (default 1; the search baselines batch, see README)")
@@ -65,6 +68,17 @@ def _metric_source(text: str) -> str:
     if not sep or not module or not name.isidentifier():
         raise argparse.ArgumentTypeError(f"{text!r} is not module:function or path/to/file.py:function")
     return text
+
+
+def _positive(text: str) -> int:
+    """A whole number >= 1, checked at parse time."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _max_drop(text: str):
@@ -108,7 +122,7 @@ def _apply(args: argparse.Namespace) -> int:
     from metacompress.devices import resolve_device
     from metacompress.sources import load_function, load_model_source
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     name = Path(args.model.split(":")[0]).stem if ".py:" in args.model else args.model
     out = Path(args.out or f"runs/apply-{name}-s{args.seed}")
     RunFolder(out, "apply", args.overwrite).check()  # before the model is built or anything computed
