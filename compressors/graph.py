@@ -226,15 +226,15 @@ def _tied_weights(model: nn.Module) -> dict[str, str]:
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:
     """Parameterised layers metacompress leaves untouched (listed, never a crash).
 
-    These are torch layer types it does not compress (Embedding, LSTM, ConvTranspose, a
-    MultiheadAttention ``SplitAttention`` cannot reproduce, ...) and Conv/Linear modules that forward() never calls. Raw
+    These are torch layer types it does not compress (Embedding, LSTM, a grouped
+    ConvTranspose, a MultiheadAttention ``SplitAttention`` cannot reproduce, ...) and Conv/Linear modules that forward() never calls. Raw
     ``nn.Parameter``s of the user's own modules (positional embeddings, class tokens) are
     not layers: they stay fp32 and are counted in the model size.
     """
     found = []
     for name, module in model.named_modules():
         has_own_params = any(True for _ in module.parameters(recurse=False))
-        if not has_own_params or not type(module).__module__.startswith("torch."):
+        if not has_own_params or not (type(module).__module__.startswith("torch.") or isinstance(module, QUANTIZABLE)):
             continue
         if isinstance(module, QUANTIZABLE) and name in executed:
             continue
@@ -300,6 +300,7 @@ def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: 
         has_bias=module.bias is not None,
         unit=unit,
         in_units=links,
+        transposed=getattr(module, "transposed", False),
     )
 
 

@@ -42,6 +42,7 @@ class LayerSpec:
             inputs and how many input features each of their channels feeds (``H*W`` for a
             Linear after a flatten, 1 otherwise).
         in_fixed: input features that no unit prunes (e.g. image channels).
+        transposed: a transposed conv: its kernel is applied at every *input* position.
     """
 
     name: str
@@ -57,6 +58,7 @@ class LayerSpec:
     unit: int
     in_units: tuple[tuple[int, int], ...] = ()
     in_fixed: int = 0
+    transposed: bool = False
 
     @property
     def kernel_elems(self) -> int:
@@ -74,7 +76,8 @@ class LayerSpec:
 
     def macs(self, kept_in: int, kept_out: int) -> int:
         """Multiply-accumulates per sample with ``kept_in`` inputs and ``kept_out`` outputs."""
-        return self.out_positions * kept_out * self.kernel_elems * self.inputs_per_output(kept_in)
+        positions = self.in_positions if self.transposed else self.out_positions
+        return positions * kept_out * self.kernel_elems * self.inputs_per_output(kept_in)
 
     def weight_count(self, kept_in: int, kept_out: int) -> int:
         """Weights (bias excluded) of the layer at the kept shape."""
@@ -154,7 +157,8 @@ class ModelSpec:
         """A short hash of the structure: plans are bound to the model by it."""
         structure = {
             "units": [(u.name, u.layers, u.channels, u.channel_step, u.prunable, u.frozen) for u in self.units],
-            "layers": [asdict(layer) for layer in self.layers],
+            # ``transposed`` only where set: the other models keep the fingerprints their saved plans carry
+            "layers": [{k: v for k, v in asdict(layer).items() if k != "transposed" or v} for layer in self.layers],
             "input_shape": list(self.input_shape),
         }
         return hashlib.sha256(json.dumps(structure, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,10 +1,12 @@
 """Patterns of public model code that broke a stage: a language model's head tied to its
 embedding, a layer whose output never reaches the model output (WaveNet's last residual conv
-when only the skips are read), a PixelShuffle (ESPCN super-resolution) after a conv, and
-3-D convolutions (C3D / R(2+1)D video and volume classifiers)."""
+when only the skips are read), a PixelShuffle (ESPCN super-resolution) after a conv, 3-D
+convolutions (C3D / R(2+1)D video and volume classifiers) and transposed convolutions (U-Net
+decoders, Conv-TasNet's 1-D decoder)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,7 @@ from metacompress.agents import HawqPlanner
 from metacompress.compressors import SearchModel, build_graph, count_params
 from metacompress.compressors.export import load_compressed
 from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
+from metacompress.compressors.transposed_conv import OutputMajorConvTranspose
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import hessian_traces
 
@@ -172,12 +175,49 @@ class VolumeNet(nn.Module):
         return self.head(self.features(x))
 
 
-def test_3d_convolutions_are_pruned_quantized_and_agree_from_masks_to_onnx(tmp_path):
+class TinyUNet(nn.Module):
+    """One U-Net level: a strided conv down, a ConvTranspose2d up (sized by ``output_size``), a skip concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.dec = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.enc(x)
+        return self.head(self.dec(torch.cat([skip, self.up(self.down(skip), output_size=skip.shape[-2:])], 1)))
+
+
+class WaveDecoder(nn.Module):
+    """Conv-TasNet-style 1-D encoder and overlap-add decoder (ConvTranspose1d, stride half the kernel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Conv1d(1, 16, 8, stride=4, bias=False)
+        self.mask = nn.Sequential(nn.ReLU(), nn.Conv1d(16, 16, 1), nn.Sigmoid())
+        self.decoder = nn.ConvTranspose1d(16, 2, 8, stride=4, bias=False)
+        self.head = nn.Linear(2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x)
+        return self.head(self.decoder(h * self.mask(h)).mean(-1))
+
+
+@pytest.mark.parametrize("name", ["VolumeNet", "TinyUNet", "WaveDecoder"])
+def test_3d_and_transposed_convolutions_are_pruned_quantized_and_agree_from_masks_to_onnx(tmp_path, name):
     torch.manual_seed(0)
-    model, x = VolumeNet().eval(), torch.randn(96, 1, 4, 8, 8)
+    make, shape = {"VolumeNet": (VolumeNet, (1, 4, 8, 8)), "TinyUNet": (TinyUNet, (1, 8, 8)), "WaveDecoder": (WaveDecoder, (1, 64))}[name]
+    model, x = make().eval(), torch.randn(96, *shape)
     graph = build_graph(model, x)
-    assert not graph.spec.unsupported and [u.prunable for u in graph.spec.units] == [True, True, True, False]
-    assert graph.spec.layers[0].macs(1, 8) == 4 * 8 * 8 * 8 * 27  # D*H*W positions x 3x3x3 kernel
+    assert not graph.spec.unsupported and any(u.prunable for u in graph.spec.units)
+    if name == "VolumeNet":
+        assert graph.spec.layers[0].macs(1, 8) == 4 * 8 * 8 * 8 * 27  # D*H*W positions x 3x3x3 kernel
+    if name == "TinyUNet":  # a transposed conv applies its kernel at each input position: 4x4 x 16 in x 8 out x 2x2
+        up = next(layer for layer in graph.spec.layers if layer.name == "up")
+        assert up.transposed and up.macs(16, 8) == 16 * 16 * 8 * 4
     plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
     searched = SearchModel(model, graph, [x]).apply(plan)(x)
     exported = mc.export(model, plan, x, [x], graph=graph)
@@ -186,10 +226,18 @@ def test_3d_convolutions_are_pruned_quantized_and_agree_from_masks_to_onnx(tmp_p
 
     with torch.no_grad():
         data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
-    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="latency=0.5", planner=HawqPlanner(), finetune_steps=5, seed=0)
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=HawqPlanner(), finetune_steps=5, seed=0)
     assert result.summary["within_budget"] and not result.summary["untouched_layers"]
     result.save(tmp_path / "run")
-    reloaded = load_compressed(tmp_path / "run" / "model", VolumeNet())
+    reloaded = load_compressed(tmp_path / "run" / "model", make())
     assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
-    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "volume.onnx", x[:2]), x, result.model(x).argmax(1))
+    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
     assert agreement["difference_points"] == 0
+    assert not any(isinstance(m, OutputMajorConvTranspose) for m in model.modules())  # the user's model keeps its layers
+
+
+def test_a_grouped_transposed_conv_is_left_alone_and_listed():
+    model = nn.Sequential(nn.Conv1d(1, 8, 3), nn.ConvTranspose1d(8, 8, 4, stride=2, groups=2), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(4, 1, 16)
+    model(x)
+    assert build_graph(model, x).spec.unsupported == (("1", "ConvTranspose1d"),)

@@ -52,11 +52,14 @@ def build_torch_layer(layer: LayerSpec, kept_in: int, kept_out: int) -> tuple[nn
     reproduces ``out_positions`` at the layer's stride.
 
     Raises:
-        HardwareError: for a kernel of more than two dims (Conv3d), or a shape no padding reproduces.
+        HardwareError: for a kernel of more than two dims (Conv3d) or a transposed conv, or a shape no padding reproduces.
     """
     if layer.kind == "linear":
         shape = (1, kept_in) if layer.in_positions == 1 else (1, layer.in_positions, kept_in)
         return nn.Linear(kept_in, kept_out, bias=layer.has_bias), torch.randn(shape)
+    if layer.transposed:
+        raise HardwareError(f"cannot measure layer {layer.name!r}: transposed convs are not timed; price the model with an analytical "
+                            "hardware model (metacompress hardware list)")
     dims = len(layer.kernel_size)
     if dims not in (1, 2):
         raise HardwareError(f"cannot measure layer {layer.name!r}: {dims}-d kernels are not timed (Conv1d/Conv2d only); price a Conv3d model with an analytical hardware model (metacompress hardware list)")

@@ -1,0 +1,92 @@
+"""``nn.ConvTranspose1d/2d/3d`` with its weight stored output channel first, so it is compressed like a conv.
+
+A transposed conv (U-Net and autoencoder decoders, GAN generators, Conv-TasNet's decoder)
+stores its weight as ``(in, out, *kernel)``. Every stage here reads dim 0 of a layer's weight
+as its output channels: per-output-channel quantization scales (the axis an integer kernel
+can apply them on), masking and ranking output rows, the saved codes and the ONNX
+``DequantizeLinear`` axis. ``OutputMajorConvTranspose`` computes the same function from the
+weight stored ``(out, in, *kernel)`` and transposes it in ``forward``; its Torch-Pruning
+pruner slices that layout. Like ``SplitAttention`` it only ever replaces layers in a private
+copy (``surgery.plain_copy``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+_TRANSPOSED = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+
+
+class OutputMajorConvTranspose(nn.Module):
+    """A ``groups=1`` transposed conv whose ``weight`` is ``(out_channels, in_channels, *kernel)``.
+
+    It keeps the attributes analysis reads from a conv (channels, kernel, stride, groups) and
+    ``transposed = True``, which prices its multiply-accumulates per *input* position.
+    """
+
+    transposed = True
+    groups = 1
+
+    def __init__(self, source: nn.modules.conv._ConvTransposeNd) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = source.in_channels, source.out_channels
+        self.kernel_size, self.stride, self.padding = source.kernel_size, source.stride, source.padding
+        self.output_padding, self.dilation = source.output_padding, source.dilation
+        self.weight = nn.Parameter(source.weight.detach().transpose(0, 1).clone(), requires_grad=source.weight.requires_grad)
+        self.bias = nn.Parameter(source.bias.detach().clone()) if source.bias is not None else None
+        self.train(source.training)
+
+    def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
+        dims = len(self.kernel_size)
+        output_padding = self.output_padding
+        if output_size is not None:  # the size nn.ConvTranspose's forward accepts, resolved its way
+            output_padding = nn.modules.conv._ConvTransposeNd._output_padding(
+                self, x, output_size, self.stride, self.padding, self.kernel_size, dims, self.dilation)
+        return _TRANSPOSED[dims - 1](x, self.weight.transpose(0, 1), self.bias, self.stride, self.padding, output_padding, 1,
+                                     self.dilation)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride} (weight stored out-major)"
+
+
+class OutputMajorPruner(tp.pruner.function.BasePruningFunc):
+    """Torch-Pruning's pruner for ``OutputMajorConvTranspose``: outputs are dim 0, inputs dim 1."""
+
+    def prune_out_channels(self, layer: OutputMajorConvTranspose, idxs: Sequence[int]) -> nn.Module:
+        keep = sorted(set(range(layer.out_channels)) - set(int(i) for i in idxs))
+        layer.out_channels = len(keep)
+        layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 0)
+        if layer.bias is not None:
+            layer.bias = self._prune_parameter_and_grad(layer.bias, keep, 0)
+        return layer
+
+    def prune_in_channels(self, layer: OutputMajorConvTranspose, idxs: Sequence[int]) -> nn.Module:
+        keep = sorted(set(range(layer.in_channels)) - set(int(i) for i in idxs))
+        layer.in_channels = len(keep)
+        layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 1)
+        return layer
+
+    def get_out_channels(self, layer: OutputMajorConvTranspose) -> int:
+        return layer.out_channels
+
+    def get_in_channels(self, layer: OutputMajorConvTranspose) -> int:
+        return layer.in_channels
+
+
+def output_major_convs(model: nn.Module) -> nn.Module:
+    """Replace, in place, every transposed conv ``OutputMajorConvTranspose`` reproduces (see ``convertible``)."""
+    for name, module in list(model.named_modules()):
+        if convertible(module):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, OutputMajorConvTranspose(module))
+    return model
+
+
+def convertible(module: nn.Module) -> bool:
+    """A transposed conv without groups (a grouped one interleaves its channels per group) and zero padding."""
+    return isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups == 1 and module.padding_mode == "zeros"
