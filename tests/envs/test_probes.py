@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metacompress.envs.evaluator import ModelEvaluator
-from metacompress.envs.probes import PROBES_FORMAT, ModelProbes, UnitProbes, hessian_traces
+from metacompress.envs import probes
+from metacompress.envs.probes import PROBES_FORMAT, ModelProbes, UnitProbes, hessian_batch, hessian_traces
 from metacompress.errors import CacheCorrupted, MetacompressError
 from tiny_world import Data, Split
 
@@ -51,6 +52,18 @@ def test_finite_differences_match_double_backward_on_a_smooth_model():
     for e, a in zip(exact, approx):
         assert a == pytest.approx(e, rel=1e-3, abs=1e-6)
     assert max(abs(e) for e in exact) > 1e-3  # the comparison is not between zeros
+
+
+def test_the_hessian_batch_shrinks_only_on_models_larger_than_the_zoo(monkeypatch):
+    assert hessian_batch(12_281_088) == 512  # the largest zoo model keeps the full batch
+    assert hessian_batch(148_050_944) == 108  # a ResNet-18 at 64x64
+    assert hessian_batch(4_100_000_000) == 64  # a ResNet-50 at 224x224: the floor
+    evaluator = evaluator_for(SmoothNet())
+    full, _ = hessian_traces(evaluator)
+    monkeypatch.setattr(probes, "HESSIAN_MIN_BATCH", 8)
+    monkeypatch.setattr(probes, "HESSIAN_SAMPLE_MACS", 8 * evaluator.spec.macs())  # 8 of the 32 train samples
+    fewer, _ = hessian_traces(evaluator)
+    assert len(fewer) == len(full) and fewer != full  # the traces came from the smaller batch
 
 
 def test_hardsigmoid_gate_falls_back_to_finite_differences():
