@@ -11,6 +11,7 @@ works on a private copy (``surgery.plain_copy``), so the user's model keeps its 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -26,10 +27,11 @@ class SplitAttention(nn.Module):
     in_proj_bias = None
     _qkv_same_embed_dim = False
 
-    def __init__(self, embed_dim: int, num_heads: int, batch_first: bool, bias: bool = True) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, batch_first: bool, bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         self.head_dim = embed_dim // num_heads
         self.batch_first = batch_first
+        self.dropout = dropout  # on the attention weights, in training mode (recovery), as MultiheadAttention does
         self.q, self.k, self.v, self.out_proj = (nn.Linear(embed_dim, embed_dim, bias=bias) for _ in range(4))
 
     @property
@@ -39,7 +41,8 @@ class SplitAttention(nn.Module):
     @classmethod
     def from_module(cls, attention: nn.MultiheadAttention) -> "SplitAttention":
         """The same attention, its packed weights split (exactly) into the four Linears."""
-        split = cls(attention.embed_dim, attention.num_heads, attention.batch_first, attention.in_proj_bias is not None)
+        split = cls(attention.embed_dim, attention.num_heads, attention.batch_first, attention.in_proj_bias is not None,
+                    attention.dropout)
         weights = attention.in_proj_weight.detach().chunk(3)
         biases = attention.in_proj_bias.detach().chunk(3) if attention.in_proj_bias is not None else (None,) * 3
         with torch.no_grad():
@@ -71,7 +74,7 @@ class SplitAttention(nn.Module):
             if mask is not None:
                 scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
         weights = torch.softmax(scores, dim=-1)
-        out = self.out_proj((weights @ v).transpose(1, 2).reshape(batch, targets, heads * self.head_dim))
+        out = self.out_proj((F.dropout(weights, self.dropout, self.training) @ v).transpose(1, 2).reshape(batch, targets, heads * self.head_dim))
         if not self.batch_first:
             out = out.transpose(0, 1)
         if not need_weights:
