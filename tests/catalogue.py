@@ -380,8 +380,67 @@ class TupleOutput(nn.Module):
         return self.head(F.relu(embedding)), embedding
 
 
+class ViT(nn.Module):
+    """torchvision's ViT (Dosovitskiy et al. 2021): conv patch embedding, class token, pre-norm
+    encoder blocks on the built-in ``nn.MultiheadAttention``, the class token's head."""
+
+    def __init__(self, classes: int = 4, dim: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, dim, 4, 4)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, 5, dim) * 0.02)
+        self.ln_1, self.ln_2, self.ln = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        y = self.ln_1(x)
+        x = x + self.self_attention(y, y, y, need_weights=False)[0]
+        x = x + self.mlp(self.ln_2(x))
+        return self.head(self.ln(x)[:, 0])
+
+
+class UNet(nn.Module):
+    """U-Net (Ronneberger et al. 2015): conv blocks down, ``ConvTranspose2d`` up, skip concats; a pooled head."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.enc1, self.enc2 = conv_bn(3, 8, 3), nn.Sequential(nn.MaxPool2d(2), conv_bn(8, 16, 3))
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.dec = conv_bn(16, 8, 3)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        skip = self.enc1(x)
+        return self.head(self.dec(torch.cat([skip, self.up(self.enc2(skip))], dim=1)).mean(dim=(2, 3)))
+
+
+class R2Plus1D(nn.Module):
+    """torchvision's R(2+1)D video block (Tran et al. 2018): each 3-D conv factored into a spatial
+    (1, 3, 3) and a temporal (3, 1, 1) Conv3d with BatchNorm3d, a residual add, pooled over time and space."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv3d(3, 8, (1, 3, 3), padding=(0, 1, 1), bias=False), nn.BatchNorm3d(8), nn.ReLU())
+
+        def factored(width: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv3d(width, 12, (1, 3, 3), padding=(0, 1, 1), bias=False), nn.BatchNorm3d(12), nn.ReLU(),
+                                 nn.Conv3d(12, width, (3, 1, 1), padding=(1, 0, 0), bias=False), nn.BatchNorm3d(width))
+
+        self.block = factored(8)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(F.relu(x + self.block(x)).mean(dim=(2, 3, 4)))
+
+
 IMAGE = (3, 8, 8)
 SIGNAL = (4, 16)
+VIDEO = (3, 4, 8, 8)
 CATALOGUE: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mobilenetv3": (MobileNetV3, IMAGE),
     "shufflenetv2": (ShuffleNetV2, IMAGE),
@@ -397,6 +456,9 @@ CATALOGUE: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "conv1d": (Conv1dNet, SIGNAL),
     "tabular": (Tabular, (12,)),
     "tuple-output": (TupleOutput, IMAGE),
+    "vit": (ViT, IMAGE),
+    "unet": (UNet, IMAGE),
+    "r2plus1d": (R2Plus1D, VIDEO),
 }
 
 
@@ -406,7 +468,7 @@ def build(model_id: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(seed)
     model = builder()
     for module in model.modules():
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
             module.running_mean.normal_(0, 0.1)
             module.running_var.uniform_(0.5, 1.5)
             module.weight.data.uniform_(0.5, 1.5)

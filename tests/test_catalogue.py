@@ -16,6 +16,7 @@ from metacompress.agents.registry import load_planner
 from metacompress.compressors import SearchModel, count_params
 from metacompress.compressors.hardware import get_hardware
 from metacompress.compressors.recovery import output_tensors
+from metacompress.compressors.surgery import QUANTIZABLE
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.probes import compute_probes
@@ -42,6 +43,9 @@ EXPECTED_UNITS = {
     "conv1d": (2, 1),
     "tabular": (3, 2),
     "tuple-output": (4, 2),
+    "vit": (4, 2),  # q/k/v of the split nn.MultiheadAttention prune by heads; the stream is LayerNorm-bound
+    "unet": (5, 4),  # the ConvTranspose2d is a unit of its own
+    "r2plus1d": (3, 2),
 }
 IDS = sorted(CATALOGUE)
 
@@ -77,7 +81,7 @@ def test_analysis_lists_every_layer_with_a_verdict(model_id):
     context = task(model_id)
     spec, model = context.spec, context.evaluator.model
     listed = {layer.name for layer in spec.layers} | {name for name, _ in spec.unsupported}
-    layers = {name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    layers = {name for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
     assert layers <= listed
     assert (len(spec.units), sum(u.prunable for u in spec.units)) == EXPECTED_UNITS[model_id]
     for unit in spec.units:
