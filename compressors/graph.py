@@ -82,8 +82,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     order = [name for name in order if name not in tied]
     if not order:
         raise UnsupportedModel(
-            "the model has no compressible layer: metacompress compresses Conv1d, Conv2d and Linear layers "
-            "that run in forward(); found none"
+            "the model has no compressible layer: metacompress compresses Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear "
+            "layers that run in forward(); found none"
         )
     unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order))]
     ignored = [work.get_submodule(n) for n, _ in unsupported]
@@ -130,8 +130,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
 def check_model(model: nn.Module) -> None:
     """Raise ``UnsupportedModel`` for a model no stage can work on, before any work.
 
-    A TorchScript module hides its layers behind compiled code (it would analyse as "no
-    compressible layer"); float64/float16 weights would meet the float32 calibration data
+    A TorchScript module or a ``torch.compile`` wrapper hides its layers behind compiled code
+    (it would analyse as "no compressible layer"); float64/float16 weights would meet the float32 calibration data
     and quantizers deep inside the first evaluation; NaN or inf weights make every score NaN.
     """
     if isinstance(model, torch.jit.ScriptModule):
@@ -139,6 +139,9 @@ def check_model(model: nn.Module) -> None:
                                "cannot see; pass the nn.Module it was scripted from")
     if not isinstance(model, nn.Module):
         raise UnsupportedModel(f"the model is a {type(model).__name__}, not a torch.nn.Module")
+    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):  # its forward runs compiled code: no layer hook fires
+        raise UnsupportedModel("the model is a torch.compile wrapper, whose compiled forward hides its layers from analysis; "
+                               "pass the module it wraps (model._orig_mod) and compile the compressed model afterwards")
     dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {str(torch.float32)})
     if dtypes:
         raise UnsupportedModel(f"the model has {', '.join(dtypes)} parameters; metacompress calibrates and simulates its "
