@@ -142,6 +142,10 @@ def check_model(model: nn.Module) -> None:
     if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):  # its forward runs compiled code: no layer hook fires
         raise UnsupportedModel("the model is a torch.compile wrapper, whose compiled forward hides its layers from analysis; "
                                "pass the module it wraps (model._orig_mod) and compile the compressed model afterwards")
+    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        raise UnsupportedModel(f"the model has uninitialized lazy parameters ({', '.join(lazy[:3])}): a Lazy* layer gets its shape "
+                               "from its first forward; run a batch through the model and train it before compressing")
     dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {str(torch.float32)})
     if dtypes:
         raise UnsupportedModel(f"the model has {', '.join(dtypes)} parameters; metacompress calibrates and simulates its "

@@ -95,6 +95,7 @@ class TwoInputs(nn.Module):
 @pytest.mark.parametrize("make, message", [
     (lambda m: torch.jit.script(m), "TorchScript module .* pass the nn.Module it was scripted from"),
     (lambda m: torch.compile(m), r"torch.compile wrapper, .* pass the module it wraps \(model._orig_mod\)"),
+    (lambda m: nn.Sequential(nn.LazyLinear(3)), r"uninitialized lazy parameters \(0.weight, 0.bias\).* run a batch through the model"),
     (lambda m: copy.deepcopy(m).double(), r"torch.float64 parameters; .* pass a float32 copy"),
     (lambda m: TwoInputs(), r"rejects the example input of shape \(\d+, 12\): .*missing 1 required positional argument: 'mask'.* wrap a model of several inputs"),
 ])
