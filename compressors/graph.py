@@ -162,7 +162,10 @@ def forward_example(model: nn.Module, example_input: torch.Tensor):
     except Exception as exc:  # noqa: BLE001 (any error of the user's forward means "this input does not fit")
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         several = " metacompress calls model(x) with one tensor: wrap a model of several inputs in a module whose forward(x) builds them." if isinstance(exc, TypeError) else ""
-        raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}.{several}") from exc
+        integers = (" The inputs are integers, which only an nn.Embedding reads (they are kept as token ids): pass float32 "
+                    "inputs, e.g. images as x.astype('float32') / 255."
+                    if isinstance(example_input, torch.Tensor) and not example_input.is_floating_point() else "")
+        raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}.{several}{integers}") from exc
 
 
 def expected_input_hint(model: nn.Module) -> str:

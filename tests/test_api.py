@@ -103,3 +103,13 @@ def test_a_model_no_stage_can_use_is_refused_before_any_work_naming_the_fix(task
     model, data = task
     with pytest.raises(UnsupportedModel, match=message):
         mc.compress(make(model.eval()), data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner())
+
+
+def test_integer_images_are_refused_naming_the_float_conversion():
+    """uint8 images become long tensors (the form token ids take); a conv model then needs floats."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    x = torch.randint(0, 256, (120, 1, 8, 8), dtype=torch.uint8)
+    data = mc.splits_from_arrays(x.numpy(), (torch.arange(120) % 3).numpy(), seed=0)
+    with pytest.raises(UnsupportedModel, match=r"The inputs are integers, .* pass float32 inputs, e.g. images as x.astype\('float32'\) / 255"):
+        mc.compress(model, data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner())
