@@ -182,21 +182,26 @@ def expected_input_hint(model: nn.Module) -> str:
 
 def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, tuple[int, int]], list[str], set[str]]:
     """Run the example once: quantizable layers in call order, their positions, and the
-    layers whose output is (a view of) a model output tensor (or the last layer run)."""
+    layers whose output is (a view of) a model output tensor (or the last layer run).
+
+    A layer called several times (ALBERT's shared encoder layer, a conv reused across scales,
+    TabNet's shared GLU steps) does its work at every call: its positions are summed over the
+    calls, so MACs, BitOps, latency and energy count each call (its weights, once).
+    """
     positions: dict[str, tuple[int, int]] = {}
     order: list[str] = []
-    produced: dict[str, torch.Tensor] = {}  # held until compared, so no freed buffer is reused by the output
+    produced: dict[str, list[torch.Tensor]] = {}  # held until compared, so no freed buffer is reused by the output
 
     def hook(module, inputs, output, name):
-        if name in positions:
-            return  # a layer called twice (weight sharing) is priced once
         x = inputs[0]
         channel_dim = 1 if isinstance(module, CONVS) else -1
         per_in = x.numel() // (x.shape[0] * x.shape[channel_dim])
         per_out = output.numel() // (output.shape[0] * output.shape[channel_dim])
-        positions[name] = (per_in, per_out)
-        order.append(name)
-        produced[name] = output
+        earlier_in, earlier_out = positions.get(name, (0, 0))
+        positions[name] = (earlier_in + per_in, earlier_out + per_out)
+        if name not in produced:
+            order.append(name)
+        produced.setdefault(name, []).append(output)
 
     handles = [
         m.register_forward_hook(lambda mod, i, o, n=n: hook(mod, i, o, n))
@@ -210,7 +215,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
         for h in handles:
             h.remove()
     returned = {t.data_ptr() for t in output_tensors(result)}
-    outputs = {name for name, tensor in produced.items() if tensor.data_ptr() in returned} | set(order[-1:])
+    outputs = {name for name, tensors in produced.items() if any(t.data_ptr() in returned for t in tensors)} | set(order[-1:])
     return positions, order, outputs
 
 

@@ -130,3 +130,24 @@ def test_spec_table_and_fingerprint_are_stable(tiny):
     assert first.fingerprint == second.fingerprint
     frame = first.to_frame()
     assert len(frame) == len(first.units) and frame["macs"].sum() == first.macs()
+
+
+class SharedLayer(nn.Module):
+    """ALBERT-style weight sharing: one Linear applied four times in a row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.shared, self.head = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        for _ in range(4):
+            h = h + torch.relu(self.shared(h))
+        return self.head(h.mean(1))
+
+
+def test_a_layer_called_four_times_is_priced_for_every_call_and_sized_once():
+    spec = analyze(SharedLayer(), torch.randn(2, 5, 6))
+    shared = next(layer for layer in spec.layers if layer.name == "shared")
+    assert shared.out_positions == 4 * 5 and shared.macs(16, 16) == 4 * 5 * 16 * 16
+    assert shared.weight_count(16, 16) == 16 * 16
