@@ -207,9 +207,29 @@ def _train_ppo(config: TrainConfig, tasks: list[Task], out: Path, resume: bool, 
             score, at, state = monitor.best
             model.policy.load_state_dict(state)
             final = {**final, "chosen_timesteps": at, f"chosen_{split}_score": score}
+    except KeyboardInterrupt:
+        _stop_workers(venv)
+        raise
     finally:
-        venv.close()
+        venv.close()  # nothing left to do once the workers are stopped
     return model.policy, model.num_timesteps, final
+
+
+def _stop_workers(venv) -> None:
+    """Stop subprocess workers without the close handshake.
+
+    Ctrl-C can land while the main process reads the workers' step replies: one reply read,
+    the next not. ``SubprocVecEnv.close`` then waits for a reply from every worker, and one
+    has none left to send, so it waited forever (the workers ignore SIGINT; see ``EnvFactory``).
+    """
+    workers = venv.unwrapped
+    if isinstance(workers, SubprocVecEnv) and not workers.closed:
+        for process in workers.processes:
+            process.terminate()
+            process.join()
+        for remote in workers.remotes:
+            remote.close()
+        workers.closed = True
 
 
 def _warm_caches(factory: EnvFactory, tasks: list[Task]) -> None:
