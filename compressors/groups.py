@@ -56,6 +56,9 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     pruner = graph.get_pruner_of_module(module)
     channels = pruner.get_out_channels(module)
     info = GroupInfo([root], [MaskTarget(root, "out", torch.arange(channels)[:, None])], [], channels)
+    if module not in graph.module2node:  # inside a layer the graph holds as one node (an unrolled LSTM/GRU)
+        info.problems.append("it computes a recurrent layer's gates, whose hidden units Torch-Pruning cannot prune")
+        return info
     try:
         group = _traced_group(graph, module, pruner, list(range(channels)))
         fans_out = any(len(item.idxs) != channels for item in group.items if isinstance(item.dep.target.module, nn.Module))

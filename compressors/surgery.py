@@ -22,6 +22,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from metacompress.compressors.attention import split_attention, splittable
+from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unroll_recurrent, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible, output_major_convs
 from metacompress.compressors.recovery import output_tensors
 
@@ -73,7 +74,8 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
-                                                         customized_pruners={OutputMajorConvTranspose: OutputMajorPruner()})
+                                                         customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
+                                                                             UnrolledRNN: RecurrentPruner()})
 
 
 def _norm_hooks(module: nn.Module) -> list:
@@ -88,11 +90,12 @@ def weight_reparametrizations(model: nn.Module) -> list[str]:
 
 def needs_plain_copy(model: nn.Module) -> bool:
     """Whether ``plain_copy`` computes ``model`` with other parameters or modules than its own."""
-    return bool(weight_reparametrizations(model)) or any(splittable(module) or convertible(module) for module in model.modules())
+    return bool(weight_reparametrizations(model)) or any(
+        splittable(module) or convertible(module) or unrollable(module) for module in model.modules())
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
-    """A private deep copy of ``model``: weight norm / spectral norm folded, attention split, transposed convs out-major.
+    """A private deep copy of ``model`` every stage can read: reparametrized weights folded, built-in layers with packed weights rewritten.
 
     They are training-time reparametrizations (locuslab's TCN, WaveNet-style and GAN code use
     them) that deployment folds away. Every stage here needs ``.weight`` to be a leaf
@@ -103,7 +106,8 @@ def plain_copy(model: nn.Module) -> nn.Module:
     ``nn.MultiheadAttention`` becomes ``SplitAttention`` (q/k/v/out Linears, the same
     function), the only form in which its projections can be quantized and pruned by heads.
     A transposed conv becomes ``OutputMajorConvTranspose`` (its weight stored output channel
-    first, as every stage reads a layer's weight).
+    first, as every stage reads a layer's weight); an LSTM or GRU becomes ``UnrolledRNN``
+    (Linears stepped over time).
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
     # refuses; the memo hands the copy a detached value (the next forward recomputes it)
@@ -120,7 +124,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
             del module.parametrizations
             for name, value in values.items():
                 module.register_parameter(name, nn.Parameter(value))
-    return output_major_convs(split_attention(copied))
+    return unroll_recurrent(output_major_convs(split_attention(copied)))
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

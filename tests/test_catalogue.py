@@ -37,7 +37,7 @@ EXPECTED_UNITS = {
     "convnext": (3, 1),
     "mobilevit": (7, 4),
     "densenet": (5, 4),
-    "conv-gru": (3, 1),
+    "conv-gru": (5, 1),  # the GRU's input and recurrent Linears are quantize-only units
     "permute-head": (3, 1),
     "mlp-mixer": (5, 2),
     "conv1d": (2, 1),
@@ -136,12 +136,15 @@ def test_hard_sigmoid_and_fused_attention_probe_by_finite_differences(model_id):
     assert all(math.isfinite(u.hessian_trace) for u in probes.units)
 
 
-def test_gru_is_left_alone_and_its_producer_is_quantize_only():
+def test_the_gru_is_quantized_per_time_step_and_its_producer_is_quantize_only():
     spec = task("conv-gru").spec
-    assert ("gru", "GRU") in spec.unsupported
-    conv = spec.units[0]
+    assert not spec.unsupported
+    conv, ih, hh = spec.units[:3]
     assert conv.layers == ("conv",) and not conv.prunable and not conv.frozen
     assert "Torch-Pruning cannot trace its channels (IndexError" in conv.reason
+    assert (ih.layers, hh.layers) == (("gru.ih_l0",), ("gru.hh_l0",)) and "recurrent layer's gates" in hh.reason
+    recurrent = next(layer for layer in spec.layers if layer.name == "gru.hh_l0")
+    assert recurrent.out_positions == 16  # called once per time step: every call is priced
 
 
 def test_grouped_convs_prune_the_same_position_in_every_group():

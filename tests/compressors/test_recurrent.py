@@ -1,0 +1,69 @@
+"""``nn.LSTM`` / ``nn.GRU`` are compressed through ``UnrolledRNN``: the same outputs, then
+quantized weights and per-step pricing, saved, reloaded and exported like any layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import metacompress as mc
+from metacompress.agents import HawqPlanner
+from metacompress.compressors.export import load_compressed
+from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
+from metacompress.compressors.recurrent import UnrolledRNN, unroll_recurrent
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("batch_first, bidirectional", [(True, False), (False, True)])
+def test_unrolled_rnn_computes_what_the_built_in_layer_computes(kind, batch_first, bidirectional):
+    torch.manual_seed(0)
+    rnn = kind(5, 7, num_layers=2, batch_first=batch_first, bidirectional=bidirectional).eval()
+    unrolled = UnrolledRNN(rnn).eval()
+    x = torch.randn(3, 6, 5) if batch_first else torch.randn(6, 3, 5)
+    h0 = torch.randn(2 * (1 + bidirectional), 3, 7)
+    state = (h0, torch.randn_like(h0)) if kind is nn.LSTM else h0
+    for args in ((x,), (x, state), (torch.randn(6, 5),)):  # default state, a given state, one unbatched sequence
+        expected, expected_state = rnn(*args)
+        got, got_state = unrolled(*args)
+        assert torch.allclose(got, expected, atol=1e-5)
+        for e, g in zip(expected_state if kind is nn.LSTM else (expected_state,), got_state if kind is nn.LSTM else (got_state,)):
+            assert torch.allclose(g, e, atol=1e-5)
+
+
+def test_an_lstm_with_a_projection_is_left_as_is():
+    model = nn.Sequential(nn.LSTM(4, 8, proj_size=3))
+    assert isinstance(unroll_recurrent(model)[0], nn.LSTM)
+
+
+class Keyword(nn.Module):
+    """A keyword-spotting net: a strided conv front end, a 2-layer LSTM, the last step's head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.front = nn.Sequential(nn.Conv1d(2, 8, 4, stride=2), nn.ReLU())
+        self.lstm = nn.LSTM(8, 12, num_layers=2, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.front(x).transpose(1, 2))[0][:, -1])
+
+
+def test_an_lstm_is_quantized_priced_per_step_saved_and_exported(tmp_path):
+    torch.manual_seed(0)
+    model, x = Keyword().eval(), torch.randn(120, 2, 20)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy(), seed=0)
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="bitops=0.3", planner=HawqPlanner(), finetune_steps=5, seed=0)
+    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
+    bits = result.model.metacompress_weight_bits
+    assert {f"lstm.{part}_l{layer}" for part in ("ih", "hh") for layer in (0, 1)} <= set(bits)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the user's model is untouched
+    assert isinstance(model.lstm, nn.LSTM)
+
+    result.save(tmp_path / "run")
+    reloaded = load_compressed(tmp_path / "run" / "model", Keyword())
+    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
+    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "kws.onnx", x[:2]), x, result.model(x).argmax(1))
+    assert agreement["difference_points"] == 0
