@@ -82,23 +82,11 @@ class SplitAttention(nn.Module):
         return out, weights.mean(dim=1) if average_attn_weights else weights
 
 
-def split_attention(model: nn.Module) -> nn.Module:
-    """Replace, in place, every ``nn.MultiheadAttention`` that ``SplitAttention`` computes exactly.
+def splittable(module: nn.Module) -> bool:
+    """Whether ``module`` is a MultiheadAttention ``SplitAttention`` reproduces.
 
     Left as is (and so left untouched by compression): attention with ``kdim``/``vdim`` other
     than ``embed_dim``, ``add_bias_kv`` or ``add_zero_attn``.
     """
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.MultiheadAttention) and splittable(module):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, SplitAttention.from_module(module))
-    for module in model.modules():
-        if isinstance(module, nn.TransformerEncoder):  # its nested-tensor fast path runs packed weights only
-            module.use_nested_tensor = False
-    return model
-
-
-def splittable(module: nn.Module) -> bool:
-    """Whether ``module`` is a MultiheadAttention ``SplitAttention`` reproduces."""
     return (isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim and module.bias_k is None
             and not module.add_zero_attn)

@@ -123,15 +123,6 @@ class RecurrentPruner(tp.pruner.function.BasePruningFunc):
         return layer.ih_l0.in_features
 
 
-def unroll_recurrent(model: nn.Module) -> nn.Module:
-    """Replace, in place, every LSTM / GRU that ``UnrolledRNN`` reproduces (see ``unrollable``)."""
-    for name, module in list(model.named_modules()):
-        if unrollable(module):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, UnrolledRNN(module))
-    return model
-
-
 def unrollable(module: nn.Module) -> bool:
     """An ``nn.LSTM`` without ``proj_size``, or an ``nn.GRU`` (exact types: subclasses may change the recurrence)."""
     return type(module) is nn.GRU or (type(module) is nn.LSTM and not module.proj_size)

@@ -13,6 +13,7 @@ import copy
 import logging
 import warnings
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 import torch_pruning as tp
@@ -21,9 +22,9 @@ from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-from metacompress.compressors.attention import split_attention, splittable
-from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unroll_recurrent, unrollable
-from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible, output_major_convs
+from metacompress.compressors.attention import SplitAttention, splittable
+from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
+from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.recovery import output_tensors
 
 log = logging.getLogger(__name__)
@@ -88,25 +89,33 @@ def weight_reparametrizations(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if parametrize.is_parametrized(module) or _norm_hooks(module)]
 
 
+# Built-in layers whose packed weights no stage can read, each with the equivalent module of
+# plain layers it becomes in the private copy (``plain_copy``).
+REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Module]], ...] = (
+    (splittable, SplitAttention.from_module),
+    (convertible, OutputMajorConvTranspose),
+    (unrollable, UnrolledRNN),
+)
+
+
 def needs_plain_copy(model: nn.Module) -> bool:
     """Whether ``plain_copy`` computes ``model`` with other parameters or modules than its own."""
-    return bool(weight_reparametrizations(model)) or any(
-        splittable(module) or convertible(module) or unrollable(module) for module in model.modules())
+    return bool(weight_reparametrizations(model)) or any(matches(m) for m in model.modules() for matches, _ in REWRITES)
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
-    """A private deep copy of ``model`` every stage can read: reparametrized weights folded, built-in layers with packed weights rewritten.
+    """A private deep copy of ``model`` every stage can read: weight norm folded, packed layers rewritten.
 
-    They are training-time reparametrizations (locuslab's TCN, WaveNet-style and GAN code use
-    them) that deployment folds away. Every stage here needs ``.weight`` to be a leaf
+    Weight norm and spectral norm are training-time reparametrizations (locuslab's TCN,
+    WaveNet-style and GAN code use them) that deployment folds away. Every stage here needs ``.weight`` to be a leaf
     Parameter: the Hessian probes differentiate it, masking and pruning slice it, recovery and
     ONNX export attach their own parametrization to it. In eval mode the copy computes the
     same outputs; the user's model keeps its reparametrizations.
 
-    ``nn.MultiheadAttention`` becomes ``SplitAttention`` (q/k/v/out Linears, the same
-    function), the only form in which its projections can be quantized and pruned by heads.
-    A transposed conv becomes ``OutputMajorConvTranspose`` (its weight stored output channel
-    first, as every stage reads a layer's weight); an LSTM or GRU becomes ``UnrolledRNN``
+    ``REWRITES`` turns built-in layers with packed weights into the same function of plain
+    layers: ``nn.MultiheadAttention`` into ``SplitAttention`` (q/k/v/out Linears, pruned by
+    heads), a transposed conv into ``OutputMajorConvTranspose`` (its weight stored output
+    channel first, as every stage reads a weight), an LSTM or GRU into ``UnrolledRNN``
     (Linears stepped over time).
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
@@ -124,7 +133,15 @@ def plain_copy(model: nn.Module) -> nn.Module:
             del module.parametrizations
             for name, value in values.items():
                 module.register_parameter(name, nn.Parameter(value))
-    return unroll_recurrent(output_major_convs(split_attention(copied)))
+    for name, module in list(copied.named_modules()):
+        for matches, rewrite in REWRITES:
+            if matches(module):
+                parent, _, attr = name.rpartition(".")
+                setattr(copied.get_submodule(parent) if parent else copied, attr, rewrite(module))
+    for module in copied.modules():
+        if isinstance(module, nn.TransformerEncoder):  # its nested-tensor fast path runs packed attention weights only
+            module.use_nested_tensor = False
+    return copied
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

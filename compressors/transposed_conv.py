@@ -78,15 +78,6 @@ class OutputMajorPruner(tp.pruner.function.BasePruningFunc):
         return layer.in_channels
 
 
-def output_major_convs(model: nn.Module) -> nn.Module:
-    """Replace, in place, every transposed conv ``OutputMajorConvTranspose`` reproduces (see ``convertible``)."""
-    for name, module in list(model.named_modules()):
-        if convertible(module):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, OutputMajorConvTranspose(module))
-    return model
-
-
 def convertible(module: nn.Module) -> bool:
     """A transposed conv without groups (a grouped one interleaves its channels per group) and zero padding."""
     return isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups == 1 and module.padding_mode == "zeros"

@@ -9,9 +9,10 @@ from torch import nn
 
 from metacompress import Plan, export
 from metacompress.compressors import SearchModel, build_graph
-from metacompress.compressors.attention import SplitAttention, split_attention, splittable
+from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.export import load_compressed, save_compressed
 from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
+from metacompress.compressors.surgery import plain_copy
 
 
 class Encoder(nn.Module):
@@ -52,7 +53,7 @@ def test_split_attention_computes_what_multihead_attention_computes(batch_first,
 def test_attention_unlike_q_and_kv_widths_is_left_as_is():
     odd = nn.Sequential(nn.MultiheadAttention(16, 4, kdim=8, vdim=8), nn.MultiheadAttention(16, 4, add_bias_kv=True))
     assert not any(splittable(m) for m in odd)
-    assert all(isinstance(m, nn.MultiheadAttention) for m in split_attention(odd))
+    assert all(isinstance(m, nn.MultiheadAttention) for m in plain_copy(odd))
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
