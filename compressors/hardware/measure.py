@@ -48,46 +48,52 @@ KEPT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 def build_torch_layer(layer: LayerSpec, kept_in: int, kept_out: int) -> tuple[nn.Module, torch.Tensor]:
     """A standalone torch layer at the kept shape and a batch-1 input for it.
 
-    Conv2d maps are made as square as the positions allow; the padding is the one that
-    reproduces ``out_positions`` at the layer's stride.
+    Conv2d and Conv3d maps are made as square (cubic) as the positions allow; the padding
+    is the one that reproduces ``out_positions`` at the layer's stride. A transposed conv is
+    built as one (``nn.ConvTranspose1d/2d/3d``).
 
     Raises:
-        HardwareError: for a kernel of more than two dims (Conv3d) or a transposed conv, or a shape no padding reproduces.
+        HardwareError: for a kernel of more than three dims.
     """
     if layer.kind == "linear":
         shape = (1, kept_in) if layer.in_positions == 1 else (1, layer.in_positions, kept_in)
         return nn.Linear(kept_in, kept_out, bias=layer.has_bias), torch.randn(shape)
-    if layer.transposed:
-        raise HardwareError(f"cannot measure layer {layer.name!r}: transposed convs are not timed; price the model with an analytical "
-                            "hardware model (metacompress hardware list)")
     dims = len(layer.kernel_size)
-    if dims not in (1, 2):
-        raise HardwareError(f"cannot measure layer {layer.name!r}: {dims}-d kernels are not timed (Conv1d/Conv2d only); price a Conv3d model with an analytical hardware model (metacompress hardware list)")
+    if dims not in (1, 2, 3):
+        raise HardwareError(f"cannot measure layer {layer.name!r}: {dims}-d kernels are not timed (1-D to 3-D only)")
     groups = kept_out if layer.kind == "depthwise" else layer.groups
     if layer.kind == "depthwise":
         kept_in = kept_out
-    sizes = (layer.in_positions,) if dims == 1 else _square_factors(layer.in_positions)
+    sizes = _balanced_factors(layer.in_positions, dims)
     padding = _padding_for(layer, sizes)
-    conv = (nn.Conv1d if dims == 1 else nn.Conv2d)(kept_in, kept_out, layer.kernel_size, stride=layer.stride,
-                                                   padding=padding, groups=groups, bias=layer.has_bias)
+    kind = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d) if layer.transposed else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    conv = kind[dims - 1](kept_in, kept_out, layer.kernel_size, stride=layer.stride, padding=padding, groups=groups, bias=layer.has_bias)
     return conv, torch.randn((1, kept_in) + sizes)
 
 
-def _square_factors(positions: int) -> tuple[int, int]:
-    height = int(math.isqrt(positions))
-    while positions % height:
-        height -= 1
-    return height, positions // height
+def _balanced_factors(positions: int, dims: int) -> tuple[int, ...]:
+    """``dims`` sizes whose product is ``positions``, each as close to the ``dims``-th root as divisors allow."""
+    if dims == 1:
+        return (positions,)
+    first = max(1, round(positions ** (1 / dims)))
+    while positions % first:
+        first -= 1
+    return (first,) + _balanced_factors(positions // first, dims - 1)
 
 
-def _padding_for(layer: LayerSpec, sizes: tuple[int, ...]) -> int:
+def _padding_for(layer: LayerSpec, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-dim padding ``min(p, k // 2)`` for the ``p`` (nearest "same" first) that reproduces ``out_positions``."""
     kernel = max(layer.kernel_size)
-    for pad in sorted(range(kernel + 1), key=lambda p: abs(p - kernel // 2)):
-        out = math.prod((s + 2 * pad - k) // layer.stride + 1 for s, k in zip(sizes, layer.kernel_size))
+    for p in sorted(range(kernel + 1), key=lambda p: abs(p - kernel // 2)):
+        pads = tuple(min(p, k // 2) for k in layer.kernel_size)
+        if layer.transposed:
+            out = math.prod((s - 1) * layer.stride - 2 * pad + k for s, pad, k in zip(sizes, pads, layer.kernel_size))
+        else:
+            out = math.prod((s + 2 * pad - k) // layer.stride + 1 for s, pad, k in zip(sizes, pads, layer.kernel_size))
         if out == layer.out_positions:
-            return pad
-    log.debug("layer %s: no padding reproduces %d output positions; using %d", layer.name, layer.out_positions, kernel // 2)
-    return kernel // 2
+            return pads
+    log.debug("layer %s: no padding reproduces %d output positions; using 'same'", layer.name, layer.out_positions)
+    return tuple(k // 2 for k in layer.kernel_size)
 
 
 def time_call_ms(call: Callable[[], object], repeats: int = 7, warmup: int = 2, min_repeat_ms: float = 0.5) -> float:

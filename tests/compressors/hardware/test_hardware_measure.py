@@ -69,6 +69,15 @@ def test_conv1d_layers_are_measured_as_conv1d():
     assert isinstance(module, torch.nn.Conv1d) and module(x).shape == (1, 3, 40)
 
 
+def test_3d_and_transposed_convs_are_measured_as_what_they_are_at_the_spec_shape():
+    factored = LayerSpec("c3", "conv", 4, 6, (1, 3, 3), 1, 1, 4 * 8 * 8, 4 * 8 * 8, False, 0, in_fixed=4)  # R(2+1)D's spatial conv
+    module, x = build_torch_layer(factored, 2, 3)
+    assert isinstance(module, torch.nn.Conv3d) and module(x).shape[2:].numel() == 4 * 8 * 8
+    up = LayerSpec("up", "conv", 8, 4, (2, 2), 2, 1, 16, 64, True, 0, in_fixed=8, transposed=True)  # a U-Net's 2x upsampling
+    module, x = build_torch_layer(up, 8, 2)
+    assert isinstance(module, torch.nn.ConvTranspose2d) and module(x).shape == (1, 2, 8, 8)
+
+
 def test_timing_is_a_positive_median():
     module, x = build_torch_layer(make_layer("c", "conv", 8, 8, 3, 1, 8), 8, 8)
     assert 0 < time_layer_ms(module, x, repeats=3, warmup=1, min_repeat_ms=0.05) < 100
