@@ -212,8 +212,8 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
     Args:
         path: folder written by ``save_compressed``.
         base_model: a new instance of the original architecture (its weights are replaced;
-            it is modified and returned; one with weight norm or nn.MultiheadAttention is
-            converted in a copy instead, as compression saw it).
+            it is modified and returned; one ``plain_copy`` would change, e.g. with weight
+            norm or an LSTM, is converted in a copy instead, as compression saw it).
 
     Raises:
         PlanMismatch: if ``base_model`` is not the architecture the model was saved from.
@@ -226,7 +226,7 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptFile(f"{weights} is missing or corrupt ({exc}); re-save the model with save_compressed") from exc
-    # saved as export wrote it (weight norm folded, attention split): such a base is converted in a copy
+    # saved as export wrote it, from a plain_copy: a base that copy would change is converted the same way
     model = (plain_copy(base_model) if needs_plain_copy(base_model) else base_model).eval()
     _check_shapes(structure.get("shapes"), Path(path) / "model.json")
     modules = dict(model.named_modules())

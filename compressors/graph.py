@@ -130,9 +130,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
 def check_model(model: nn.Module) -> None:
     """Raise ``UnsupportedModel`` for a model no stage can work on, before any work.
 
-    A TorchScript module or a ``torch.compile`` wrapper hides its layers behind compiled code
-    (it would analyse as "no compressible layer"); float64/float16 weights would meet the float32 calibration data
-    and quantizers deep inside the first evaluation; NaN or inf weights make every score NaN.
+    A TorchScript module or a ``torch.compile`` wrapper hides its layers behind compiled
+    code (it would analyse as "no compressible layer"); float64/float16 weights would meet
+    the float32 calibration data and quantizers deep inside the first evaluation; NaN or inf weights make every score NaN.
     """
     if isinstance(model, torch.jit.ScriptModule):
         raise UnsupportedModel("the model is a TorchScript module (torch.jit.script/trace output), whose layers analysis "
@@ -241,8 +241,9 @@ def _tied_weights(model: nn.Module) -> dict[str, str]:
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:
     """Parameterised layers metacompress leaves untouched (listed, never a crash).
 
-    These are torch layer types it does not compress (Embedding, LSTM, a grouped
-    ConvTranspose, a MultiheadAttention ``SplitAttention`` cannot reproduce, ...) and Conv/Linear modules that forward() never calls. Raw
+    These are torch layer types it does not compress (Embedding, a grouped ConvTranspose,
+    attention ``SplitAttention`` cannot reproduce, ...) and Conv/Linear modules that
+    forward() never calls. Raw
     ``nn.Parameter``s of the user's own modules (positional embeddings, class tokens) are
     not layers: they stay fp32 and are counted in the model size.
     """

@@ -18,9 +18,6 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-GATES = {"LSTM": 4, "GRU": 3}
-
-
 class UnrolledRNN(nn.Module):
     """An ``nn.LSTM`` / ``nn.GRU`` (its call signature and outputs) from per-layer, per-direction Linears.
 

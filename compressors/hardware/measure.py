@@ -82,9 +82,8 @@ def _balanced_factors(positions: int, dims: int) -> tuple[int, ...]:
 
 
 def _padding_for(layer: LayerSpec, sizes: tuple[int, ...]) -> tuple[int, ...]:
-    """Per-dim padding ``min(p, k // 2)`` for the ``p`` (nearest "same" first) that reproduces ``out_positions``."""
-    kernel = max(layer.kernel_size)
-    for p in sorted(range(kernel + 1), key=lambda p: abs(p - kernel // 2)):
+    """Per-dim padding ``min(p, k // 2)`` for the largest ``p`` ("same" first) that reproduces ``out_positions``."""
+    for p in range(max(layer.kernel_size) // 2, -1, -1):
         pads = tuple(min(p, k // 2) for k in layer.kernel_size)
         if layer.transposed:
             out = math.prod((s - 1) * layer.stride - 2 * pad + k for s, pad, k in zip(sizes, pads, layer.kernel_size))
