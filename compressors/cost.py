@@ -6,9 +6,11 @@ partial plans per second during budget projection.
 
 Size convention (HAQ's, made exact): each quantized layer stores its kept weights at
 ``w_bits``, one fp32 scale per kept output channel, its bias in fp32, and one fp32
-scale plus one int32 zero-point for its input activations; every other parameter
-(BatchNorm/LayerNorm affine, positional embeddings) stays fp32. BatchNorm running
-statistics are buffers folded into the conv at deployment and are not counted.
+scale plus one int32 zero-point for its input activations (an embedding table, whose
+input is token ids, none); every other parameter
+(BatchNorm/LayerNorm affine, raw positional-embedding parameters) stays fp32. BatchNorm running
+statistics are buffers folded into the conv at deployment and are not counted. An embedding
+lookup has no MACs, and its latency and energy are not modelled (0): it reads one row per token.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def count_bitops(spec: ModelSpec, kept: Sequence[int], w_bits: Sequence[int], a_
 def layer_size_bits(layer: LayerSpec, kept_in: int, kept_out: int, w_bits: int) -> int:
     """Stored bits of one quantized layer (see the module docstring for the convention)."""
     bias = kept_out if layer.has_bias else 0
-    return layer.weight_count(kept_in, kept_out) * w_bits + (kept_out + bias) * FP32_BITS + ACT_QPARAM_BITS
+    activation_qparams = 0 if layer.is_lookup else ACT_QPARAM_BITS
+    return layer.weight_count(kept_in, kept_out) * w_bits + (kept_out + bias) * FP32_BITS + activation_qparams
 
 
 def size_bits(spec: ModelSpec, kept: Sequence[int], w_bits: Sequence[int]) -> int:
@@ -96,7 +99,7 @@ def layer_costs(
     if hardware is None:
         raise MetacompressError(f"a {kind} budget needs a hardware; pass hardware=NAME (see `metacompress hardware list`)")
     price = hardware.layer_latency_ms if kind == "latency" else hardware.layer_energy_mj
-    return [price(l, kin, kout, w_bits[l.unit], a_bits[l.unit]) for l, (kin, kout) in zip(spec.layers, shapes)]
+    return [0.0 if l.is_lookup else price(l, kin, kout, w_bits[l.unit], a_bits[l.unit]) for l, (kin, kout) in zip(spec.layers, shapes)]
 
 
 def total_cost(

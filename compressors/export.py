@@ -70,7 +70,7 @@ def export(
     prune_units(compressed, example_input, removals)
     w_bits, a_bits = layer_bits(spec, plan)
     quantize_weights(compressed, w_bits, keep_scales=True)
-    quantizers = attach_activation_quantizers(compressed, [layer.name for layer in spec.layers])
+    quantizers = attach_activation_quantizers(compressed, [layer.name for layer in spec.layers if not layer.is_lookup])
     calibrate(compressed, quantizers, a_bits, calibration)
     compressed.metacompress_plan = plan
     compressed.metacompress_weight_bits = w_bits
@@ -139,12 +139,17 @@ def recover(
     if steps <= 0:
         return compressed
     w_bits: dict[str, int] = compressed.metacompress_weight_bits
-    quantizers = {name: compressed.get_submodule(name).input_quantizer for name in w_bits}
+    quantizers = {name: compressed.get_submodule(name).input_quantizer for name in _reads_activations(compressed, w_bits)}
     a_bits = {name: int(q.bits) for name, q in quantizers.items()}
     distill(compressed, teacher, inputs, w_bits, steps, lr=lr, seed=seed, loss=loss)
     quantize_weights(compressed, w_bits, keep_scales=True)
     calibrate(compressed, quantizers, a_bits, list(calibration))
     return compressed
+
+
+def _reads_activations(model: nn.Module, layer_names) -> list[str]:
+    """The layers whose input is quantized: all but lookup tables (``OutputMajorEmbedding`` reads token ids)."""
+    return [name for name in layer_names if not getattr(model.get_submodule(name), "lookup", False)]
 
 
 def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = None, overwrite: bool = False) -> Path:
@@ -246,7 +251,7 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
         if shared not in state:
             raise CorruptFile(f"{Path(path) / 'model.json'} ties {key} to {shared}, which the weights file lacks; re-save the model")
         state[key] = state[shared]
-    attach_activation_quantizers(model, list(w_bits))
+    attach_activation_quantizers(model, _reads_activations(model, w_bits))
     _resize_to(model, state)
     model.load_state_dict(state, strict=True)
     model.metacompress_plan = Plan.from_dict(structure["plan"])

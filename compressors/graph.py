@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of
@@ -82,8 +83,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     order = [name for name in order if name not in tied]
     if not order:
         raise UnsupportedModel(
-            "the model has no compressible layer: metacompress compresses Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear "
-            "layers that run in forward(); found none"
+            "the model has no compressible layer: metacompress compresses Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear and "
+            "Embedding layers (and LSTM, GRU and MultiheadAttention, as Linears) that run in forward(); found none"
         )
     unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order))]
     ignored = [work.get_submodule(n) for n, _ in unsupported]
@@ -195,7 +196,7 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     def hook(module, inputs, output, name):
         x = inputs[0]
         channel_dim = 1 if isinstance(module, CONVS) else -1
-        per_in = x.numel() // (x.shape[0] * x.shape[channel_dim])
+        per_in = x.numel() // (x.shape[0] * x.shape[channel_dim]) if x.is_floating_point() else x.numel() // x.shape[0]  # ids: one per position
         per_out = output.numel() // (output.shape[0] * output.shape[channel_dim])
         earlier_in, earlier_out = positions.get(name, (0, 0))
         positions[name] = (earlier_in + per_in, earlier_out + per_out)
@@ -241,7 +242,7 @@ def _tied_weights(model: nn.Module) -> dict[str, str]:
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:
     """Parameterised layers metacompress leaves untouched (listed, never a crash).
 
-    These are torch layer types it does not compress (Embedding, a grouped ConvTranspose,
+    These are torch layer types it does not compress (an Embedding with ``max_norm``, a grouped ConvTranspose,
     attention ``SplitAttention`` cannot reproduce, ...) and Conv/Linear modules that
     forward() never calls. Raw
     ``nn.Parameter``s of the user's own modules (positional embeddings, class tokens) are
@@ -296,6 +297,8 @@ def _make_unit(index: int, name: str, info: GroupInfo, frozen: set[str], outputs
 def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: int, in_units: list[tuple[int, int]]) -> LayerSpec:
     if isinstance(module, nn.Linear):
         kind, cin, cout, kernel, stride, groups = "linear", module.in_features, module.out_features, (), 1, 1
+    elif isinstance(module, OutputMajorEmbedding):
+        kind, cin, cout, kernel, stride, groups = "embedding", module.in_channels, module.out_channels, (), 1, 1
     else:
         cin, cout, groups = module.in_channels, module.out_channels, module.groups
         kind = "depthwise" if groups == cin == cout and groups > 1 else "conv"

@@ -86,9 +86,10 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
     a_bits = {}
     for name in w_bits:
         layer = model.get_submodule(name)
-        quantizer = layer.input_quantizer
-        a_bits[name] = int(quantizer.bits)
-        layer.input_quantizer = ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
+        quantizer = getattr(layer, "input_quantizer", None)  # None: an embedding table, whose input is token ids
+        if quantizer is not None:
+            a_bits[name] = int(quantizer.bits)
+            layer.input_quantizer = ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
         parametrize.register_parametrization(layer, "weight", WeightQDQ(layer.weight_scale))
     return model, dict(w_bits), a_bits
 

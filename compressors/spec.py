@@ -27,7 +27,8 @@ class LayerSpec:
     Args:
         name: module path in the model, e.g. ``"layer1.0.conv2"``.
         kind: ``"conv"`` (Conv1d/2d/3d, grouped included), ``"depthwise"`` (one filter per
-            channel) or ``"linear"``.
+            channel), ``"linear"`` or ``"embedding"`` (a lookup table: in_channels is its
+            vocabulary, out_channels its width, positions the tokens looked up).
         in_channels: input channels (Linear: in_features) of the unpruned layer.
         out_channels: output channels (Linear: out_features) of the unpruned layer.
         kernel_size: kernel extent per spatial dim; ``()`` for Linear.
@@ -61,6 +62,11 @@ class LayerSpec:
     transposed: bool = False
 
     @property
+    def is_lookup(self) -> bool:
+        """An embedding table: no MACs, no input activations to quantize, latency and energy not modelled."""
+        return self.kind == "embedding"
+
+    @property
     def kernel_elems(self) -> int:
         return prod(self.kernel_size) if self.kernel_size else 1
 
@@ -76,6 +82,8 @@ class LayerSpec:
 
     def macs(self, kept_in: int, kept_out: int) -> int:
         """Multiply-accumulates per sample with ``kept_in`` inputs and ``kept_out`` outputs."""
+        if self.is_lookup:
+            return 0
         positions = self.in_positions if self.transposed else self.out_positions
         return positions * kept_out * self.kernel_elems * self.inputs_per_output(kept_in)
 
@@ -84,7 +92,9 @@ class LayerSpec:
         return kept_out * self.kernel_elems * self.inputs_per_output(kept_in)
 
     def input_elems(self, kept_in: int) -> int:
-        """Input activation elements per sample (what the layer reads)."""
+        """Input activation elements per sample (what the layer reads; a lookup: one id per position)."""
+        if self.is_lookup:
+            return self.in_positions
         return kept_in * self.in_positions
 
     def output_elems(self, kept_out: int) -> int:
@@ -167,6 +177,11 @@ class ModelSpec:
     def full_kept(self) -> tuple[int, ...]:
         """Every unit's channel count: the unpruned model."""
         return tuple(u.channels for u in self.units)
+
+    @property
+    def computing_layers(self) -> tuple[LayerSpec, ...]:
+        """The layers hardware prices and ``hardware measure`` times: all but embedding lookups."""
+        return tuple(layer for layer in self.layers if not layer.is_lookup)
 
     def layers_of(self, unit: int) -> list[LayerSpec]:
         return [layer for layer in self.layers if layer.unit == unit]

@@ -22,7 +22,9 @@ from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from metacompress.compressors import embedding_table
 from metacompress.compressors.attention import SplitAttention, splittable
+from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.recovery import output_tensors
@@ -30,7 +32,7 @@ from metacompress.compressors.recovery import output_tensors
 log = logging.getLogger(__name__)
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, OutputMajorConvTranspose)  # the last: a transposed conv in a private copy
-QUANTIZABLE = CONVS + (nn.Linear,)
+QUANTIZABLE = CONVS + (nn.Linear, OutputMajorEmbedding)
 EQUIVALENCE_TOL = 1e-4
 
 
@@ -76,7 +78,8 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
                                                          customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
-                                                                             UnrolledRNN: RecurrentPruner()})
+                                                                             UnrolledRNN: RecurrentPruner(),
+                                                                             OutputMajorEmbedding: OutputMajorEmbeddingPruner()})
 
 
 def _norm_hooks(module: nn.Module) -> list:
@@ -95,6 +98,7 @@ REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Modu
     (splittable, SplitAttention.from_module),
     (convertible, OutputMajorConvTranspose),
     (unrollable, UnrolledRNN),
+    (embedding_table.convertible, OutputMajorEmbedding),
 )
 
 
@@ -116,7 +120,8 @@ def plain_copy(model: nn.Module) -> nn.Module:
     layers: ``nn.MultiheadAttention`` into ``SplitAttention`` (q/k/v/out Linears, pruned by
     heads), a transposed conv into ``OutputMajorConvTranspose`` (its weight stored output
     channel first, as every stage reads a weight), an LSTM or GRU into ``UnrolledRNN``
-    (Linears stepped over time).
+    (Linears stepped over time), an ``nn.Embedding`` into ``OutputMajorEmbedding`` (its table
+    stored dimension first). A layer whose weight another module shares is not rewritten.
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
     # refuses; the memo hands the copy a detached value (the next forward recomputes it)
@@ -133,7 +138,10 @@ def plain_copy(model: nn.Module) -> nn.Module:
             del module.parametrizations
             for name, value in values.items():
                 module.register_parameter(name, nn.Parameter(value))
+    shared = _shared_parameters(copied)
     for name, module in list(copied.named_modules()):
+        if any(id(p) in shared for p in module.parameters(recurse=False)):
+            continue  # a weight tied to another module (an LM head's) stays one fp32 tensor
         for matches, rewrite in REWRITES:
             if matches(module):
                 parent, _, attr = name.rpartition(".")
@@ -142,6 +150,15 @@ def plain_copy(model: nn.Module) -> nn.Module:
         if isinstance(module, nn.TransformerEncoder):  # its nested-tensor fast path runs packed attention weights only
             module.use_nested_tensor = False
     return copied
+
+
+def _shared_parameters(model: nn.Module) -> set[int]:
+    """Ids of parameters that more than one module holds (tied weights)."""
+    owners: dict[int, set[int]] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            owners.setdefault(id(param), set()).add(id(module))
+    return {param for param, modules in owners.items() if len(modules) > 1}
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

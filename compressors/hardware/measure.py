@@ -181,7 +181,7 @@ def measure_cpu(spec: ModelSpec, out_path: str | Path, fractions: tuple[float, .
     The returned hardware is named ``measured:<file name>`` and prices every layer of
     ``spec`` for kept fractions down to ``min(fractions)`` (smaller is priced as that).
     """
-    rows = measure_layers(spec.layers, fractions, repeats, warmup, min_repeat_ms, threads, seed)
+    rows = measure_layers(spec.computing_layers, fractions, repeats, warmup, min_repeat_ms, threads, seed)
     if include_probes:
         rows += measure_layers(PROBE_LAYERS, PROBE_FRACTIONS, repeats, warmup, min_repeat_ms, threads, seed)
     path = write_lut_csv(out_path, rows)

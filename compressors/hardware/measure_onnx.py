@@ -155,16 +155,16 @@ def measure_onnxruntime(spec: ModelSpec, out_path: str | Path, fractions: tuple[
     The hardware is named ``measured:<file name>`` like a torch-measured table and prices
     every layer of ``spec`` at 8 bits as the int8 kernels run.
     """
-    rows = measure_onnx_layers(spec.layers, fractions, repeats, warmup, min_repeat_ms, threads, seed)
+    rows = measure_onnx_layers(spec.computing_layers, fractions, repeats, warmup, min_repeat_ms, threads, seed)
     if include_probes:
         rows += measure_onnx_layers(PROBE_LAYERS, PROBE_FRACTIONS, repeats, warmup, min_repeat_ms, threads, seed)
     path = write_lut_csv(out_path, rows, extra_columns=(FP32_COLUMN,))
-    full = {layer_signature(layer): (layer.in_channels, layer.out_channels) for layer in spec.layers}
+    full = {layer_signature(layer): (layer.in_channels, layer.out_channels) for layer in spec.computing_layers}
     by_sig = {}
     for row, layer_sig in ((r, _row_signature(r)) for r in rows):
         if full.get(layer_sig) == (int(row["kept_in"]), int(row["kept_out"])):
             by_sig[layer_sig] = (float(row["latency_ms"]), float(row[FP32_COLUMN]))
-    model_sigs = [layer_signature(layer) for layer in spec.layers]
+    model_sigs = [layer_signature(layer) for layer in spec.computing_layers]
     return OnnxMeasurement(LookupTableHardware.from_csv(path, archetype="measured"), len(rows),
                            sum(by_sig[s][0] for s in model_sigs), sum(by_sig[s][1] for s in model_sigs),
                            sum(i < f for i, f in by_sig.values()), len(by_sig))
