@@ -31,7 +31,7 @@ from torch import nn
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
-from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of
+from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of, untraced_group
 from metacompress.compressors.surgery import (
     CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
 )
@@ -88,7 +88,13 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         )
     unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order))]
     ignored = [work.get_submodule(n) for n, _ in unsupported]
-    graph = dependency_graph(work, example_input, ignored)
+    try:
+        graph = dependency_graph(work, example_input, ignored)
+    except Exception as exc:  # noqa: BLE001 (Torch-Pruning's tracer fails in many ways on graphs it does not model)
+        graph = None
+        untraced = (f"Torch-Pruning cannot trace this model ({type(exc).__name__}: {exc}), so nothing is pruned; a model that "
+                    "also returns its key/value cache traces without it (transformers: config use_cache=False)")
+        log.warning("%s; every layer is its own quantize-only unit", untraced)
 
     units: list[UnitSpec] = []
     unit_graphs: list[UnitGraph] = []
@@ -101,7 +107,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
             continue
         index = len(units)
         module = work.get_submodule(name)
-        group_info = group_of(graph, module, name, names)
+        group_info = group_of(graph, module, name, names) if graph is not None else untraced_group(module, name, untraced)
         claim(group_info, claimed, index, set(layer_unit) - {name})
         unit, unit_graph = _make_unit(index, name, group_info, set(frozen), outputs, work)
         for layer_name in unit.layers:
@@ -234,7 +240,7 @@ def _tied_weights(model: nn.Module) -> dict[str, str]:
     tied = {}
     for name, module in model.named_modules():  # one module registered under two paths is shared, not tied
         others = [path for owner, path in holders.get(id(getattr(module, "weight", None)), {}).items() if owner != id(module)]
-        if isinstance(module, QUANTIZABLE) and others:
+        if isinstance(module, QUANTIZABLE + (nn.Embedding,)) and others:  # a tied table is not rewritten, so still nn.Embedding
             tied[name] = f"{type(module).__name__}, weight tied to {', '.join(others)}"
     return tied
 

@@ -15,6 +15,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import graph as tp_graph
 
+from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget
 
 MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -121,6 +122,12 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     return info
 
 
+def untraced_group(module: nn.Module, root: str, reason: str) -> GroupInfo:
+    """A quantize-only group of ``module`` alone, for a model Torch-Pruning cannot build a graph of."""
+    channels = _channel_count(module, is_out=True)
+    return GroupInfo([root], [MaskTarget(root, "out", torch.arange(channels)[:, None])], [reason], channels)
+
+
 class UntraceableGroup(RuntimeError):
     """Torch-Pruning's tracing of one group does not close (see ``MAX_GROUP_DEPS_PER_NODE``)."""
 
@@ -183,7 +190,7 @@ def _channel_count(module: nn.Module, is_out: bool) -> int:
     """Output (or input) channels of a layer or norm: the range its channel indices must lie in."""
     if isinstance(module, nn.Linear):
         return module.out_features if is_out else module.in_features
-    if isinstance(module, CONVS):
+    if isinstance(module, CONVS + (OutputMajorEmbedding,)):
         return module.out_channels if is_out or module.groups == module.in_channels else module.in_channels
     return sum(p.numel() for p in module.parameters(recurse=False))
 

@@ -27,6 +27,7 @@ from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
+from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
 from metacompress.compressors.recovery import output_tensors
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
         # raw nn.Parameters are handled: a group holding one is marked unprunable
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         with torch.enable_grad():
+            # output_tensors: a transformers ModelOutput holds nested tuples and cache objects Torch-Pruning cannot walk
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
+                                                         output_transform=lambda out: [t for t in output_tensors(out) if t.grad_fn],
                                                          customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
                                                                              UnrolledRNN: RecurrentPruner(),
                                                                              OutputMajorEmbedding: OutputMajorEmbeddingPruner()})
@@ -99,6 +102,7 @@ REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Modu
     (convertible, OutputMajorConvTranspose),
     (unrollable, UnrolledRNN),
     (embedding_table.convertible, OutputMajorEmbedding),
+    (is_transposed_linear, as_linear),
 )
 
 
@@ -121,7 +125,8 @@ def plain_copy(model: nn.Module) -> nn.Module:
     heads), a transposed conv into ``OutputMajorConvTranspose`` (its weight stored output
     channel first, as every stage reads a weight), an LSTM or GRU into ``UnrolledRNN``
     (Linears stepped over time), an ``nn.Embedding`` into ``OutputMajorEmbedding`` (its table
-    stored dimension first). A layer whose weight another module shares is not rewritten.
+    stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``. A layer whose
+    weight another module shares is not rewritten.
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
     # refuses; the memo hands the copy a detached value (the next forward recomputes it)
@@ -196,7 +201,9 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
 
 
 def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[str, torch.Tensor]]) -> None:
-    """Physically remove channels, in place: ``(root layer, channel indices)`` per unit."""
+    """Physically remove channels, in place: ``(root layer, channel indices)`` per unit (no graph is built for none)."""
+    if not any(removed.numel() for _, removed in removals):
+        return
     graph = dependency_graph(model, example_input)
     for root_name, removed in removals:
         if removed.numel():

@@ -2,7 +2,7 @@
 embedding, a layer whose output never reaches the model output (WaveNet's last residual conv
 when only the skips are read), a PixelShuffle (ESPCN super-resolution) after a conv, 3-D
 convolutions (C3D / R(2+1)D video and volume classifiers) and transposed convolutions (U-Net
-decoders, Conv-TasNet's 1-D decoder)."""
+decoders, Conv-TasNet's 1-D decoder) and GPT-2's input-major ``Conv1D`` projections."""
 
 from __future__ import annotations
 
@@ -81,6 +81,7 @@ def test_a_tied_head_stays_fp32_and_saves_reloads_and_exports_once(tmp_path):
     data = labelled(model, ids)
     spec = mc.analyze(model, ids[:8])
     assert ("head", "Linear, weight tied to emb.weight") in spec.unsupported
+    assert ("emb", "Embedding, weight tied to head.weight") in spec.unsupported  # the table stays one fp32 tensor too
     assert "head" not in {layer.name for layer in spec.layers}
     result = mc.compress(model, ids[:8], data, hardware="m7-mcu", budget="bitops=0.4", planner=HawqPlanner(),
                          finetune_steps=5, seed=0)
@@ -241,3 +242,47 @@ def test_a_grouped_transposed_conv_is_left_alone_and_listed():
     x = torch.randn(4, 1, 16)
     model(x)
     assert build_graph(model, x).spec.unsupported == (("1", "ConvTranspose1d"),)
+
+
+class Conv1D(nn.Module):
+    """transformers' GPT-2 projection (``transformers.pytorch_utils.Conv1D``): ``x @ weight + bias``, weight (nx, nf)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf, self.nx = nf, nx
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(x.size()[:-1] + (self.nf,))
+
+
+class GPTBlockClassifier(nn.Module):
+    """A GPT-2 MLP block over token embeddings (c_fc, GELU, c_proj, residual), mean-pooled into a head."""
+
+    def __init__(self, vocab: int = 50, width: int = 16) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.c_fc, self.c_proj = Conv1D(4 * width, width), Conv1D(width, 4 * width)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.wte(ids)
+        return self.head((h + self.c_proj(F.gelu(self.c_fc(h)))).mean(1))
+
+
+def test_gpt2_input_major_projections_are_compressed_as_linears_and_the_users_model_keeps_them(tmp_path):
+    torch.manual_seed(0)
+    model = GPTBlockClassifier().eval()
+    ids = torch.randint(0, 50, (120, 8), generator=torch.Generator().manual_seed(0))
+    spec = mc.analyze(model, ids[:8])
+    assert [layer.name for layer in spec.layers] == ["wte", "c_fc", "c_proj", "head"] and not spec.unsupported
+    assert spec.layers[1].kind == "linear" and spec.units[1].layers == ("c_fc",) and spec.units[1].prunable
+    result = mc.compress(model, ids[:8], labelled(model, ids), hardware="m7-mcu", budget="size=0.3", planner=HawqPlanner(),
+                         finetune_steps=5, seed=0)
+    assert result.summary["within_budget"] and isinstance(model.c_fc, Conv1D)
+    assert isinstance(result.model.c_fc, nn.Linear) and result.model.c_fc.out_features == result.plan.decisions[1].kept_channels
+    mc.save_compressed(result.model, tmp_path / "model")
+    again = mc.load_compressed(tmp_path / "model", GPTBlockClassifier())
+    with torch.no_grad():
+        assert torch.equal(again(ids), result.model(ids))

@@ -28,20 +28,6 @@ class BagOfEmbeddings(nn.Module):
         return self.head(torch.relu(self.fc(self.embed(ids).mean(1))))
 
 
-class TiedLanguageModel(nn.Module):
-    """A head that shares the embedding's table (GPT/BERT-style weight tying)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, WIDTH)
-        self.mix = nn.Linear(WIDTH, WIDTH)
-        self.head = nn.Linear(WIDTH, VOCAB, bias=False)
-        self.head.weight = self.embed.weight
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.mix(self.embed(ids))).mean(1))
-
-
 def ids(samples: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, VOCAB, (samples, LENGTH), generator=torch.Generator().manual_seed(seed))
 
@@ -101,11 +87,3 @@ def test_a_size_budget_prunes_and_quantizes_the_table_exports_reloads_and_runs_i
         assert torch.equal(again(x[:16]), result.model(x[:16]))
         graph = session(to_onnx(result.model, x[:8]).SerializeToString(), optimize=False)
         assert torch.allclose(onnx_logits(graph, x[:32]), result.model(x[:32]), atol=1e-5)
-
-
-def test_a_table_tied_to_the_head_stays_one_fp32_tensor():
-    torch.manual_seed(0)
-    model = TiedLanguageModel().eval()
-    spec = mc.analyze(model, ids(8))
-    assert [layer.name for layer in spec.layers] == ["mix"]
-    assert {name for name, _ in spec.unsupported} == {"embed", "head"}

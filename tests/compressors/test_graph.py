@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from metacompress import UnsupportedModel, analyze
+from metacompress import Plan, UnsupportedModel, analyze, export
 from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, example_input
 
 
@@ -151,3 +151,24 @@ def test_a_layer_called_four_times_is_priced_for_every_call_and_sized_once():
     shared = next(layer for layer in spec.layers if layer.name == "shared")
     assert shared.out_positions == 4 * 5 and shared.macs(16, 16) == 4 * 5 * 16 * 16
     assert shared.weight_count(16, 16) == 16 * 16
+
+
+def test_a_model_torch_pruning_cannot_trace_is_quantize_only_layer_by_layer_and_still_exports(monkeypatch):
+    """Torch-Pruning's tracer fails on some public code (GPT-2 returning its key/value cache); planning goes on without pruning."""
+    from metacompress.compressors import graph as graph_module
+
+    def fails(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+
+    monkeypatch.setattr(graph_module, "dependency_graph", fails)
+    model = TinyMLP()
+    x = example_input(model)
+    spec = analyze(model, x)
+    assert [u.layers for u in spec.units] == [(layer.name,) for layer in spec.layers]
+    assert not any(u.prunable for u in spec.units)
+    assert all("Torch-Pruning cannot trace this model (TypeError" in u.reason for u in spec.units if not u.frozen)
+    plan = Plan.uniform(spec, prune=0.5, w_bits=4, a_bits=4)
+    assert all(d.kept_channels == u.channels for d, u in zip(plan.decisions, spec.units))
+    small = export(model, plan, x, [x])
+    with torch.no_grad():
+        assert small(x).shape == model(x).shape
