@@ -245,19 +245,55 @@ def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, uni
     if prunes_consistently(model, example_input, [g for _, g in candidates], one_step):
         return units
     for unit, unit_graph in candidates:
-        width = unit.channels // unit_graph.channel_groups
-        for step in _divisors(width):
-            if step == width:
-                units[unit.index] = replace(unit, prunable=False, channel_step=1, reason="no channel step prunes it consistently")
-                unit_graph.removal_order = torch.zeros(0, dtype=torch.long)
-                break
-            trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
-            unit_graph.removal_order = rank_channels(model, unit_graph, unit.channels, step)
-            removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
-            if prunes_consistently(model, example_input, [unit_graph], [removed]):
-                units[unit.index] = trial_unit
-                break
+        found = _finest_step(model, example_input, unit, unit_graph)
+        if found is None:
+            units[unit.index] = replace(unit, prunable=False, channel_step=1, reason="no channel step prunes it consistently")
+            unit_graph.removal_order = torch.zeros(0, dtype=torch.long)
+        else:
+            units[unit.index] = found
     return units
+
+
+def _finest_step(model: nn.Module, example_input: torch.Tensor, unit, unit_graph: UnitGraph):
+    """The unit at the finest channel step that prunes consistently, or None (its graph ranked for that step).
+
+    A step that prunes consistently removes whole structural blocks (heads), so each of its
+    multiples does too. Every proper divisor of the width divides some ``width / p`` (p a
+    prime factor): after step 1, those few maximal steps are tried first, and finer steps
+    only below one that passed. A unit no step prunes costs two or three trials, not one per
+    divisor (HF MobileViT's nine attention units took 137 of its 170 trials).
+    """
+    width = unit.channels // unit_graph.channel_groups
+
+    def at(step: int):
+        trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
+        unit_graph.removal_order = rank_channels(model, unit_graph, unit.channels, step)
+        return trial_unit
+
+    def passes(step: int) -> bool:
+        trial_unit = at(step)
+        removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
+        return prunes_consistently(model, example_input, [unit_graph], [removed])
+
+    if width > 1 and passes(1):
+        return at(1)
+    passing = [step for step in sorted({width // p for p in _prime_factors(width)} - {1}) if passes(step)]
+    for step in _divisors(width)[1:-1]:
+        if step in passing:
+            return at(step)
+        if any(s % step == 0 for s in passing) and passes(step):
+            return at(step)
+    return None
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return sorted(set(factors + ([n] if n > 1 else [])))
 
 
 def rank_channels(model: nn.Module, graph: UnitGraph, channels: int, step: int) -> torch.Tensor:

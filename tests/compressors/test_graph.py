@@ -172,3 +172,23 @@ def test_a_model_torch_pruning_cannot_trace_is_quantize_only_layer_by_layer_and_
     small = export(model, plan, x, [x])
     with torch.no_grad():
         assert small(x).shape == model(x).shape
+
+
+@pytest.mark.parametrize("valid_every, expected_step, trials", [(4, 4, 4), (None, None, 3), (1, 1, 1), (6, 6, 5)])
+def test_the_finest_consistent_step_is_found_in_few_trials(monkeypatch, valid_every, expected_step, trials):
+    """Width 12: step 1 first, then the maximal steps 12/2 and 12/3, then finer ones only below a passing one."""
+    from metacompress.compressors import surgery
+    from metacompress.compressors.spec import UnitSpec
+
+    tried = []
+
+    def consistent(model, example, graphs, removed):
+        step = len(removed[0])
+        tried.append(step)
+        return valid_every is not None and step % valid_every == 0
+
+    monkeypatch.setattr(surgery, "prunes_consistently", consistent)
+    monkeypatch.setattr(surgery, "rank_channels", lambda model, graph, channels, step: torch.arange(channels))
+    unit = UnitSpec(index=0, name="u", layers=("u",), channels=12)
+    found = surgery._finest_step(None, None, unit, surgery.UnitGraph(root="u"))
+    assert (found.channel_step if found else None) == expected_step and len(tried) == trials
