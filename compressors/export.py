@@ -70,7 +70,7 @@ def export(
     prune_units(compressed, example_input, removals)
     w_bits, a_bits = layer_bits(spec, plan)
     quantize_weights(compressed, w_bits, keep_scales=True)
-    quantizers = attach_activation_quantizers(compressed, [layer.name for layer in spec.layers if not layer.is_lookup])
+    quantizers = attach_activation_quantizers(compressed, [layer.name for layer in spec.computing_layers])
     calibrate(compressed, quantizers, a_bits, calibration)
     compressed.metacompress_plan = plan
     compressed.metacompress_weight_bits = w_bits

@@ -63,7 +63,7 @@ class SearchModel:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.quantizers: dict[str, ActivationQuantizer] = attach_activation_quantizers(
-            self.model, [layer.name for layer in self.spec.layers if not layer.is_lookup]
+            self.model, [layer.name for layer in self.spec.computing_layers]
         )
         self._snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
         self._removed: list[torch.Tensor] = []

@@ -180,7 +180,7 @@ class ModelSpec:
 
     @property
     def computing_layers(self) -> tuple[LayerSpec, ...]:
-        """The layers hardware prices and ``hardware measure`` times: all but embedding lookups."""
+        """All but embedding lookups: the layers hardware prices, ``hardware measure`` times and whose inputs are quantized."""
         return tuple(layer for layer in self.layers if not layer.is_lookup)
 
     def layers_of(self, unit: int) -> list[LayerSpec]:
