@@ -17,6 +17,10 @@ probabilities   MSE of the probabilities                     NLL of class ids, e
 regression      MSE of the outputs                           MSE to the targets
 ==============  ==========================================  ====================================
 
+Class ids may be one per sample or one per position of a dense output (a token's, a
+pixel's; see ``class_dim``): a segmentation map is scored by pixel accuracy, its curvature
+loss is the per-pixel cross-entropy, and its distillation is the KL over the class axis.
+
 Softmax-distilling probabilities is what this module exists to prevent: sigmoid outputs in
 [0, 1] over 360 bins give targets ``softmax(p / T)`` within 0.001 nats of uniform, and the
 student learns nothing from them.
@@ -69,8 +73,33 @@ def logits(output) -> torch.Tensor:
 
 
 def top1(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Top-1 accuracy: the fraction of rows whose largest score is at the target class id."""
-    return int((outputs.argmax(dim=-1) == targets).sum()) / len(targets) if len(targets) else 0.0  # exact: a count over N
+    """Top-1 accuracy: the fraction of predictions whose largest score is at the target class id.
+
+    A prediction is a row of (N, C) scores, or one position of a dense output: a token of
+    (N, T, C) or a pixel of a (N, C, H, W) segmentation map (see ``class_dim``).
+    """
+    dim = class_dim(outputs, targets)
+    hits = outputs.argmax(dim=-1 if dim is None else dim) == targets
+    return int(hits.sum()) / targets.numel() if targets.numel() else 0.0  # exact: a count over every prediction
+
+
+def class_dim(outputs: torch.Tensor, targets: torch.Tensor) -> int | None:
+    """The axis of ``outputs`` that holds the class scores integer ``targets`` index, else None.
+
+    Compared per sample, so the batch sizes may differ. -1 when a sample's targets have its
+    outputs' shape without the last axis: one class id per row ((N, C) against (N,)) or per
+    token ((N, T, C) against (N, T)). 1 when they drop axis 1: a dense map ((N, C, H, W)
+    against (N, H, W)), PyTorch's layout for segmentation. Checked in that order, so a
+    square (N, C, C) reads as rows.
+    """
+    if targets.is_floating_point() or targets.is_complex() or outputs.ndim != targets.ndim + 1:
+        return None
+    sample, wanted = tuple(outputs.shape[1:]), tuple(targets.shape[1:])
+    if sample[:-1] == wanted:
+        return -1
+    if sample[1:] == wanted:
+        return 1
+    return None
 
 
 def is_class_ids(targets: torch.Tensor) -> bool:
@@ -150,16 +179,19 @@ def detect_output_kind(outputs: torch.Tensor) -> str:
     return "logits"
 
 
-def distillation_loss(distillation: Distillation, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+def distillation_loss(distillation: Distillation, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0,
+                      class_axis: int = -1) -> torch.Tensor:
     """The loss that pulls ``student``'s outputs towards ``teacher``'s (table above; a callable is used as is).
 
-    The logits KL is scaled by T**2 so its gradients keep their size across temperatures.
+    The logits KL is over ``class_axis`` (1 for a segmentation map), summed over every other
+    position and averaged over the batch, and scaled by T**2 so its gradients keep their
+    size across temperatures.
     """
     if callable(distillation):
         return distillation(student, teacher)
     if distillation == "logits":
-        soft_targets = F.log_softmax(teacher / temperature, dim=-1)
-        kl = F.kl_div(F.log_softmax(student / temperature, dim=-1), soft_targets, log_target=True, reduction="batchmean")
+        soft_targets = F.log_softmax(teacher / temperature, dim=class_axis)
+        kl = F.kl_div(F.log_softmax(student / temperature, dim=class_axis), soft_targets, log_target=True, reduction="batchmean")
         return kl * temperature**2
     check_output_kind(distillation)
     return F.mse_loss(student, teacher)
@@ -171,10 +203,11 @@ def task_loss(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.
     Raises:
         MetacompressError: targets that are neither class ids nor shaped like the outputs.
     """
-    if is_class_ids(targets) and outputs.ndim == 2 and kind == "logits":
-        return F.cross_entropy(outputs, targets)
-    if is_class_ids(targets) and outputs.ndim == 2 and kind == "probabilities":
-        return F.nll_loss(torch.log(outputs.clamp_min(1e-12)), targets)
+    dim = class_dim(outputs, targets)
+    if dim is not None and kind == "logits":
+        return F.cross_entropy(outputs.movedim(dim, 1), targets)
+    if dim is not None and kind == "probabilities":
+        return F.nll_loss(torch.log(outputs.clamp_min(1e-12)).movedim(dim, 1), targets)
     if targets.numel() != outputs.numel():
         raise MetacompressError(
             f"targets {tuple(targets.shape)} are neither class ids nor shaped like the outputs {tuple(outputs.shape)}; "

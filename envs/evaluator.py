@@ -18,6 +18,7 @@ import time
 import uuid
 from types import SimpleNamespace
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ from metacompress.compressors.export import export, recover
 from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import SearchModel
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.metrics import TOP1, Distillation, LossFn, Metric, check_output_kind
+from metacompress.compressors.metrics import TOP1, Distillation, LossFn, Metric, check_output_kind, class_dim, distillation_loss, logits
 from metacompress.compressors.recovery import batches_of
 from metacompress.compressors.surgery import needs_plain_copy, plain_copy
 from metacompress.envs.executor import Executor, InProcessExecutor, timed
@@ -99,6 +100,7 @@ class ModelEvaluator:
     graph: ModelGraph = field(init=False)
     search: SearchModel = field(init=False)
     base_search_accuracy: float = field(init=False)
+    class_axis: int = field(init=False)  # where the outputs' class scores are: 1 for a segmentation map, else -1
     stats: EvaluationStats = field(default_factory=EvaluationStats)
     executor: Executor = field(default_factory=InProcessExecutor, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False)
@@ -116,6 +118,8 @@ class ModelEvaluator:
         search = self.data.search
         subset = torch.randperm(len(search.x), generator=torch.Generator().manual_seed(0))[: self.proxy_samples].sort().values
         self.proxy_x, self.proxy_y = search.x[subset], search.y[subset]
+        with torch.no_grad():
+            self.class_axis = class_dim(logits(self.model(self.proxy_x[:1])), self.proxy_y[:1]) or -1
         self.base_search_accuracy = self.search_score(self.model)
 
     @property
@@ -124,7 +128,9 @@ class ModelEvaluator:
 
     @property
     def distillation(self) -> Distillation:
-        """The recovery's loss: the user's ``loss``, else the output kind's."""
+        """The recovery's loss: the user's ``loss``, else the output kind's (a dense map's KL: over its class axis)."""
+        if self.loss is None and self.output_kind == "logits" and self.class_axis != -1:
+            return partial(distillation_loss, "logits", class_axis=self.class_axis)
         return self.loss or self.output_kind
 
     def search_score(self, model: nn.Module) -> float:

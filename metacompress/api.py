@@ -250,7 +250,8 @@ def compress(
             "seed": seed,
             "metric": score.name,
             "output_kind": kind,
-            "distillation": "user loss" if loss is not None else ("KL, T=2" if kind == "logits" else "MSE"),
+            "distillation": "user loss" if loss is not None else ("MSE" if kind != "logits" else "KL, T=2" if evaluator.class_axis == -1
+                                                                  else f"KL over axis {evaluator.class_axis}, T=2"),
             "device": str(device),
             "cost_ratio": cost_ratio,
             "budget_ratio": cost_ratio / budget.fraction,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from metacompress.compressors.metrics import is_class_ids, logits
+from metacompress.compressors.metrics import class_dim, is_class_ids, logits
 from metacompress.envs.zoo.datasets import DatasetSplits, Split
 from metacompress.errors import InvalidData
 
@@ -138,6 +138,19 @@ def move_splits(data, device: torch.device) -> UserSplits:
     return UserSplits(*(Split(getattr(data, n).x.to(device), getattr(data, n).y.to(device)) for n in SPLITS))
 
 
+def _class_id_problems(name: str, y: torch.Tensor, outputs: torch.Tensor | None) -> list[str]:
+    """Why ``y`` cannot be top-1's class ids for ``outputs`` (the model's scores of one sample, None if it failed)."""
+    axis = class_dim(outputs, y) if outputs is not None else (-1 if is_class_ids(y) else None)
+    if axis is None:
+        per_sample = "" if outputs is None else f" (the outputs are {tuple(outputs.shape[1:])} per sample)"
+        return [f"{name}.y is {y.dtype} of shape {tuple(y.shape)}, but top-1 accuracy needs integer class ids, one per sample or "
+                f"one per position of the output without its class axis{per_sample}; pass metric=fn for other targets"]
+    classes = None if outputs is None else outputs.shape[axis]
+    if classes is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        return [f"{name}.y holds labels {int(y.min())}..{int(y.max())}, but the model outputs {classes} classes (0..{classes - 1})"]
+    return []
+
+
 def check_data(model: nn.Module, example_input: torch.Tensor, data, class_targets: bool = True) -> None:
     """Every split is usable before any work: shapes, finite inputs, enough samples, targets the metric can read.
 
@@ -155,9 +168,9 @@ def check_data(model: nn.Module, example_input: torch.Tensor, data, class_target
     modes = [(module, module.training) for module in model.modules()]
     try:
         with torch.no_grad():
-            classes = int(logits(model.eval()(example_input[:1])).shape[-1])
+            outputs = logits(model.eval()(example_input[:1]))
     except Exception:  # noqa: BLE001  (a model that rejects its example input is reported by analyze, with the shape)
-        classes = None
+        outputs = None
     finally:
         for module, training in modes:
             module.training = training
@@ -171,11 +184,7 @@ def check_data(model: nn.Module, example_input: torch.Tensor, data, class_target
             problems.append(f"{name}.x holds NaN or inf")
         if len(split.x) != len(split.y):
             problems.append(f"{name} has {len(split.x)} inputs but {len(split.y)} labels")
-        elif class_targets and not is_class_ids(split.y):
-            problems.append(f"{name}.y is {split.y.dtype} of shape {tuple(split.y.shape)}, but top-1 accuracy needs integer class ids; pass metric=fn for other targets")
-        elif class_targets and classes is not None and len(split.y) and (int(split.y.min()) < 0 or int(split.y.max()) >= classes):
-            problems.append(
-                f"{name}.y holds labels {int(split.y.min())}..{int(split.y.max())}, but the model outputs {classes} classes (0..{classes - 1})"
-            )
+        elif class_targets:
+            problems.extend(_class_id_problems(name, split.y, outputs))
     if problems:
         raise InvalidData("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")
