@@ -16,13 +16,19 @@ from torch import nn
 from torch_pruning.dependency import graph as tp_graph
 
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
+from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget
 
-MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Normalisations of each channel on its own (MONAI's nets use affine InstanceNorm): a zeroed
+# channel with zeroed affine terms stays 0, exactly as if it were removed.
+MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, PlainInstanceNorm)
+# Activations with a parameter per channel: a zero channel stays 0 whatever its slope, and
+# removing the channel removes its slope (one slope shared by all channels stays as it is).
+PER_CHANNEL_ACTIVATIONS = (nn.PReLU,)
 # Normalisations over the channel dimension: removing a channel changes every other
 # channel's statistics, so masking (zeros) and pruning (removal) would disagree.
 CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
-KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS
+KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS + PER_CHANNEL_ACTIVATIONS
 # A group reaches each node of the graph a few times (once per index set a concat or split
 # hands it). On some graphs Torch-Pruning's tracing never closes: TabNet's GLU slices and
 # attention masks form a loop of index mappings that hands the same nodes ever new indices.
@@ -79,7 +85,7 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         name = names[target]
         is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
         idxs = [int(i) for i in item.idxs]
-        if not any(True for _ in target.parameters(recurse=False)):
+        if not any(True for _ in target.parameters(recurse=False)) or (isinstance(target, nn.PReLU) and target.num_parameters == 1):
             continue
         indices = _indices_per_channel(idxs, (id(target), is_out), channels, reach)
         if indices is None:
@@ -104,6 +110,8 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         elif isinstance(target, MASKABLE_NORMS):
             info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
             info.targets.append(MaskTarget(name, "out", indices))
+        elif isinstance(target, PER_CHANNEL_ACTIVATIONS):
+            info.fp32[name] = (set(idxs), indices.shape[1])
         elif isinstance(target, CHANNEL_MIXING_NORMS):
             mixing.append(f"{name} ({type(target).__name__})")
             info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // channels)

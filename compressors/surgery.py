@@ -21,10 +21,13 @@ from torch import nn
 from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
+from torch.overrides import TorchFunctionMode
+from torch_pruning import ops as tp_ops
 
-from metacompress.compressors import embedding_table
+from metacompress.compressors import embedding_table, instance_norm
 from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
+from metacompress.compressors.instance_norm import PlainInstanceNorm, PlainInstanceNormPruner
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
@@ -78,11 +81,52 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         with torch.enable_grad():
             # output_tensors: a transformers ModelOutput holds nested tuples and cache objects Torch-Pruning cannot walk
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
-                                                         output_transform=lambda out: [t for t in output_tensors(out) if t.grad_fn],
-                                                         customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
-                                                                             UnrolledRNN: RecurrentPruner(),
-                                                                             OutputMajorEmbedding: OutputMajorEmbeddingPruner()})
+            return _MeasuredConcatGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
+                                                           output_transform=lambda out: [t for t in output_tensors(out) if t.grad_fn],
+                                                           customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
+                                                                               UnrolledRNN: RecurrentPruner(),
+                                                                               OutputMajorEmbedding: OutputMajorEmbeddingPruner(),
+                                                                               PlainInstanceNorm: PlainInstanceNormPruner()})
+
+
+class _ConcatSizes(TorchFunctionMode):
+    """Records each traced ``torch.cat``'s input sizes along its dimension, keyed by the output's ``grad_fn``."""
+
+    CATS = (torch.cat, torch.concat, torch.concatenate)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: dict = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in self.CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            tensors = args[0] if args else kwargs["tensors"]
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0))
+            # Torch-Pruning's node lists only inputs with a grad_fn, each once: record only cats it lists whole
+            if all(t.grad_fn is not None for t in tensors) and len({t.grad_fn for t in tensors}) == len(tensors):
+                self.sizes[out.grad_fn] = [t.shape[dim % out.ndim] for t in tensors]
+        return out
+
+
+class _MeasuredConcatGraph(tp.DependencyGraph):
+    """A dependency graph whose concatenations carry their measured input sizes.
+
+    Torch-Pruning infers a concat's input channel counts by walking the graph, and that walk
+    gives up (``None``) on deep nests of skip connections such as MONAI's U-Net, where its
+    index mapping then fails on ``sum`` of a ``None`` and the whole model would be
+    unprunable. The sizes the trace's own forward pass saw are exact, so they are set before
+    the mapping runs.
+    """
+
+    def _trace(self, model, example_inputs, forward_fn, output_transform):
+        with _ConcatSizes() as concats:
+            module2node = super()._trace(model, example_inputs, forward_fn, output_transform)
+        for node in module2node.values():
+            if node.type == tp_ops.OPTYPE.CONCAT and node.grad_fn in concats.sizes:
+                node.module.concat_sizes = concats.sizes[node.grad_fn]
+        return module2node
 
 
 def _norm_hooks(module: nn.Module) -> list:
@@ -103,6 +147,7 @@ REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Modu
     (unrollable, UnrolledRNN),
     (embedding_table.convertible, OutputMajorEmbedding),
     (is_transposed_linear, as_linear),
+    (instance_norm.convertible, PlainInstanceNorm),
 )
 
 
@@ -125,7 +170,8 @@ def plain_copy(model: nn.Module) -> nn.Module:
     heads), a transposed conv into ``OutputMajorConvTranspose`` (its weight stored output
     channel first, as every stage reads a weight), an LSTM or GRU into ``UnrolledRNN``
     (Linears stepped over time), an ``nn.Embedding`` into ``OutputMajorEmbedding`` (its table
-    stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``. A layer whose
+    stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``, an affine
+    ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` (so Torch-Pruning can follow it). A layer whose
     weight another module shares is not rewritten.
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
