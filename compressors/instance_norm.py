@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch_pruning.pruner.function import InstanceNormPruner
 
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
@@ -44,6 +43,3 @@ class PlainInstanceNorm(nn.Module):
         var, mean = torch.var_mean(x, spatial, correction=0, keepdim=True)
         per_channel = (1, -1) + (1,) * len(spatial)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)
-
-
-PlainInstanceNormPruner = InstanceNormPruner  # it reads num_features/affine/weight/bias, all kept above

@@ -23,11 +23,12 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 from torch.overrides import TorchFunctionMode
 from torch_pruning import ops as tp_ops
+from torch_pruning.pruner.function import InstanceNormPruner
 
 from metacompress.compressors import embedding_table, instance_norm
 from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
-from metacompress.compressors.instance_norm import PlainInstanceNorm, PlainInstanceNormPruner
+from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
@@ -80,13 +81,14 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
         # raw nn.Parameters are handled: a group holding one is marked unprunable
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         with torch.enable_grad():
-            # output_tensors: a transformers ModelOutput holds nested tuples and cache objects Torch-Pruning cannot walk
+            # output_tensors: a transformers ModelOutput holds nested tuples and cache objects Torch-Pruning cannot walk;
+            # InstanceNormPruner reads the attributes PlainInstanceNorm keeps
             return _MeasuredConcatGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
                                                            output_transform=lambda out: [t for t in output_tensors(out) if t.grad_fn],
                                                            customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
                                                                                UnrolledRNN: RecurrentPruner(),
                                                                                OutputMajorEmbedding: OutputMajorEmbeddingPruner(),
-                                                                               PlainInstanceNorm: PlainInstanceNormPruner()})
+                                                                               PlainInstanceNorm: InstanceNormPruner()})
 
 
 class _ConcatSizes(TorchFunctionMode):
