@@ -225,7 +225,7 @@ def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEF
     except Exception as exc:  # noqa: BLE001 (the exporter raises many types; all mean "cannot express")
         name, kind = _culprit(model, example_input, opset)
         where = f"layer {name!r} ({kind})" if name else f"the forward code of {kind} (outside any submodule)"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         raise UnsupportedLayer(f"{where} cannot be expressed in ONNX opset {opset}: {reason}. Replace it with standard "
                                "torch layers/ops (or a newer --opset) and compress again") from exc
     graph = proto.graph
@@ -240,7 +240,48 @@ def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEF
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     proto.producer_name, proto.producer_version = "metacompress", __version__
     onnx.checker.check_model(proto)
+    _check_runs(proto, example_input)
     return proto
+
+
+def _check_runs(proto: onnx.ModelProto, example_input: torch.Tensor) -> None:
+    """onnxruntime loads ``proto`` and runs it at the traced batch size and at one more.
+
+    Why: the exporter accepts graphs onnxruntime then refuses (a shape its kernels do not
+    support), and forward code that reads ``x.shape[0]`` into Python numbers fixes the batch
+    size in the trace (a Split of exactly that many rows); either way the file would fail at
+    deployment, so it is refused here, before anything is written.
+
+    Raises:
+        UnsupportedLayer: naming onnxruntime's complaint (its node) and the batch size.
+    """
+    traced = len(example_input)
+    other = torch.cat([example_input, example_input[:1]])
+    unsupported = ("the model's forward code uses an op or shape onnxruntime does not run; replace it with standard "
+                   "torch layers/ops and compress again")
+    try:
+        sess = session(proto.SerializeToString(), optimize=False)
+    except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own Fail/InvalidGraph types)
+        raise UnsupportedLayer(f"onnxruntime cannot load the exported graph: {_first_line(exc)}; {unsupported}") from exc
+    for batch in (example_input, other):
+        try:
+            rows = len(onnx_logits(sess, batch))
+        except Exception as exc:  # noqa: BLE001
+            advice = unsupported if len(batch) == traced else (
+                f"it runs at the traced batch size {traced} only, so the forward code fixes the batch size in the trace "
+                "(a size computed from x.shape[0] as a Python number); make that code batch-independent and compress again")
+            raise UnsupportedLayer(f"onnxruntime cannot run the exported graph at batch size {len(batch)}: "
+                                   f"{_first_line(exc)}; {advice}") from exc
+        if rows != len(batch):
+            raise UnsupportedLayer(f"the exported graph returns {rows} rows for a batch of {len(batch)}: the forward code "
+                                   "fixes the batch size in the trace (a reshape to x.shape[0] as a Python number); make "
+                                   "it batch-independent and compress again")
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first non-empty line (onnxruntime's messages run on with internals)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(". ") if text else type(exc).__name__
 
 
 def export_onnx(compressed: nn.Module, path: str | Path, example_input: torch.Tensor, opset: int = DEFAULT_OPSET,

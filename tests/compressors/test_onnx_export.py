@@ -104,3 +104,20 @@ def test_a_layer_onnx_cannot_express_is_named(tmp_path):
     with pytest.raises(UnsupportedLayer, match=r"layer 'custom' \(_Custom\) cannot be expressed in ONNX opset 17"):
         export_onnx(compressed, tmp_path / "model.onnx", x)
     assert not (tmp_path / "model.onnx").exists()
+
+
+class _BatchFixedInTrace(TinyMLP):
+    """Reads the batch size into a Python number, as braindecode's ATCNet attention does."""
+
+    def forward(self, x):
+        (rows,) = torch.split(x.flatten(1), [int(x.shape[0])])
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(rows)))))
+
+
+def test_a_graph_that_runs_at_the_traced_batch_size_only_is_refused_before_writing(tmp_path):
+    model = trained_like(_BatchFixedInTrace())
+    x = example_input(model)
+    compressed = export(model, Plan.uniform(analyze(model, x)), x, [x])
+    with pytest.raises(UnsupportedLayer, match=rf"batch size {len(x) + 1}: .*Split.*traced batch size {len(x)} only"):
+        export_onnx(compressed, tmp_path / "model.onnx", x)
+    assert not (tmp_path / "model.onnx").exists()
