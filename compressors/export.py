@@ -10,6 +10,7 @@ int8 codes plus fp32 scales), structure and plan to JSON.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -253,10 +254,23 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
         state[key] = state[shared]
     attach_activation_quantizers(model, _reads_activations(model, w_bits))
     _resize_to(model, state)
-    model.load_state_dict(state, strict=True)
+    load_tensors(model, state)
     model.metacompress_plan = Plan.from_dict(structure["plan"])
     model.metacompress_weight_bits = w_bits
     return model
+
+
+def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(tensors, strict=True)`` with the model's own module versions attached.
+
+    Why: a tensors-only file (safetensors) drops ``state_dict()._metadata``, and a module whose
+    ``_load_from_state_dict`` reads its version fails without it (torchvision's MNASNet raises
+    "version should be set to 1 or 2"); the model loaded into has the file's classes, so its
+    versions are the file's.
+    """
+    state = OrderedDict(tensors)
+    state._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    model.load_state_dict(state, strict=True)
 
 
 def _check_shapes(shapes: dict, where: Path) -> None:

@@ -269,7 +269,9 @@ def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str
 
 def _make_unit(index: int, name: str, info: GroupInfo, frozen: set[str], outputs: set[str], model: nn.Module) -> tuple[UnitSpec, UnitGraph]:
     """A unit from one group: prunable unless a problem, the model output or the user says otherwise."""
-    layers = info.out_layers or [name]
+    # its own channels left the group (they map unevenly onto themselves through a shuffle):
+    # the layer stands alone, and the group's other layers become units of their own
+    layers = info.out_layers if name in info.out_layers else [name]
     consumers = [t for t in info.targets if t.role == "in"]
     reasons = list(dict.fromkeys(info.problems))
     is_head = not consumers and any(l in outputs for l in layers)

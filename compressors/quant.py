@@ -1,7 +1,9 @@
 """Simulated integer quantization: per-output-channel weights, per-tensor activations, 2-8 bits.
 
-Built on the core fake-quant ops (``torch.fake_quantize_per_*_affine``), not on the
-deprecated ``torch.ao.quantization`` classes. Both clipping ranges are chosen by a small
+Built on core torch ops, not on the deprecated ``torch.ao.quantization`` classes: weights
+through ``torch.fake_quantize_per_channel_affine`` (their integer codes are stored, so how
+they were rounded cannot differ at deployment), activations by ``fake_quantize_activation``,
+which rounds ``x / scale`` as ONNX ``QuantizeLinear`` defines it. Both clipping ranges are chosen by a small
 MSE search (the usual "MSE observer"): at 2-4 bits plain min/max wastes most levels on
 outliers, and the proxy accuracy must reflect what a competent PTQ deployment would get.
 
@@ -67,6 +69,24 @@ def weight_codes(weight: torch.Tensor, scales: torch.Tensor, bits: int) -> torch
     return torch.clamp(torch.round(weight / scales.reshape(shape)), -qmax, qmax).to(torch.int8)
 
 
+def fake_quantize_activation(x: torch.Tensor, scale: torch.Tensor, zero_point: int, bits: int) -> torch.Tensor:
+    """``(clamp(round(x / scale) + zero_point, 0, 2^bits - 1) - zero_point) * scale``, straight-through inside the range.
+
+    Why not ``torch.fake_quantize_per_tensor_affine``: it multiplies by ``1 / scale``, which
+    lands one code away from onnxruntime's ``x / scale`` for values within an ulp of a
+    rounding tie. One such code early in a 4-bit InstanceNorm U-Net (MONAI's DynUNet) grew
+    into a 0.6% per-pixel disagreement between the PyTorch model and its exported ONNX graph.
+    Dividing makes the two agree to float rounding (and is faster on the CPU than the fused op).
+    """
+    low, high = -zero_point, 2**bits - 1 - zero_point
+    codes = torch.round(x / scale)
+    quantized = torch.clamp(codes, low, high) * scale
+    if not x.requires_grad:
+        return quantized
+    inside = (codes >= low) & (codes <= high)  # the fused op's gradient mask: zero where the value was clipped
+    return quantized + (x - x.detach()) * inside
+
+
 class ActivationQuantizer(nn.Module):
     """Per-tensor asymmetric fake quantization of a layer's input, with an MSE-calibrated range.
 
@@ -92,7 +112,7 @@ class ActivationQuantizer(nn.Module):
         bits = int(self.bits)
         if bits == 0:
             return x
-        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 2**bits - 1)
+        return fake_quantize_activation(x, self.scale, int(self.zero_point), bits)
 
     def start_observing(self) -> None:
         self.observing = True

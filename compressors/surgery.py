@@ -9,6 +9,7 @@ run afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import warnings
@@ -23,6 +24,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 from torch.overrides import TorchFunctionMode
 from torch_pruning import ops as tp_ops
+from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.pruner.function import InstanceNormPruner
 
 from metacompress.compressors import embedding_table, instance_norm
@@ -122,6 +124,14 @@ class _MeasuredConcatGraph(tp.DependencyGraph):
     the mapping runs.
     """
 
+    def build_dependency(self, *args, **kwargs):
+        with _tolerant_reshape_mapping():
+            return super().build_dependency(*args, **kwargs)
+
+    def get_pruning_group(self, *args, **kwargs):  # it re-runs the index mapping
+        with _tolerant_reshape_mapping():
+            return super().get_pruning_group(*args, **kwargs)
+
     def _trace(self, model, example_inputs, forward_fn, output_transform):
         with _ConcatSizes() as concats:
             module2node = super()._trace(model, example_inputs, forward_fn, output_transform)
@@ -129,6 +139,31 @@ class _MeasuredConcatGraph(tp.DependencyGraph):
             if node.type == tp_ops.OPTYPE.CONCAT and node.grad_fn in concats.sizes:
                 node.module.concat_sizes = concats.sizes[node.grad_fn]
         return module2node
+
+
+@contextlib.contextmanager
+def _tolerant_reshape_mapping():
+    """Torch-Pruning's reshape index mapping, leaving unmapped a reshape whose channels it infers as 0.
+
+    torchvision's ShuffleNetV2 views its shuffled channels back to 4-D and chunks them;
+    Torch-Pruning infers 0 channels past the chunk and divides by it, which made the whole
+    model untraceable. Left unmapped, the shuffle's channels show up as mapping unevenly, so
+    only the groups it mixes are quantize-only (as for any shuffle), and trial pruning
+    (``verify_units``) still checks every unit.
+    """
+    original = tp_index_mapping.update_reshape_index_mapping
+
+    def tolerant(graph, node) -> None:
+        try:
+            original(graph, node)
+        except ZeroDivisionError:
+            pass
+
+    tp_index_mapping.update_reshape_index_mapping = tolerant
+    try:
+        yield
+    finally:
+        tp_index_mapping.update_reshape_index_mapping = original
 
 
 def _norm_hooks(module: nn.Module) -> list:

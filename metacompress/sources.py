@@ -102,8 +102,10 @@ def _from_factory(source: str, weights: str | None) -> tuple[nn.Module, object, 
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from metacompress.compressors.export import load_tensors
+
         try:
-            model.load_state_dict(load_file(weights))
+            load_tensors(model, load_file(weights))
         except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
             raise MetacompressError(f"cannot load weights {weights} into {source}'s model: {str(exc).splitlines()[0]}") from exc
     return model.eval(), data, {"factory": source, "weights": weights}

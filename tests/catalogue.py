@@ -66,8 +66,11 @@ class MobileNetV3(nn.Module):
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    batch, channels, height, width = x.shape
-    return x.view(batch, groups, channels // groups, height, width).transpose(1, 2).reshape(batch, channels, height, width)
+    """torchvision's code, ``contiguous().view`` included: Torch-Pruning once divided by zero on it."""
+    batch, channels, height, width = x.size()
+    x = x.view(batch, groups, channels // groups, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batch, channels, height, width)
 
 
 class ShuffleUnit(nn.Module):
@@ -95,7 +98,7 @@ class ShuffleNetV2(nn.Module):
     def __init__(self, classes: int = 4) -> None:
         super().__init__()
         self.stem = conv_bn(3, 8, 3)
-        self.stages = nn.Sequential(ShuffleUnit(8, 16, 2), ShuffleUnit(16, 16, 1))
+        self.stages = nn.Sequential(ShuffleUnit(8, 16, 2), ShuffleUnit(16, 16, 1), ShuffleUnit(16, 16, 1))  # two chunk-shuffles in a row
         self.head = nn.Linear(16, classes)
 
     def forward(self, x):

@@ -31,6 +31,25 @@ def test_save_and_reload_reproduces_outputs(tiny, tmp_path):
     assert reloaded.metacompress_plan == plan
 
 
+class _VersionedMLP(TinyMLP):
+    """Refuses a state dict without its version, as torchvision's MNASNet does."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:
+        if local_metadata.get("version") is None:
+            raise ValueError("version should be set to 1 or 2 instead of None")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+
+def test_a_model_that_reads_its_state_dict_version_reloads(tmp_path):
+    model = trained_like(_VersionedMLP())
+    x = example_input(model)
+    compressed = export(model, Plan.uniform(analyze(model, x), prune=0.5, w_bits=4), x, [x])
+    save_compressed(compressed, tmp_path / "out")  # safetensors keeps tensors only, no module versions
+    assert torch.equal(load_compressed(tmp_path / "out", _VersionedMLP())(x), compressed(x))
+
+
 def test_existing_output_is_not_overwritten_silently(tmp_path):
     model = trained_like(TinyMLP())
     x = example_input(model)
