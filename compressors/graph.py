@@ -92,8 +92,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         graph = dependency_graph(work, example_input, ignored)
     except Exception as exc:  # noqa: BLE001 (Torch-Pruning's tracer fails in many ways on graphs it does not model)
         graph = None
-        untraced = (f"Torch-Pruning cannot trace this model ({type(exc).__name__}: {exc}), so nothing is pruned; a model that "
-                    "also returns its key/value cache traces without it (transformers: config use_cache=False)")
+        untraced = f"Torch-Pruning cannot trace this model ({type(exc).__name__}: {exc}), so nothing is pruned"
+        if type(model).__module__.startswith("transformers."):  # the one cause seen there: GPT-2's returned cache
+            untraced += "; a model that also returns its key/value cache traces without it (config use_cache=False)"
         log.warning("%s; every layer is its own quantize-only unit", untraced)
 
     units: list[UnitSpec] = []
