@@ -22,6 +22,7 @@ group at once (Torch-Pruning's convention), so its units' step is a multiple of 
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, replace
 
@@ -31,7 +32,7 @@ from torch import nn
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
-from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, group_of, untraced_group
+from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, untraced_group
 from metacompress.compressors.surgery import (
     CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
 )
@@ -88,13 +89,20 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         )
     unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order))]
     ignored = [work.get_submodule(n) for n, _ in unsupported]
-    try:
-        graph = dependency_graph(work, example_input, ignored)
-    except Exception as exc:  # noqa: BLE001 (Torch-Pruning's tracer fails in many ways on graphs it does not model)
-        graph = None
-        untraced = f"Torch-Pruning cannot trace this model ({type(exc).__name__}: {exc}), so nothing is pruned"
-        if type(model).__module__.startswith("transformers."):  # the one cause seen there: GPT-2's returned cache
-            untraced += "; a model that also returns its key/value cache traces without it (config use_cache=False)"
+    graph, untraced = None, ""
+    training_only = _training_only_layers(work, example_input, set(order))
+    if training_only:
+        untraced = (f"layers {few_names(training_only)} run only in training mode (auxiliary heads), so pruning the layers "
+                    "feeding them would break the fine-tune; nothing is pruned. Build the model without them to prune it "
+                    "(torchvision: aux_logits=False)")
+    else:
+        try:
+            graph = dependency_graph(work, example_input, ignored)
+        except Exception as exc:  # noqa: BLE001 (Torch-Pruning's tracer fails in many ways on graphs it does not model)
+            untraced = f"Torch-Pruning cannot trace this model ({type(exc).__name__}: {exc}), so nothing is pruned"
+            if type(model).__module__.startswith("transformers."):  # the one cause seen there: GPT-2's returned cache
+                untraced += "; a model that also returns its key/value cache traces without it (config use_cache=False)"
+    if graph is None:
         log.warning("%s; every layer is its own quantize-only unit", untraced)
 
     units: list[UnitSpec] = []
@@ -225,6 +233,26 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     returned = {t.data_ptr() for t in output_tensors(result)}
     outputs = {name for name, tensors in produced.items() if any(t.data_ptr() in returned for t in tensors)} | set(order[-1:])
     return positions, order, outputs
+
+
+def _training_only_layers(model: nn.Module, example_input: torch.Tensor, in_eval: set[str]) -> list[str]:
+    """Quantizable layers that one training-mode forward runs and the eval-mode trace did not.
+
+    Why: analysis traces eval mode, but the fine-tune runs training mode, where GoogLeNet's and
+    Inception v3's auxiliary classifiers read the trunk's channels: pruning those channels
+    would break them. A model whose training forward fails here is left to the fine-tune.
+    """
+    trial = copy.deepcopy(model).train()  # training mode updates BatchNorm statistics: never on the analysed copy
+    ran: set[str] = set()
+    for name, module in trial.named_modules():
+        if isinstance(module, QUANTIZABLE):
+            module.register_forward_hook(lambda *_, name=name: ran.add(name))
+    try:
+        with torch.no_grad():
+            forward_example(trial, example_input)
+    except Exception:  # noqa: BLE001 (e.g. BatchNorm refusing a batch of one in training mode)
+        pass
+    return sorted(ran - in_eval)
 
 
 def _tied_weights(model: nn.Module) -> dict[str, str]:

@@ -118,11 +118,11 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         else:
             info.problems.append(f"{name} ({type(target).__name__}) is not supported")
     if mixing:
-        info.problems.append(f"{_few(mixing)} normalise{'s' if len(mixing) == 1 else ''} across these channels")
+        info.problems.append(f"{few_names(mixing)} normalise{'s' if len(mixing) == 1 else ''} across these channels")
     if uneven:
-        info.problems.append(f"its channels map unevenly onto {_few(uneven)} (a concat joined back into them, or a channel shuffle)")
+        info.problems.append(f"its channels map unevenly onto {few_names(uneven)} (a concat joined back into them, or a channel shuffle)")
     if lost:
-        info.problems.append(f"Torch-Pruning maps its channels past the size of {_few(lost)} (lost through a transpose or reshape)")
+        info.problems.append(f"Torch-Pruning maps its channels past the size of {few_names(lost)} (lost through a transpose or reshape)")
     if len(grouped) > 1 or (grouped and channels % max(grouped)):
         info.problems.append(f"grouped convs with {sorted(grouped)} groups share these {channels} channels")
     elif grouped:
@@ -189,7 +189,8 @@ def _indices_per_channel(idxs: list[int], key: tuple[int, bool], channels: int, 
     return torch.tensor(rows, dtype=torch.long)
 
 
-def _few(names: list[str], shown: int = 3) -> str:
+def few_names(names: list[str], shown: int = 3) -> str:
+    """Up to ``shown`` names, then "and N more": a problem message stays one readable line."""
     names = list(dict.fromkeys(names))
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
@@ -231,4 +232,4 @@ def claim(info: GroupInfo, claimed: dict[tuple[str, str], tuple[set[int], int]],
             claimed[(name, "norm")] = (owned | channels, index)
     info.targets = kept
     if shared:
-        info.problems.append(f"it shares channels with earlier units: {_few(shared)}")
+        info.problems.append(f"it shares channels with earlier units: {few_names(shared)}")

@@ -193,3 +193,27 @@ def test_the_finest_consistent_step_is_found_in_few_trials(monkeypatch, valid_ev
     unit = UnitSpec(index=0, name="u", layers=("u",), channels=12)
     found = surgery._finest_step(None, None, unit, surgery.UnitGraph(root="u"))
     assert (found.channel_step if found else None) == expected_step and len(tried) == trials
+
+
+class _WithAuxHead(TinyMLP):
+    """An auxiliary classifier that runs only in training mode, as GoogLeNet's ``aux_logits``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux = nn.Linear(24, 5)
+
+    def forward(self, x):
+        hidden = torch.relu(self.fc1(x.flatten(1)))
+        out = self.head(torch.relu(self.fc2(hidden)))
+        return (out, self.aux(hidden)) if self.training else out
+
+
+def test_layers_run_only_in_training_mode_stop_pruning_so_the_fine_tune_still_runs():
+    model = _WithAuxHead()
+    x = example_input(model)
+    spec = analyze(model, x)
+    assert not any(u.prunable for u in spec.units)
+    assert all("layers aux run only in training mode" in u.reason and "aux_logits=False" in u.reason
+               for u in spec.units if not u.frozen)
+    small = export(model, Plan.uniform(spec, prune=0.5, w_bits=4, a_bits=4), x, [x]).train()
+    assert small(x)[1].shape == (len(x), 5)  # the auxiliary head still gets its 24 input features
