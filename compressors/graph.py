@@ -22,12 +22,12 @@ group at once (Torch-Pruning's convention), so its units' step is a multiple of 
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
@@ -242,16 +242,21 @@ def _training_only_layers(model: nn.Module, example_input: torch.Tensor, in_eval
     Inception v3's auxiliary classifiers read the trunk's channels: pruning those channels
     would break them. A model whose training forward fails here is left to the fine-tune.
     """
-    trial = copy.deepcopy(model).train()  # training mode updates BatchNorm statistics: never on the analysed copy
     ran: set[str] = set()
-    for name, module in trial.named_modules():
-        if isinstance(module, QUANTIZABLE):
-            module.register_forward_hook(lambda *_, name=name: ran.add(name))
+    handles = [module.register_forward_hook(lambda *_, name=name: ran.add(name))
+               for name, module in model.named_modules() if isinstance(module, QUANTIZABLE)]
+    # training mode updates BatchNorm statistics in place: the call gets copies of the buffers, not the parameters
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    model.train()
     try:
         with torch.no_grad():
-            forward_example(trial, example_input)
+            functional_call(model, buffers, (example_input,))
     except Exception:  # noqa: BLE001 (e.g. BatchNorm refusing a batch of one in training mode)
         pass
+    finally:
+        model.eval()
+        for handle in handles:
+            handle.remove()
     return sorted(ran - in_eval)
 
 

@@ -259,6 +259,8 @@ def _check_runs(proto: onnx.ModelProto, example_input: torch.Tensor) -> None:
     other = torch.cat([example_input, example_input[:1]])
     unsupported = ("the model's forward code uses an op or shape onnxruntime does not run; replace it with standard "
                    "torch layers/ops and compress again")
+    batch_fixed = ("the forward code fixes the batch size in the trace (a size computed from x.shape[0] as a Python "
+                   "number); make that code batch-independent and compress again")
     try:
         sess = session(proto.SerializeToString(), optimize=False)
     except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own Fail/InvalidGraph types)
@@ -267,15 +269,11 @@ def _check_runs(proto: onnx.ModelProto, example_input: torch.Tensor) -> None:
         try:
             rows = len(onnx_logits(sess, batch))
         except Exception as exc:  # noqa: BLE001
-            advice = unsupported if len(batch) == traced else (
-                f"it runs at the traced batch size {traced} only, so the forward code fixes the batch size in the trace "
-                "(a size computed from x.shape[0] as a Python number); make that code batch-independent and compress again")
+            advice = unsupported if len(batch) == traced else f"it runs at the traced batch size {traced} only, so {batch_fixed}"
             raise UnsupportedLayer(f"onnxruntime cannot run the exported graph at batch size {len(batch)}: "
                                    f"{_first_line(exc)}; {advice}") from exc
         if rows != len(batch):
-            raise UnsupportedLayer(f"the exported graph returns {rows} rows for a batch of {len(batch)}: the forward code "
-                                   "fixes the batch size in the trace (a reshape to x.shape[0] as a Python number); make "
-                                   "it batch-independent and compress again")
+            raise UnsupportedLayer(f"the exported graph returns {rows} rows for a batch of {len(batch)}: {batch_fixed}")
 
 
 def _first_line(exc: Exception) -> str:
