@@ -271,8 +271,15 @@ def _native_stdout_silenced() -> Iterator[None]:
 
 
 def _solve_ilp(objective: list[np.ndarray], costs: list[np.ndarray], limit: float) -> list[int] | None:
-    """One-hot option per unit minimising the objective with summed cost <= limit (HiGHS)."""
+    """One-hot option per unit minimising the objective with summed cost <= limit (HiGHS).
+
+    The objective is rescaled to a largest coefficient of 1 first: HiGHS's optimality
+    tolerances are absolute (about 1e-7), and Hessian-scale sensitivities can be far
+    smaller (a random-init MobileNetV3 gives 1e-10 per option), which made every feasible
+    point look optimal and returned the most compressed plan with most of the budget unspent.
+    """
     kept = [_undominated(o, c) for o, c in zip(objective, costs)]
+    scale = max(max(float(np.abs(o[k]).max()) for o, k in zip(objective, kept)), 1e-300)
     sizes = [len(k) for k in kept]
     n = sum(sizes)
     starts = np.cumsum([0] + sizes[:-1])
@@ -285,7 +292,7 @@ def _solve_ilp(objective: list[np.ndarray], costs: list[np.ndarray], limit: floa
     ]
     with _native_stdout_silenced():
         res = milp(
-            np.concatenate([o[k] for o, k in zip(objective, kept)]),
+            np.concatenate([o[k] for o, k in zip(objective, kept)]) / scale,
             constraints=constraints,
             integrality=np.ones(n),
             bounds=Bounds(0, 1),

@@ -197,6 +197,19 @@ def test_hawq_gives_a_more_sensitive_unit_more_bits(context, unit):
     assert bits[100.0] >= bits[0.01] + 3
 
 
+def test_hawq_plan_does_not_depend_on_the_scale_of_the_sensitivities(context):
+    """Every Hessian trace x 1e-9 scales every option's sensitivity by 1e-9 (kappa follows): same plan.
+
+    A random-init or well-trained model has tiny Hessian traces; unscaled, HiGHS's absolute
+    tolerances saw all options as equal and returned the most compressed plan.
+    """
+    units = tuple(replace(u, hessian_trace=u.hessian_trace * 1e-9) for u in context.probes.units)
+    tiny = TaskContext(context.evaluator, ModelProbes(context.probes.fingerprint, units), context.hardware, context.budget)
+    solution, scaled = HawqPlanner().solve(context), HawqPlanner().solve(tiny)
+    assert scaled.choices == solution.choices
+    assert scaled.cost_ratio == pytest.approx(solution.cost_ratio) and scaled.cost_ratio > 0.8 * BUDGET.fraction
+
+
 def test_hawq_plan_is_the_ilp_solution_when_it_fits(context):
     planner = HawqPlanner()
     solution = planner.solve(context)
