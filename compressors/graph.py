@@ -225,14 +225,41 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
         if isinstance(m, QUANTIZABLE)
     ]
     try:
-        with torch.no_grad():
+        with torch.enable_grad():  # the autograd graph shows which layers feed an output through an activation
             result = forward_example(model, example_input)
     finally:
         for h in handles:
             h.remove()
     returned = {t.data_ptr() for t in output_tensors(result)}
     outputs = {name for name, tensors in produced.items() if any(t.data_ptr() in returned for t in tensors)} | set(order[-1:])
-    return positions, order, outputs
+    return positions, order, outputs | _layers_behind(output_tensors(result), produced)
+
+
+OUTPUT_PASS_THROUGH = ("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "View", "UnsafeView", "Reshape", "ReshapeAlias",
+                       "Permute", "Transpose", "Clone", "Squeeze", "Unsqueeze", "Contiguous")
+"""Autograd ops a model output may pass through after its layer and still be that layer's output (a head)."""
+
+
+def _layers_behind(returned: list[torch.Tensor], produced: dict[str, list[torch.Tensor]]) -> set[str]:
+    """Layers whose output reaches a returned tensor through activations and reshapes only.
+
+    Why: a head followed by a softmax or sigmoid (MTCNN's face probability beside its box
+    regression) is a model output too: it must be kept whole at 8 bits like any head, but
+    its returned tensor is the activation's, not the layer's.
+    """
+    by_node = {t.grad_fn: name for name, tensors in produced.items() for t in tensors if t.grad_fn is not None}
+    stack = [t.grad_fn for t in returned if t.grad_fn is not None]
+    seen, found = set(), set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in by_node:
+            found.add(by_node[node])
+        elif node.name().rstrip("0123456789").removesuffix("Backward") in OUTPUT_PASS_THROUGH:
+            stack.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
+    return found
 
 
 def _training_only_layers(model: nn.Module, example_input: torch.Tensor, in_eval: set[str]) -> list[str]:

@@ -15,6 +15,7 @@ import math
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -122,8 +123,8 @@ def distill(
             idx = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=generator)
             x = inputs[idx]
             with torch.no_grad():
-                teacher_out = logits(teacher(x))
-            step_loss = distillation_loss(loss, logits(student(x)), teacher_out, temperature)
+                teacher_out = output_tensors(teacher(x))
+            step_loss = outputs_loss(loss, output_tensors(student(x)), teacher_out, temperature)
             optimizer.zero_grad(set_to_none=True)
             step_loss.backward()
             optimizer.step()
@@ -134,6 +135,23 @@ def distill(
         student.eval()
         for name in w_bits:
             parametrize.remove_parametrizations(student.get_submodule(name), "weight", leave_parametrized=True)
+
+
+def outputs_loss(loss: Distillation, student: list[torch.Tensor], teacher: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """The distillation loss of a model's first (scored) output plus a relative MSE per other output.
+
+    Why: the metric, the probes and the output kind read the first output, but a multi-head
+    model (a face detector's (boxes, landmarks, face probability), a (logits, embedding)
+    encoder) ships every head; fine-tuning the shared trunk for the first alone let a
+    pretrained MTCNN ONet's face-probability head drift to 1.3x its own mean square.
+    Each other floating-point output the student computes with gradients adds
+    ``mse / mean(teacher**2)``, scale-free so no head's units dominate.
+    """
+    total = distillation_loss(loss, student[0], teacher[0], temperature)
+    for s, t in zip(student[1:], teacher[1:]):
+        if s.requires_grad and s.is_floating_point() and s.shape == t.shape:
+            total = total + F.mse_loss(s, t) / t.pow(2).mean().clamp_min(1e-8)
+    return total
 
 
 def steps_for_epochs(epochs: float, samples: int, batch_size: int = KD_BATCH_SIZE) -> int:

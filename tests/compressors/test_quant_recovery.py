@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from metacompress import Plan
 from metacompress.compressors import SearchModel, build_graph, calibrate, distill
@@ -80,3 +81,32 @@ def test_distill_with_zero_steps_changes_nothing():
     state = {k: v.clone() for k, v in student.state_dict().items()}
     distill(student, teacher, example_input(teacher), {"fc1": 4}, steps=0)
     assert all(torch.equal(state[k], v) for k, v in student.state_dict().items())
+
+
+class _TwoHeads(nn.Module):
+    """A trunk with a regression head and a softmax head, returned as (boxes, probabilities, their argmax)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(8, 16)
+        self.boxes = nn.Linear(16, 4)
+        self.score = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.trunk(x))
+        probabilities = torch.softmax(self.score(h), dim=1)
+        return self.boxes(h), probabilities, probabilities.argmax(dim=1)
+
+
+def test_distill_pulls_every_output_not_only_the_scored_first_one():
+    torch.manual_seed(0)
+    teacher = _TwoHeads()
+    student = _TwoHeads()
+    student.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        student.score.weight.add_(torch.randn_like(student.score.weight))  # the first output still matches exactly
+    x = torch.randn(256, 8)
+    gap = lambda: float((student(x)[1] - teacher(x)[1]).abs().mean())  # noqa: E731
+    before = gap()
+    distill(student, teacher, x, {}, steps=60, lr=1e-2, loss="regression")
+    assert gap() < 0.5 * before
