@@ -123,6 +123,25 @@ class TinyTransformer(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+class TwoHeads(nn.Module):
+    """A detector-like model (MTCNN's RNet): box regression returned as is, a face score through a softmax.
+
+    The score head runs first, so it is not the last layer run, and the output also carries an
+    integer tensor (the argmax) that no loss may read.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(8, 16)
+        self.score = nn.Linear(16, 2)
+        self.boxes = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.trunk(x))
+        face = torch.softmax(self.score(h), dim=1).view(-1, 2)
+        return self.boxes(h), face, face.argmax(dim=1)
+
+
 def example_input(model: nn.Module, batch: int = 4, seed: int = 0) -> torch.Tensor:
     """A batch of the input shape each tiny model expects."""
     generator = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from metacompress import Plan, UnsupportedModel, analyze, export
-from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, example_input
+from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, TwoHeads, example_input
 
 
 def test_mlp_units_and_frozen_head():
@@ -19,23 +19,8 @@ def test_mlp_units_and_frozen_head():
     assert spec.layers[0].in_fixed == 16 and spec.layers[1].in_units == ((0, 1),)
 
 
-class _SoftmaxHead(nn.Module):
-    """Two heads: box regression returned as is, a face score returned through a softmax (MTCNN's RNet)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trunk = nn.Linear(8, 16)
-        self.score = nn.Linear(16, 2)
-        self.boxes = nn.Linear(16, 4)
-
-    def forward(self, x):
-        h = torch.relu(self.trunk(x))
-        face = torch.softmax(self.score(h), dim=1).view(-1, 2)
-        return self.boxes(h), face
-
-
 def test_a_head_behind_a_softmax_is_a_frozen_head_too():
-    spec = analyze(_SoftmaxHead(), torch.randn(4, 8))
+    spec = analyze(TwoHeads(), torch.randn(4, 8))
     by_name = {u.name: u for u in spec.units}
     for head in ("score", "boxes"):  # score ran first and reaches the output only through softmax and view
         assert by_name[head].frozen and "classifier head" in by_name[head].reason

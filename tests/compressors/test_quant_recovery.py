@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metacompress import Plan
 from metacompress.compressors import SearchModel, build_graph, calibrate, distill
 from metacompress.compressors.quant import ActivationQuantizer, attach_activation_quantizers, quantize_weight, weight_scales
-from tiny_models import TinyMLP, TinyResNet, example_input, trained_like
+from tiny_models import TinyMLP, TinyResNet, TwoHeads, example_input, trained_like
 
 
 def test_weight_quantization_levels_per_channel():
@@ -83,25 +82,10 @@ def test_distill_with_zero_steps_changes_nothing():
     assert all(torch.equal(state[k], v) for k, v in student.state_dict().items())
 
 
-class _TwoHeads(nn.Module):
-    """A trunk with a regression head and a softmax head, returned as (boxes, probabilities, their argmax)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trunk = nn.Linear(8, 16)
-        self.boxes = nn.Linear(16, 4)
-        self.score = nn.Linear(16, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.trunk(x))
-        probabilities = torch.softmax(self.score(h), dim=1)
-        return self.boxes(h), probabilities, probabilities.argmax(dim=1)
-
-
 def test_distill_pulls_every_output_not_only_the_scored_first_one():
     torch.manual_seed(0)
-    teacher = _TwoHeads()
-    student = _TwoHeads()
+    teacher = TwoHeads()
+    student = TwoHeads()
     student.load_state_dict(teacher.state_dict())
     with torch.no_grad():
         student.score.weight.add_(torch.randn_like(student.score.weight))  # the first output still matches exactly
