@@ -62,7 +62,7 @@ from metacompress.compressors.plan import kept_channels_for
 from metacompress.compressors.quant import quantize_weight
 from metacompress.compressors.spec import ModelSpec
 from metacompress.envs.context import TaskContext
-from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, UnitChoice
+from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, PlanVectors, UnitChoice
 
 ILP_ROUNDS = 6
 ILP_SECONDS = 30.0  # per solve; HiGHS returns its best feasible point if it hits the limit
@@ -344,6 +344,70 @@ def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = I
     return HawqSolution(most, float("nan"), context.cost_ratio(*context.projector.executed_vectors(most)), True, ())
 
 
+def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]) -> PlanVectors:
+    """Spend unused budget: repeatedly take the gentler option with the best score gain per cost.
+
+    Candidates are options of a decision unit that compress no coordinate more than the
+    plan does now (more kept channels or more bits, none fewer) and have a lower HAWQ
+    sensitivity; the one with the largest sensitivity drop per unit of added cost that
+    still fits is applied, until none fits. An option's added cost is priced on the layers
+    it changes only (``hawq.affected_spec``), and the chosen move is checked on the whole plan.
+    """
+    projector = context.projector
+    kind, hardware, limit = projector.kind, projector.hardware, projector.limit * (1 + FEASIBILITY_TOLERANCE)
+    partial = {o.unit: affected_spec(context.spec, o.unit) for o in options}
+    kept, w_bits, a_bits = (list(v) for v in vectors)
+    refused: set[tuple[int, tuple[int, int, int]]] = set()
+    tie = 1e-12 * max(max(float(o.sensitivity.max()) for o in options), 1e-300)  # relative: scores can be ~1e-10
+    while True:
+        base_cost = projector.cost(kept, w_bits, a_bits)
+        best, best_gain = None, 0.0
+        for option in options:
+            u, sub = option.unit, partial[option.unit]
+            now = (kept[u], w_bits[u], a_bits[u])
+            current = _sensitivity_of(option, now)
+            before = total_cost(sub, kind, kept, w_bits, a_bits, hardware)
+            for executed, score in zip(option.executed, option.sensitivity):
+                k, w, a = executed
+                if k < now[0] or w < now[1] or a < now[2] or executed == now or (u, executed) in refused:
+                    continue
+                if current is not None and score >= current:
+                    continue
+                kept[u], w_bits[u], a_bits[u] = executed
+                added = total_cost(sub, kind, kept, w_bits, a_bits, hardware) - before
+                kept[u], w_bits[u], a_bits[u] = now
+                if base_cost + added > limit:
+                    continue
+                gain = ((current if current is not None else score) - score + tie) / max(added, 1e-12 * projector.reference_cost)
+                if gain > best_gain:
+                    best, best_gain = (u, executed), gain
+        if best is None:
+            return PlanVectors(kept, w_bits, a_bits)
+        u, executed = best
+        now = (kept[u], w_bits[u], a_bits[u])
+        kept[u], w_bits[u], a_bits[u] = executed
+        if not projector.fits(kept, w_bits, a_bits):  # float sums disagreed at the budget's edge
+            kept[u], w_bits[u], a_bits[u] = now
+            refused.add(best)
+
+
+def _sensitivity_of(option: UnitOptions, executed: tuple[int, int, int]) -> float | None:
+    """The solver's score of the option a unit executes now (None if it is off the solver's grid)."""
+    try:
+        return float(option.sensitivity[option.executed.index(executed)])
+    except ValueError:
+        return None
+
+
+def actions_for(context: TaskContext, vectors: PlanVectors) -> np.ndarray:
+    """Raw actions (decisions, 3) that execute exactly ``vectors`` on ``context`` (each kept count as its prune ratio)."""
+    choices = [
+        UnitChoice(1.0 - vectors.kept[u.index] / u.channels, vectors.w_bits[u.index], vectors.a_bits[u.index])
+        for u in context.decision_units
+    ]
+    return np.stack([context.codec.action(c, t) for t, c in enumerate(choices)])
+
+
 @dataclass(frozen=True)
 class HawqPlanner:
     """HAWQ-V3-style planner: sensitivity-weighted integer program, then one env episode.
@@ -353,17 +417,27 @@ class HawqPlanner:
         rounds: ILP re-linearisation/tightening rounds (see the module docstring).
         calibrate_pruning: scale the pruning term to the measured 50% probe (default) or
             keep the pure Hessian term (``False``).
+        fill: spend budget the ILP's plan leaves unused (``fill_budget``; default). The
+            re-linearised costs can oscillate between rounds on strongly coupled models (a
+            4-unit CNN with PixelUnshuffle: 0.33, 0.19, 0.38, 0.19, ... of a 0.30 budget) and
+            the best fitting round can leave a third of it unspent; ``False`` is the ILP's
+            plan as published.
         name: label in reports.
     """
 
     prune_step: float = PRUNE_STEP
     rounds: int = ILP_ROUNDS
     calibrate_pruning: bool = True
+    fill: bool = True
     name: str = "hawq"
 
     def solve(self, context: TaskContext) -> HawqSolution:
         """The ILP's choices for ``context`` (no proxy evaluation)."""
-        return solve_hawq(context, unit_options(context, self.prune_step, self.calibrate_pruning), self.rounds)
+        return solve_hawq(context, self.options(context), self.rounds)
+
+    def options(self, context: TaskContext) -> list[UnitOptions]:
+        """Every decision unit's options and their sensitivities (``unit_options`` with this planner's settings)."""
+        return unit_options(context, self.prune_step, self.calibrate_pruning)
 
     def plan(self, context: TaskContext, evaluations: int = 1, seed: int = 0) -> PlanResult:
         """Solve the ILP and score its plan through one env episode (``evaluations`` >= 1; uses 1).
@@ -372,8 +446,14 @@ class HawqPlanner:
         """
         check_evaluations(self.name, evaluations)
         book = ScoreBook(context, 1, 1)
-        solution = self.solve(context)
+        options = self.options(context)
+        solution = solve_hawq(context, options, self.rounds)
         actions = np.stack([context.codec.action(c, t) for t, c in enumerate(solution.choices)])
+        if self.fill:
+            solved = context.projector.executed_vectors(solution.choices)
+            filled = fill_budget(context, solved, options)
+            if filled != solved:
+                actions = actions_for(context, filled)
         book.run(actions)
         return book.result(
             ilp_objective=solution.objective,

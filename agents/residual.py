@@ -10,9 +10,6 @@ per-task baseline (reward = proxy change minus the solver plan's), learns where 
 
 - ``solver_anchored``: the anchored context of a task (the ILP's plan and, for training
   rewards, its proxy change).
-- ``fill_budget``: spends budget a finished plan leaves unused, greedily, on the options the
-  solver's scores say help most per unit of cost (a plan never ends below budget when a
-  gentler option still fits).
 - ``ResidualPlanner``: zero-shot, one deterministic rollout of the policy on the anchored
   task (no proxy evaluation chooses it), then ``fill_budget``.
 - ``ResidualFewShotPlanner``: with N evaluations, the solver's plan, the zero-shot plan and
@@ -32,12 +29,11 @@ import time
 import numpy as np
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from metacompress.agents.hawq import UnitOptions, affected_spec, solve_hawq, unit_options
+from metacompress.agents.hawq import UnitOptions, actions_for, fill_budget, solve_hawq, unit_options
 from metacompress.agents.learned import PolicyActor
 from metacompress.agents.planner import PlanResult, ScoreBook, check_evaluations, rollout
 from metacompress.agents.policy_io import PolicyMetadata
-from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, PlanVectors, UnitChoice
-from metacompress.compressors.cost import total_cost
+from metacompress.compressors.budget import PlanVectors
 from metacompress.compressors.plan import Plan
 from metacompress.envs.compression_env import CompressionEnv
 from metacompress.envs.context import TaskContext
@@ -80,69 +76,6 @@ def solver_anchored(context: TaskContext, with_baseline: bool = True, options: l
         _, change, _ = rollout(view, np.zeros((len(view.decision_units), 3), dtype=np.float32))
         view.baseline_change = change
     return view
-
-
-def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]) -> PlanVectors:
-    """Spend unused budget: repeatedly take the gentler option with the best score gain per cost.
-
-    Candidates are options of a decision unit that compress no coordinate more than the
-    plan does now (more kept channels or more bits, none fewer) and have a lower HAWQ
-    sensitivity; the one with the largest sensitivity drop per unit of added cost that
-    still fits is applied, until none fits. An option's added cost is priced on the layers
-    it changes only (``hawq.affected_spec``), and the chosen move is checked on the whole plan.
-    """
-    projector = context.projector
-    kind, hardware, limit = projector.kind, projector.hardware, projector.limit * (1 + FEASIBILITY_TOLERANCE)
-    partial = {o.unit: affected_spec(context.spec, o.unit) for o in options}
-    kept, w_bits, a_bits = (list(v) for v in vectors)
-    refused: set[tuple[int, tuple[int, int, int]]] = set()
-    while True:
-        base_cost = projector.cost(kept, w_bits, a_bits)
-        best, best_gain = None, 0.0
-        for option in options:
-            u, sub = option.unit, partial[option.unit]
-            now = (kept[u], w_bits[u], a_bits[u])
-            current = _sensitivity_of(option, now)
-            before = total_cost(sub, kind, kept, w_bits, a_bits, hardware)
-            for executed, score in zip(option.executed, option.sensitivity):
-                k, w, a = executed
-                if k < now[0] or w < now[1] or a < now[2] or executed == now or (u, executed) in refused:
-                    continue
-                if current is not None and score >= current:
-                    continue
-                kept[u], w_bits[u], a_bits[u] = executed
-                added = total_cost(sub, kind, kept, w_bits, a_bits, hardware) - before
-                kept[u], w_bits[u], a_bits[u] = now
-                if base_cost + added > limit:
-                    continue
-                gain = ((current if current is not None else score) - score + 1e-12) / max(added, 1e-12 * projector.reference_cost)
-                if gain > best_gain:
-                    best, best_gain = (u, executed), gain
-        if best is None:
-            return PlanVectors(kept, w_bits, a_bits)
-        u, executed = best
-        now = (kept[u], w_bits[u], a_bits[u])
-        kept[u], w_bits[u], a_bits[u] = executed
-        if not projector.fits(kept, w_bits, a_bits):  # float sums disagreed at the budget's edge
-            kept[u], w_bits[u], a_bits[u] = now
-            refused.add(best)
-
-
-def _sensitivity_of(option: UnitOptions, executed: tuple[int, int, int]) -> float | None:
-    """The solver's score of the option a unit executes now (None if it is off the solver's grid)."""
-    try:
-        return float(option.sensitivity[option.executed.index(executed)])
-    except ValueError:
-        return None
-
-
-def actions_for(context: TaskContext, vectors: PlanVectors) -> np.ndarray:
-    """Raw actions (decisions, 3) that execute exactly ``vectors`` on ``context`` (each kept count as its prune ratio)."""
-    choices = [
-        UnitChoice(1.0 - vectors.kept[u.index] / u.channels, vectors.w_bits[u.index], vectors.a_bits[u.index])
-        for u in context.decision_units
-    ]
-    return np.stack([context.codec.action(c, t) for t, c in enumerate(choices)])
 
 
 class ResidualPlanner:

@@ -33,9 +33,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from metacompress.agents.hawq import UnitOptions, solve_hawq
+from metacompress.agents.hawq import UnitOptions, actions_for, fill_budget, solve_hawq
 from metacompress.agents.planner import PlanResult, check_evaluations
-from metacompress.agents.residual import ResidualPlanner, actions_for, fill_budget
+from metacompress.agents.residual import ResidualPlanner
 from metacompress.compressors.plan import Plan
 from metacompress.envs.context import TaskContext
 

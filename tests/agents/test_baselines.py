@@ -211,13 +211,26 @@ def test_hawq_plan_does_not_depend_on_the_scale_of_the_sensitivities(context):
 
 
 def test_hawq_plan_is_the_ilp_solution_when_it_fits(context):
-    planner = HawqPlanner()
+    planner = HawqPlanner(fill=False)
     solution = planner.solve(context)
     result = planner.plan(context, 5)
     assert solution.fits and result.info["ilp_fits"]
     assert (list(result.plan.kept), list(result.plan.w_bits), list(result.plan.a_bits)) == tuple(context.projector.executed_vectors(solution.choices))
     assert result.evaluations_used == 1
     assert solution.cost_ratio == pytest.approx(result.cost_ratio)
+
+
+def test_hawq_spends_the_budget_its_ilp_plan_leaves(context):
+    """Where the ILP's best fitting round leaves budget unused, the plan tops it up and still fits."""
+    tight = TaskContext(context.evaluator, context.probes, context.hardware, Budget("energy", 0.12))
+    solution = HawqPlanner().solve(tight)
+    solved = tight.projector.executed_vectors(solution.choices)
+    result = HawqPlanner().plan(tight)
+    plan = (list(result.plan.kept), list(result.plan.w_bits), list(result.plan.a_bits))
+    assert result.evaluations_used == 1 and tight.projector.fits(*plan)
+    assert all(p >= s for p, s in zip(sum(plan, []), solved.kept + solved.w_bits + solved.a_bits))
+    assert solution.cost_ratio < 0.6 * 0.12  # the ILP's best fitting round leaves over 40% unspent here
+    assert result.cost_ratio > 0.9 * 0.12
 
 
 @pytest.mark.parametrize("kind,hardware,fraction", [("size", "bitfusion-asic", 0.3), ("energy", "bitfusion-asic", 0.3)], ids=["size", "energy"])

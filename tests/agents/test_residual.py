@@ -7,13 +7,13 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from metacompress.agents.hawq import HawqPlanner, unit_options
+from metacompress.agents.hawq import HawqPlanner, fill_budget, unit_options
 from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.planner import ScoreBook, rollout
 from metacompress.agents.policy_io import PolicyMetadata, build_policy, load_policy, save_policy
 from metacompress.agents.registry import load_planner
 from metacompress.agents.residual import (
-    REFINE_MAX_STEPS, REFINE_STEPS, REFINE_TOP, ResidualFewShotPlanner, ResidualPlanner, fill_budget, refine_depth,
+    REFINE_MAX_STEPS, REFINE_STEPS, REFINE_TOP, ResidualFewShotPlanner, ResidualPlanner, refine_depth,
     refined_evaluations, solver_anchored,
 )
 from metacompress.agents.score_correction import CorrectedSolverPlanner
