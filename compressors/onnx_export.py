@@ -77,6 +77,38 @@ class ActivationQDQ(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
 
 
+class AdaptiveAvgPoolAsMatMul(nn.Module):
+    """An ``nn.AdaptiveAvgPool1d/2d/3d`` that traces to MatMuls where ONNX has no op for it.
+
+    The TorchScript exporter refuses adaptive average pooling whose output size does not
+    divide the input size, e.g. torchvision's AlexNet and VGG on 32-64 px inputs (a 1x1 map
+    pooled "up" to 6x6 or 7x7). At a traced size the pooling is a fixed linear map per
+    spatial axis (output ``i`` averages inputs ``floor(i n / m)`` to ``ceil((i + 1) n / m)``,
+    PyTorch's definition), so it is exported as one MatMul per axis with a constant matrix;
+    where the sizes divide, the ordinary pooling op is traced.
+    """
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}[type(self.pool)]
+        wanted = self.pool.output_size if isinstance(self.pool.output_size, tuple) else (self.pool.output_size,) * dims
+        sizes = [int(n) for n in x.shape[-dims:]]
+        targets = [n if m is None else int(m) for n, m in zip(sizes, wanted)]
+        if all(n % m == 0 for n, m in zip(sizes, targets)):
+            return self.pool(x)
+        for axis, (n, m) in enumerate(zip(sizes, targets)):
+            weights = torch.zeros(m, n, dtype=x.dtype)
+            for i in range(m):
+                start, end = (i * n) // m, -((-(i + 1) * n) // m)
+                weights[i, start:end] = 1.0 / (end - start)
+            axis_dim, last = x.dim() - dims + axis, x.dim() - 1  # non-negative: ONNX Transpose takes no negative perm
+            x = torch.matmul(x.transpose(axis_dim, last), weights.T).transpose(axis_dim, last)
+        return x
+
+
 def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[str, int]]:
     """A copy of ``compressed`` whose fake quantizers trace to ONNX QDQ ops; its bits per layer."""
     w_bits: dict[str, int] | None = getattr(compressed, "metacompress_weight_bits", None)
@@ -91,6 +123,10 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
             a_bits[name] = int(quantizer.bits)
             layer.input_quantizer = ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
         parametrize.register_parametrization(layer, "weight", WeightQDQ(layer.weight_scale))
+    pools = [name for name, m in model.named_modules() if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))]
+    for name in pools:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, AdaptiveAvgPoolAsMatMul(model.get_submodule(name)))
     return model, dict(w_bits), a_bits
 
 
