@@ -37,7 +37,9 @@ at a reference (the unpruned W8A8 model in round 1, the previous round's solutio
 after that); the ILP's budget then moves by the previous solution's true overshoot
 (tighter) or undershoot (looser) and the problem is re-solved, a few rounds; the
 lowest-sensitivity solution that truly fits wins. Options that another option of the
-same unit beats on both sensitivity and cost are dropped before each solve (exact). The plan is then fed through a
+same unit beats on both sensitivity and cost are dropped before each solve (exact). Budget the
+chosen round leaves unused is spent greedily on the same scores (``fill_budget``, used by every
+solver-based planner). The plan is then fed through a
 ``CompressionEnv`` episode like every planner's, whose projection guarantees the budget
 even if no round fit. Choosing the plan needs no proxy evaluation; scoring it through the
 env is the one evaluation ``evaluations_used`` counts.
