@@ -34,6 +34,10 @@ KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS + PER_
 # attention masks form a loop of index mappings that hands the same nodes ever new indices.
 # A group past this many dependencies per graph node is reported as untraceable.
 MAX_GROUP_DEPS_PER_NODE = 16
+MAX_INDICES_PER_WIDTH = 4
+"""A group whose index list at one dependency passes this many times the widest layer is a runaway: a
+flatten mapping inside a loop of reshapes multiplies the indices at every pass (torchvision's Swin-T
+exhausted 24 GiB in analysis)."""
 
 
 @dataclass
@@ -136,6 +140,17 @@ def untraced_group(module: nn.Module, root: str, reason: str) -> GroupInfo:
     return GroupInfo([root], [MaskTarget(root, "out", torch.arange(channels)[:, None])], [reason], channels)
 
 
+def _widest(model: nn.Module) -> int:
+    """The most features any layer of ``model`` reads or writes: no group's index list legitimately exceeds it."""
+    widths = [1]
+    for module in model.modules():
+        for name in ("in_features", "out_features", "in_channels", "out_channels", "embedding_dim", "num_embeddings"):
+            value = getattr(module, name, None)
+            if isinstance(value, int):
+                widths.append(value)
+    return max(widths)
+
+
 class UntraceableGroup(RuntimeError):
     """Torch-Pruning's tracing of one group does not close (see ``MAX_GROUP_DEPS_PER_NODE``)."""
 
@@ -148,11 +163,15 @@ def _traced_group(graph: tp.DependencyGraph, module: nn.Module, pruner, idxs: li
     time per process).
     """
     limit = MAX_GROUP_DEPS_PER_NODE * max(len(graph.module2node), 1)
+    index_limit = MAX_INDICES_PER_WIDTH * _widest(graph.model)
 
     class BoundedGroup(tp_graph.Group):
         def add_dep(self, dep, idxs) -> None:
             if len(self) >= limit:
                 raise UntraceableGroup(f"its tracing passed {limit} dependencies without closing (a loop of index mappings)")
+            if len(idxs) > index_limit:
+                raise UntraceableGroup(f"its index mapping grew past {index_limit} indices, more than any layer has "
+                                       "(reshapes that map back onto themselves, e.g. Swin's window partition)")
             super().add_dep(dep, idxs)
 
     original, tp_graph.Group = tp_graph.Group, BoundedGroup
