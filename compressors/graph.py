@@ -230,9 +230,10 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     finally:
         for h in handles:
             h.remove()
-    returned = {t.data_ptr() for t in output_tensors(result)}
-    outputs = {name for name, tensors in produced.items() if any(t.data_ptr() in returned for t in tensors)} | set(order[-1:])
-    return positions, order, outputs | _layers_behind(output_tensors(result), produced)
+    returned = output_tensors(result)
+    pointers = {t.data_ptr() for t in returned}
+    outputs = {name for name, tensors in produced.items() if any(t.data_ptr() in pointers for t in tensors)} | set(order[-1:])
+    return positions, order, outputs | _layers_behind(returned, produced)
 
 
 OUTPUT_PASS_THROUGH = ("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "View", "UnsafeView", "Reshape", "ReshapeAlias",

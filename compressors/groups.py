@@ -70,10 +70,11 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     if module not in graph.module2node:  # inside a layer the graph holds as one node (an unrolled LSTM/GRU)
         info.problems.append("it computes a recurrent layer's gates, whose hidden units Torch-Pruning cannot prune")
         return info
+    index_limit = MAX_INDICES_PER_WIDTH * _widest(graph.model)  # once here: the per-channel traces below reuse it
     try:
-        group = _traced_group(graph, module, pruner, list(range(channels)))
+        group = _traced_group(graph, module, pruner, list(range(channels)), index_limit)
         fans_out = any(len(item.idxs) != channels for item in group.items if isinstance(item.dep.target.module, nn.Module))
-        reach = _single_channel_reach(graph, module, pruner, channels) if fans_out else None
+        reach = _single_channel_reach(graph, module, pruner, channels, index_limit) if fans_out else None
     except Exception as exc:  # e.g. its index mapping through a GRU's packed output
         info.problems.append(f"Torch-Pruning cannot trace its channels ({type(exc).__name__}: {exc})")
         return info
@@ -155,15 +156,14 @@ class UntraceableGroup(RuntimeError):
     """Torch-Pruning's tracing of one group does not close (see ``MAX_GROUP_DEPS_PER_NODE``)."""
 
 
-def _traced_group(graph: tp.DependencyGraph, module: nn.Module, pruner, idxs: list[int]):
-    """``graph.get_pruning_group`` for ``module``'s output channels ``idxs``, bounded.
+def _traced_group(graph: tp.DependencyGraph, module: nn.Module, pruner, idxs: list[int], index_limit: int):
+    """``graph.get_pruning_group`` for ``module``'s output channels ``idxs``, bounded (``index_limit``: indices per dependency).
 
     Torch-Pruning builds the group in a local ``Group()``; for the call its name is bound to
     a subclass that raises ``UntraceableGroup`` past the bound (analysis runs one model at a
     time per process).
     """
     limit = MAX_GROUP_DEPS_PER_NODE * max(len(graph.module2node), 1)
-    index_limit = MAX_INDICES_PER_WIDTH * _widest(graph.model)
 
     class BoundedGroup(tp_graph.Group):
         def add_dep(self, dep, idxs) -> None:
@@ -181,7 +181,8 @@ def _traced_group(graph: tp.DependencyGraph, module: nn.Module, pruner, idxs: li
         tp_graph.Group = original
 
 
-def _single_channel_reach(graph: tp.DependencyGraph, module: nn.Module, pruner, channels: int) -> list[dict[tuple[int, bool], set[int]]]:
+def _single_channel_reach(graph: tp.DependencyGraph, module: nn.Module, pruner, channels: int,
+                          index_limit: int) -> list[dict[tuple[int, bool], set[int]]]:
     """What each root channel alone reaches: its own group's indices per (module, is_out).
 
     The full group's index lists do not say which index belongs to which channel once a
@@ -191,7 +192,7 @@ def _single_channel_reach(graph: tp.DependencyGraph, module: nn.Module, pruner, 
     reach = []
     for channel in range(channels):
         found: dict[tuple[int, bool], set[int]] = {}
-        for item in _traced_group(graph, module, pruner, [channel]).items:
+        for item in _traced_group(graph, module, pruner, [channel], index_limit).items:
             key = (id(item.dep.target.module), graph.is_out_channel_pruning_fn(item.dep.handler))
             found.setdefault(key, set()).update(int(i) for i in item.idxs)
         reach.append(found)

@@ -77,6 +77,9 @@ class ActivationQDQ(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
 
 
+ADAPTIVE_AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)  # by spatial rank
+
+
 class AdaptiveAvgPoolAsMatMul(nn.Module):
     """An ``nn.AdaptiveAvgPool1d/2d/3d`` that traces to MatMuls where ONNX has no op for it.
 
@@ -91,12 +94,14 @@ class AdaptiveAvgPoolAsMatMul(nn.Module):
     def __init__(self, pool: nn.Module) -> None:
         super().__init__()
         self.pool = pool
+        self.dims = ADAPTIVE_AVG_POOLS.index(type(pool)) + 1
+        size = pool.output_size
+        self.wanted = tuple(size) if isinstance(size, (tuple, list)) else (size,) * self.dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}[type(self.pool)]
-        wanted = self.pool.output_size if isinstance(self.pool.output_size, tuple) else (self.pool.output_size,) * dims
+        dims = self.dims
         sizes = [int(n) for n in x.shape[-dims:]]
-        targets = [n if m is None else int(m) for n, m in zip(sizes, wanted)]
+        targets = [n if m is None else int(m) for n, m in zip(sizes, self.wanted)]
         if all(n % m == 0 for n, m in zip(sizes, targets)):
             return self.pool(x)
         for axis, (n, m) in enumerate(zip(sizes, targets)):
@@ -123,7 +128,7 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
             a_bits[name] = int(quantizer.bits)
             layer.input_quantizer = ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
         parametrize.register_parametrization(layer, "weight", WeightQDQ(layer.weight_scale))
-    pools = [name for name, m in model.named_modules() if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))]
+    pools = [name for name, m in model.named_modules() if type(m) in ADAPTIVE_AVG_POOLS]
     for name in pools:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, AdaptiveAvgPoolAsMatMul(model.get_submodule(name)))
