@@ -447,19 +447,27 @@ class HawqPlanner:
         ``seed`` is unused: sensitivities and HiGHS are deterministic.
         """
         check_evaluations(self.name, evaluations)
-        book = ScoreBook(context, 1, 1)
-        options = self.options(context)
-        solution = solve_hawq(context, options, self.rounds)
-        actions = np.stack([context.codec.action(c, t) for t, c in enumerate(solution.choices)])
-        if self.fill:
-            solved = context.projector.executed_vectors(solution.choices)
-            filled = fill_budget(context, solved, options)
-            if filled != solved:
-                actions = actions_for(context, filled)
-        book.run(actions)
-        return book.result(
-            ilp_objective=solution.objective,
-            ilp_cost_ratio=solution.cost_ratio,
-            ilp_fits=solution.fits,
-            ilp_trace=[list(t) for t in solution.trace],
-        )
+        return plan_solved(context, self.options(context), self.rounds, self.fill)
+
+
+def plan_solved(context: TaskContext, options: list[UnitOptions], rounds: int = ILP_ROUNDS, fill: bool = True) -> PlanResult:
+    """Solve the ILP on ``options``' sensitivities, spend what it leaves (``fill``), score through one episode.
+
+    Every solver-based one-shot planner ends here (``HawqPlanner`` on the Hessian terms,
+    ``PredictedScorePlanner`` on predicted tables), so they differ only in their scores.
+    """
+    book = ScoreBook(context, 1, 1)
+    solution = solve_hawq(context, options, rounds)
+    actions = np.stack([context.codec.action(c, t) for t, c in enumerate(solution.choices)])
+    if fill:
+        solved = context.projector.executed_vectors(solution.choices)
+        filled = fill_budget(context, solved, options)
+        if filled != solved:
+            actions = actions_for(context, filled)
+    book.run(actions)
+    return book.result(
+        ilp_objective=solution.objective,
+        ilp_cost_ratio=solution.cost_ratio,
+        ilp_fits=solution.fits,
+        ilp_trace=[list(t) for t in solution.trace],
+    )

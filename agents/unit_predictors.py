@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from metacompress.agents.hawq import HawqSolution, UnitOptions, solve_hawq, unit_options
-from metacompress.agents.planner import PlanResult, ScoreBook, check_evaluations
+from metacompress.agents.hawq import HawqSolution, UnitOptions, plan_solved, solve_hawq, unit_options
+from metacompress.agents.planner import PlanResult, check_evaluations
 from metacompress.compressors.io import write_text_atomic
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.spec import UnitSpec
@@ -334,19 +334,18 @@ class PredictedScorePlanner:
     Args:
         predictor: a fitted ``UnitPredictor`` (its support units are the training tables).
         name: label in reports (``hawq-proto``, ``hawq-relation``).
+        fill: spend budget the ILP's plan leaves unused, on the predicted scores (as ``HawqPlanner``).
     """
 
     predictor: UnitPredictor
     name: str = "hawq-proto"
+    fill: bool = True
 
     def solve(self, context: TaskContext) -> HawqSolution:
         """The ILP's choices for ``context`` on the predicted scores (no proxy evaluation)."""
         return solve_hawq(context, predicted_options(context, self.predictor))
 
     def plan(self, context: TaskContext, evaluations: int = 1, seed: int = 0) -> PlanResult:
-        """Solve and score the plan through one env episode (``evaluations`` >= 1; uses 1; ``seed`` unused)."""
+        """Solve, top up and score the plan through one env episode (``evaluations`` >= 1; uses 1; ``seed`` unused)."""
         check_evaluations(self.name, evaluations)
-        book = ScoreBook(context, 1, 1)
-        solution = self.solve(context)
-        book.run(np.stack([context.codec.action(c, t) for t, c in enumerate(solution.choices)]))
-        return book.result(ilp_objective=solution.objective, ilp_cost_ratio=solution.cost_ratio, ilp_fits=solution.fits)
+        return plan_solved(context, predicted_options(context, self.predictor), fill=self.fill)

@@ -86,12 +86,17 @@ def test_interpolation_hits_grid_points_and_places_six_bits_near_eight(tiny_worl
     assert table_at(table, unit, unit.channels, 6, 8) == pytest.approx(-0.04 + toward_eight * 0.04, abs=1e-12)
 
 
-def test_the_planner_on_predicted_scores_stays_within_budget(tiny_world, examples):
+def test_the_planner_on_predicted_scores_stays_within_budget_and_tops_up(tiny_world, examples):
     predictor = UnitPredictor("relation", steps=10).fit(examples["mlp"] + examples["resnet"])
     context = tiny_world.context(TASKS["vgg"])
-    result = PredictedScorePlanner(predictor, "hawq-relation").plan(context)
+    planner = PredictedScorePlanner(predictor, "hawq-relation")
+    result = planner.plan(context)
     assert result.cost_ratio <= TASKS["vgg"].budget.fraction * (1 + 1e-6)
     assert result.evaluations_used == 1
+    # like hawq, it spends what its ILP plan leaves: never more compressed than the solution, never cheaper
+    solved = context.projector.executed_vectors(planner.solve(context).choices)
+    assert all(p >= s for p, s in zip([*result.plan.kept, *result.plan.w_bits, *result.plan.a_bits], [*solved.kept, *solved.w_bits, *solved.a_bits]))
+    assert result.cost_ratio >= context.cost_ratio(*solved) - 1e-9
 
 
 def test_a_perfectly_scaled_hawq_table_scores_spearman_one_and_zero_error(examples):
