@@ -341,11 +341,15 @@ class PredictedScorePlanner:
     name: str = "hawq-proto"
     fill: bool = True
 
+    def options(self, context: TaskContext) -> list[UnitOptions]:
+        """Every decision unit's options scored by the predicted drops (``predicted_options``)."""
+        return predicted_options(context, self.predictor)
+
     def solve(self, context: TaskContext) -> HawqSolution:
         """The ILP's choices for ``context`` on the predicted scores (no proxy evaluation)."""
-        return solve_hawq(context, predicted_options(context, self.predictor))
+        return solve_hawq(context, self.options(context))
 
     def plan(self, context: TaskContext, evaluations: int = 1, seed: int = 0) -> PlanResult:
         """Solve, top up and score the plan through one env episode (``evaluations`` >= 1; uses 1; ``seed`` unused)."""
         check_evaluations(self.name, evaluations)
-        return plan_solved(context, predicted_options(context, self.predictor), fill=self.fill)
+        return plan_solved(context, self.options(context), fill=self.fill)
