@@ -26,8 +26,11 @@ activation bits) per decision unit, not bits alone:
   probe ``|drop_a2|`` scaled by ``4^-(a-2)`` (uniform quantization noise power falls 4x
   per bit), times ``kappa``.
 
-``kappa`` converts measured accuracy drops into the Hessian terms' loss units, once per
-model: the summed Hessian prediction of the 2-bit-weight and 50%-pruning probes over
+When every unit's Hessian trace is estimated at or below 0 (torchvision's random-init
+Inception-v3: all 95 units), the weight and pruning terms would vanish and the ILP would prune
+whichever units it liked; the curvature is then taken as 1 everywhere, so both terms are plain
+perturbation norms (the pruning term still scaled to each unit's probe). ``kappa`` converts
+measured accuracy drops into the Hessian terms' loss units, once per model: the summed Hessian prediction of the 2-bit-weight and 50%-pruning probes over
 the summed measured drops. Probe drops are floored at half the search split's accuracy
 resolution, so a drop too small to measure does not divide by zero.
 
@@ -158,6 +161,8 @@ def unit_options(context: TaskContext, prune_step: float = PRUNE_STEP, calibrate
     """
     probes = context.probes.units
     h = [max(p.hessian_trace, 0.0) / p.weight_count if p.weight_count else 0.0 for p in probes]
+    if not any(h):  # no curvature anywhere: plain perturbation norms, scaled to the probes below
+        h = [1.0 if p.weight_count else 0.0 for p in probes]
     floor = 0.5 / max(len(context.evaluator.data.search.y), 1)
     bit_levels = executed_bit_levels(context)
     predicted, measured, tables = 0.0, 0.0, []
@@ -350,26 +355,32 @@ def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOp
     """Spend unused budget: repeatedly take the gentler option with the best score gain per cost.
 
     Candidates are options of a decision unit that compress no coordinate more than the
-    plan does now (more kept channels or more bits, none fewer) and have a lower HAWQ
-    sensitivity; the one with the largest sensitivity drop per unit of added cost that
-    still fits is applied, until none fits. An option's added cost is priced on the layers
-    it changes only (``hawq.affected_spec``), and the chosen move is checked on the whole plan.
+    plan does now (more kept channels or more bits, none fewer) and have a lower objective:
+    the HAWQ sensitivity plus the ILP's tie-break (``_tie_break``), so an option the scores
+    cannot tell from the current one still wins by compressing less. The one with the
+    largest objective drop per unit of added cost that still fits is applied, until none
+    fits. Without the tie-break, units whose scores are flat (a Hessian trace estimated at
+    or below 0, common at random init) kept their 2-bit weights beside unspent budget:
+    torchvision's Inception-v3 used 73% of a BitOps budget. An option's added cost is priced
+    on the layers it changes only (``hawq.affected_spec``), and the chosen move is checked on
+    the whole plan.
     """
     projector = context.projector
     kind, hardware, limit = projector.kind, projector.hardware, projector.limit * (1 + FEASIBILITY_TOLERANCE)
     partial = {o.unit: affected_spec(context.spec, o.unit) for o in options}
+    objectives = [o.sensitivity + t for o, t in zip(options, _tie_break(context, options))]
     kept, w_bits, a_bits = (list(v) for v in vectors)
     refused: set[tuple[int, tuple[int, int, int]]] = set()
-    tie = 1e-12 * max(max(float(o.sensitivity.max()) for o in options), 1e-300)  # relative: scores can be ~1e-10
+    tie = 1e-12 * max(max(float(o.max()) for o in objectives), 1e-300)  # relative: scores can be ~1e-10
     while True:
         base_cost = projector.cost(kept, w_bits, a_bits)
         best, best_gain = None, 0.0
-        for option in options:
+        for option, objective in zip(options, objectives):
             u, sub = option.unit, partial[option.unit]
             now = (kept[u], w_bits[u], a_bits[u])
-            current = _sensitivity_of(option, now)
+            current = _objective_of(option, objective, now)
             before = total_cost(sub, kind, kept, w_bits, a_bits, hardware)
-            for executed, score in zip(option.executed, option.sensitivity):
+            for executed, score in zip(option.executed, objective):
                 k, w, a = executed
                 if k < now[0] or w < now[1] or a < now[2] or executed == now or (u, executed) in refused:
                     continue
@@ -393,10 +404,10 @@ def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOp
             refused.add(best)
 
 
-def _sensitivity_of(option: UnitOptions, executed: tuple[int, int, int]) -> float | None:
-    """The solver's score of the option a unit executes now (None if it is off the solver's grid)."""
+def _objective_of(option: UnitOptions, objective: np.ndarray, executed: tuple[int, int, int]) -> float | None:
+    """The solver's objective of the option a unit executes now (None if it is off the solver's grid)."""
     try:
-        return float(option.sensitivity[option.executed.index(executed)])
+        return float(objective[option.executed.index(executed)])
     except ValueError:
         return None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from metacompress.agents.score_correction import CorrectedSolverPlanner
 from metacompress.compressors.budget import Budget, PlanVectors
 from metacompress.envs import Task
 from metacompress.envs.compression_env import CompressionEnv
+from metacompress.envs.context import TaskContext
 from metacompress.envs.features import NETWORK_OBSERVATION_DIM
 
 TASKS = [Task("vgg", "bismo-edge", Budget("bitops", 0.15)), Task("resnet", "bitfusion-edge", Budget("size", 0.3))]
@@ -64,6 +67,28 @@ def test_fill_budget_spends_what_is_left_and_still_fits(tiny_world, task):
     assert projector.cost(*filled) > projector.cost(*most)
     assert all(f >= m for f, m in zip(filled.kept + filled.w_bits + filled.a_bits, most.kept + most.w_bits + most.a_bits))
     assert fill_budget(context, filled, unit_options(context)) == PlanVectors(*filled)  # nothing left to spend
+
+
+def test_fill_budget_spends_what_is_left_when_the_scores_are_flat(tiny_world):
+    """A zero Hessian (random init) scores every option of a unit alike: the gentler ones must still be taken."""
+    context = tiny_world.context(TASKS[0])
+    projector = context.projector
+    flat = [replace(o, sensitivity=np.zeros_like(o.sensitivity)) for o in unit_options(context)]
+    most = projector.initial_vectors()
+    filled = fill_budget(context, most, flat)
+    assert projector.fits(*filled) and projector.cost(*filled) > projector.cost(*most)
+    assert fill_budget(context, filled, flat) == PlanVectors(*filled)
+
+
+def test_without_curvature_the_solver_still_scores_weights_and_pruning_by_the_probes(tiny_world):
+    """Hessian traces all at or below 0 (random init) must not make pruning and low weight bits free."""
+    context = tiny_world.context(TASKS[0])
+    flat = replace(context.probes, units=tuple(replace(p, hessian_trace=0.0) for p in context.probes.units))
+    flat_context = TaskContext(context.evaluator, flat, context.hardware, context.budget, context.max_prune)
+    for option in unit_options(flat_context):
+        weight, pruning, _ = option.terms.max(axis=0)
+        unit = context.spec.units[option.unit]
+        assert weight > 0 and (pruning > 0 or not unit.prunable)
 
 
 def test_residual_planners_stay_in_budget_and_few_shot_never_loses_to_solver_or_zero_shot(tiny_world):
