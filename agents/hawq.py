@@ -29,8 +29,10 @@ activation bits) per decision unit, not bits alone:
 When every unit's Hessian trace is estimated at or below 0 (torchvision's random-init
 Inception-v3: all 95 units), the weight and pruning terms would vanish and the ILP would prune
 whichever units it liked; the curvature is then taken as 1 everywhere, so both terms are plain
-perturbation norms (the pruning term still scaled to each unit's probe). ``kappa`` converts
-measured accuracy drops into the Hessian terms' loss units, once per model: the summed Hessian prediction of the 2-bit-weight and 50%-pruning probes over
+perturbation norms (the pruning term still scaled to each unit's probe).
+
+``kappa`` converts measured accuracy drops into the Hessian terms' loss units, once per
+model: the summed Hessian prediction of the 2-bit-weight and 50%-pruning probes over
 the summed measured drops. Probe drops are floored at half the search split's accuracy
 resolution, so a drop too small to measure does not divide by zero.
 
@@ -360,8 +362,8 @@ def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOp
     cannot tell from the current one still wins by compressing less. The one with the
     largest objective drop per unit of added cost that still fits is applied, until none
     fits. Without the tie-break, units whose scores are flat (a Hessian trace estimated at
-    or below 0, common at random init) kept their 2-bit weights beside unspent budget:
-    torchvision's Inception-v3 used 73% of a BitOps budget. An option's added cost is priced
+    or below 0, common at random init) kept their pruned channels and low bits beside
+    unspent budget: torchvision's Inception-v3 used 73% of a BitOps budget. An option's added cost is priced
     on the layers it changes only (``hawq.affected_spec``), and the chosen move is checked on
     the whole plan.
     """
