@@ -26,10 +26,12 @@ activation bits) per decision unit, not bits alone:
   probe ``|drop_a2|`` scaled by ``4^-(a-2)`` (uniform quantization noise power falls 4x
   per bit), times ``kappa``.
 
-When every unit's Hessian trace is estimated at or below 0 (torchvision's random-init
-Inception-v3: all 95 units), the weight and pruning terms would vanish and the ILP would prune
-whichever units it liked; the curvature is then taken as 1 everywhere, so both terms are plain
-perturbation norms (the pruning term still scaled to each unit's probe).
+A unit whose Hessian trace is estimated at or below 0 (sampling noise on a small trace) would
+have free weight and pruning terms; it is given the curvature at which its 2-bit weight term
+matches its measured 2-bit probe at the model's exchange rate (``_curvatures``). When no unit
+has curvature (torchvision's random-init Inception-v3: all 95 units), the curvature is 1
+everywhere, so both terms are plain perturbation norms (the pruning term still scaled to each
+unit's probe).
 
 ``kappa`` converts measured accuracy drops into the Hessian terms' loss units, once per
 model: the summed Hessian prediction of the 2-bit-weight and 50%-pruning probes over
@@ -151,6 +153,33 @@ def _unit_terms(context: TaskContext, unit_index: int, h: list[float], bit_level
     return _UnitTerms(quant, removal, graph.removal_order.numpy())
 
 
+def _curvatures(context: TaskContext, floor: float) -> list[float]:
+    """Each unit's Hessian trace per weight, with a stand-in where the estimate is at or below 0.
+
+    A Hutchinson estimate of a small trace can come out negative (sampling noise): a few units
+    of the zoo's MobileNetV2 and generated networks, every unit of a random-init Inception-v3.
+    A unit left at 0 would make low weight bits free for the ILP whatever its measured damage.
+    So such a unit gets the curvature that makes its 2-bit weight term match its measured
+    2-bit probe at the model's own exchange rate (summed 2-bit terms over summed 2-bit drops
+    of the units that have curvature); with no curvature anywhere, 1 everywhere, and ``kappa``
+    alone relates the plain perturbation norms to the probes.
+    """
+    probes = context.probes.units
+    h = [max(p.hessian_trace, 0.0) / p.weight_count if p.weight_count else 0.0 for p in probes]
+    blind = [i for i, p in enumerate(probes) if p.weight_count and h[i] == 0.0]
+    if not blind:
+        return h
+    if len(blind) == sum(1 for p in probes if p.weight_count):
+        return [1.0 if p.weight_count else 0.0 for p in probes]
+    ones = [1.0] * len(probes)
+    error = {i: float(_unit_terms(context, i, ones, [2]).quant[2].sum()) for i, p in enumerate(probes) if p.weight_count}
+    sighted = [i for i in error if h[i] > 0.0]
+    rate = sum(h[i] * error[i] for i in sighted) / sum(max(-probes[i].drop_w2, floor) for i in sighted)
+    for i in blind:
+        h[i] = rate * max(-probes[i].drop_w2, floor) / error[i] if error[i] > 0 else 0.0
+    return h
+
+
 def unit_options(context: TaskContext, prune_step: float = PRUNE_STEP, calibrate_pruning: bool = True) -> list[UnitOptions]:
     """Every decision unit's distinct options with their HAWQ-style sensitivities.
 
@@ -162,10 +191,8 @@ def unit_options(context: TaskContext, prune_step: float = PRUNE_STEP, calibrate
             the pure Hessian term.
     """
     probes = context.probes.units
-    h = [max(p.hessian_trace, 0.0) / p.weight_count if p.weight_count else 0.0 for p in probes]
-    if not any(h):  # no curvature anywhere: plain perturbation norms, scaled to the probes below
-        h = [1.0 if p.weight_count else 0.0 for p in probes]
     floor = 0.5 / max(len(context.evaluator.data.search.y), 1)
+    h = _curvatures(context, floor)
     bit_levels = executed_bit_levels(context)
     predicted, measured, tables = 0.0, 0.0, []
     codec = context.codec

@@ -91,6 +91,20 @@ def test_without_curvature_the_solver_still_scores_weights_and_pruning_by_the_pr
         assert weight > 0 and (pruning > 0 or not unit.prunable)
 
 
+def test_a_unit_without_curvature_is_scored_by_its_probe_when_the_others_have_curvature(tiny_world):
+    """One noisy (<= 0) Hessian trace must not make that unit's low weight bits free."""
+    context = tiny_world.context(TASKS[0])
+    blind = context.decision_units[0].index
+
+    def weight_term(drop_w2: float) -> float:
+        units = tuple(replace(p, hessian_trace=0.0, drop_w2=drop_w2) if i == blind else p for i, p in enumerate(context.probes.units))
+        blinded = TaskContext(context.evaluator, replace(context.probes, units=units), context.hardware, context.budget, context.max_prune)
+        return next(o for o in unit_options(blinded) if o.unit == blind).terms[:, 0].max()
+
+    assert weight_term(-0.1) > 0
+    assert weight_term(-0.2) == pytest.approx(2 * weight_term(-0.1))
+
+
 def test_residual_planners_stay_in_budget_and_few_shot_never_loses_to_solver_or_zero_shot(tiny_world):
     context = tiny_world.context(TASKS[0])
     zero_shot = ResidualPlanner(*residual_policy()).plan(context)
