@@ -124,7 +124,8 @@ def distill(
             x = inputs[idx]
             with torch.no_grad():
                 teacher_out = output_tensors(teacher(x))
-            step_loss = outputs_loss(loss, output_tensors(student(x)), teacher_out, temperature)
+            with parametrize.cached():  # quantize each weight once per step, not once per call (an RNN's per-step Linears)
+                step_loss = outputs_loss(loss, output_tensors(student(x)), teacher_out, temperature)
             optimizer.zero_grad(set_to_none=True)
             step_loss.backward()
             optimizer.step()

@@ -84,18 +84,20 @@ class UnrolledRNN(nn.Module):
         return tuple(s if batched else s.unsqueeze(1) for s in states)
 
     def _run(self, x: torch.Tensor, ih: nn.Linear, hh: nn.Linear, state: tuple[torch.Tensor, ...], reverse: bool):
-        gates_in = ih(x)  # the whole sequence at once: (N, T, gates * hidden)
+        # the whole sequence at once, then one tensor per step: unbind's backward stacks the steps'
+        # gradients once, where indexing gates_in[:, t] would zero-fill a full-sequence gradient per step
+        gates_in = ih(x).unbind(dim=1)
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         h, c = state[0], state[-1]
         outputs = [None] * x.shape[1]
         for t in steps:
             gates_h = hh(h)
             if self.mode == "LSTM":
-                i, f, g, o = (gates_in[:, t] + gates_h).chunk(4, dim=-1)
+                i, f, g, o = (gates_in[t] + gates_h).chunk(4, dim=-1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)
             else:  # GRU: the reset gate scales the recurrent candidate term, bias included
-                x_r, x_z, x_n = gates_in[:, t].chunk(3, dim=-1)
+                x_r, x_z, x_n = gates_in[t].chunk(3, dim=-1)
                 h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
                 r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
                 h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h

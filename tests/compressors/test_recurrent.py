@@ -9,6 +9,7 @@ from torch import nn
 
 import metacompress as mc
 from metacompress.agents import HawqPlanner
+from metacompress.compressors import recovery
 from metacompress.compressors.export import load_compressed
 from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
 from metacompress.compressors.recurrent import UnrolledRNN
@@ -30,6 +31,40 @@ def test_unrolled_rnn_computes_what_the_built_in_layer_computes(kind, batch_firs
         assert torch.allclose(got, expected, atol=1e-5)
         for e, g in zip(expected_state if kind is nn.LSTM else (expected_state,), got_state if kind is nn.LSTM else (got_state,)):
             assert torch.allclose(g, e, atol=1e-5)
+
+
+def test_unrolled_rnn_passes_the_built_in_layers_gradient_to_its_input():
+    torch.manual_seed(0)
+    rnn = nn.LSTM(5, 7, num_layers=2, batch_first=True)
+    unrolled = UnrolledRNN(rnn)
+    x = torch.randn(3, 6, 5, requires_grad=True)
+    expected = torch.autograd.grad(rnn(x)[0].square().sum(), x)[0]
+    assert torch.allclose(torch.autograd.grad(unrolled(x)[0].square().sum(), x)[0], expected, atol=1e-5)
+
+
+class LastStep(nn.Module):
+    """An LSTM read at its last time step."""
+
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0][:, -1]
+
+
+def test_recovery_quantizes_a_recurrent_weight_once_per_step_not_once_per_time_step(monkeypatch):
+    """Re-quantizing the recurrent Linear at each time step made an LSTM's recovery T times slower."""
+    calls = []
+    monkeypatch.setattr(recovery, "quantize_weight", lambda w, bits: calls.append(bits) or w)
+    counts = []
+    for steps in (10, 40):
+        calls.clear()
+        rnn = nn.LSTM(4, 8, batch_first=True)
+        student = LastStep(UnrolledRNN(rnn))
+        recovery.distill(student, LastStep(rnn), torch.randn(8, steps, 4), {"rnn.ih_l0": 4, "rnn.hh_l0": 4}, steps=2)
+        counts.append(len(calls))
+    assert counts[0] == counts[1]
 
 
 def test_an_lstm_with_a_projection_is_left_as_is():
