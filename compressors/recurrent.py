@@ -22,7 +22,9 @@ class UnrolledRNN(nn.Module):
     """An ``nn.LSTM`` / ``nn.GRU`` (its call signature and outputs) from per-layer, per-direction Linears.
 
     ``ih_l{k}[_reverse]`` maps the layer's input to the gates (PyTorch's gate order, its
-    ``bias_ih`` as bias); ``hh_l{k}[_reverse]`` maps the hidden state (``bias_hh``).
+    ``bias_ih`` as bias); ``hh_l{k}[_reverse]`` maps the hidden state (``bias_hh``); an LSTM
+    with ``proj_size`` adds ``hr_l{k}[_reverse]``, the projection of each step's hidden state
+    (``weight_hr``, no bias).
     """
 
     def __init__(self, source: nn.LSTM | nn.GRU) -> None:
@@ -31,10 +33,11 @@ class UnrolledRNN(nn.Module):
         self.hidden_size, self.num_layers = source.hidden_size, source.num_layers
         self.batch_first, self.bidirectional = source.batch_first, source.bidirectional
         self.dropout = source.dropout  # between layers, in training mode, as the built-in applies it
+        self.proj_size = getattr(source, "proj_size", 0)
         for name in self._directions():
-            for part in ("ih", "hh"):
+            for part in ("ih", "hh", "hr") if self.proj_size else ("ih", "hh"):
                 weight = getattr(source, f"weight_{part}_{name}")
-                bias = getattr(source, f"bias_{part}_{name}") if source.bias else None
+                bias = getattr(source, f"bias_{part}_{name}") if source.bias and part != "hr" else None
                 layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
                 with torch.no_grad():
                     layer.weight.copy_(weight)
@@ -62,7 +65,8 @@ class UnrolledRNN(nn.Module):
                 name = f"l{layer}{'_reverse' if direction else ''}"
                 index = layer * directions + direction
                 sequence, final = self._run(x, getattr(self, f"ih_{name}"), getattr(self, f"hh_{name}"),
-                                            tuple(s[index] for s in states), reverse=bool(direction))
+                                            getattr(self, f"hr_{name}", None), tuple(s[index] for s in states),
+                                            reverse=bool(direction))
                 outputs.append(sequence)
                 finals.append(final)
             x = torch.cat(outputs, dim=-1)
@@ -78,12 +82,14 @@ class UnrolledRNN(nn.Module):
     def _initial_states(self, x: torch.Tensor, hx, batched: bool, directions: int) -> tuple[torch.Tensor, ...]:
         count = 2 if self.mode == "LSTM" else 1
         if hx is None:
-            zeros = x.new_zeros(self.num_layers * directions, x.shape[0], self.hidden_size)
-            return (zeros,) * count
+            shape = (self.num_layers * directions, x.shape[0])
+            zeros = x.new_zeros(*shape, self.proj_size or self.hidden_size), x.new_zeros(*shape, self.hidden_size)
+            return zeros[:count]
         states = hx if isinstance(hx, tuple) else (hx,)
         return tuple(s if batched else s.unsqueeze(1) for s in states)
 
-    def _run(self, x: torch.Tensor, ih: nn.Linear, hh: nn.Linear, state: tuple[torch.Tensor, ...], reverse: bool):
+    def _run(self, x: torch.Tensor, ih: nn.Linear, hh: nn.Linear, hr: nn.Linear | None,
+             state: tuple[torch.Tensor, ...], reverse: bool):
         # the whole sequence at once, then one tensor per step: unbind's backward stacks the steps'
         # gradients once, where indexing gates_in[:, t] would zero-fill a full-sequence gradient per step
         gates_in = ih(x).unbind(dim=1)
@@ -96,6 +102,8 @@ class UnrolledRNN(nn.Module):
                 i, f, g, o = (gates_in[t] + gates_h).chunk(4, dim=-1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)
+                if hr is not None:
+                    h = hr(h)
             else:  # GRU: the reset gate scales the recurrent candidate term, bias included
                 x_r, x_z, x_n = gates_in[t].chunk(3, dim=-1)
                 h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
@@ -116,12 +124,12 @@ class RecurrentPruner(tp.pruner.function.BasePruningFunc):
     prune_in_channels = prune_out_channels
 
     def get_out_channels(self, layer: UnrolledRNN) -> int:
-        return layer.hidden_size * (2 if layer.bidirectional else 1)
+        return (layer.proj_size or layer.hidden_size) * (2 if layer.bidirectional else 1)
 
     def get_in_channels(self, layer: UnrolledRNN) -> int:
         return layer.ih_l0.in_features
 
 
 def unrollable(module: nn.Module) -> bool:
-    """An ``nn.LSTM`` without ``proj_size``, or an ``nn.GRU`` (exact types: subclasses may change the recurrence)."""
-    return type(module) is nn.GRU or (type(module) is nn.LSTM and not module.proj_size)
+    """An ``nn.LSTM`` or ``nn.GRU`` (exact types: subclasses may change the recurrence)."""
+    return type(module) in (nn.LSTM, nn.GRU)

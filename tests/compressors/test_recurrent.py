@@ -16,15 +16,15 @@ from metacompress.compressors.recurrent import UnrolledRNN
 from metacompress.compressors.surgery import plain_copy
 
 
-@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("kind, proj_size", [(nn.LSTM, 0), (nn.LSTM, 4), (nn.GRU, 0)])
 @pytest.mark.parametrize("batch_first, bidirectional", [(True, False), (False, True)])
-def test_unrolled_rnn_computes_what_the_built_in_layer_computes(kind, batch_first, bidirectional):
+def test_unrolled_rnn_computes_what_the_built_in_layer_computes(kind, proj_size, batch_first, bidirectional):
     torch.manual_seed(0)
-    rnn = kind(5, 7, num_layers=2, batch_first=batch_first, bidirectional=bidirectional).eval()
+    rnn = kind(5, 7, num_layers=2, batch_first=batch_first, bidirectional=bidirectional, **({"proj_size": proj_size} if proj_size else {})).eval()
     unrolled = UnrolledRNN(rnn).eval()
     x = torch.randn(3, 6, 5) if batch_first else torch.randn(6, 3, 5)
-    h0 = torch.randn(2 * (1 + bidirectional), 3, 7)
-    state = (h0, torch.randn_like(h0)) if kind is nn.LSTM else h0
+    h0 = torch.randn(2 * (1 + bidirectional), 3, proj_size or 7)
+    state = (h0, torch.randn(2 * (1 + bidirectional), 3, 7)) if kind is nn.LSTM else h0
     for args in ((x,), (x, state), (torch.randn(6, 5),)):  # default state, a given state, one unbatched sequence
         expected, expected_state = rnn(*args)
         got, got_state = unrolled(*args)
@@ -67,39 +67,42 @@ def test_recovery_quantizes_a_recurrent_weight_once_per_step_not_once_per_time_s
     assert counts[0] == counts[1]
 
 
-def test_an_lstm_with_a_projection_is_left_as_is():
+def test_an_lstm_with_a_projection_is_unrolled_with_its_projection_as_a_linear():
     model = nn.Sequential(nn.LSTM(4, 8, proj_size=3))
-    assert isinstance(plain_copy(model)[0], nn.LSTM)
+    unrolled = plain_copy(model)[0]
+    assert isinstance(unrolled, UnrolledRNN) and unrolled.hr_l0.weight.shape == (3, 8) and unrolled.hr_l0.bias is None
 
 
 class Keyword(nn.Module):
-    """A keyword-spotting net: a strided conv front end, a 2-layer LSTM, the last step's head."""
+    """A keyword-spotting net: a strided conv front end, a 2-layer LSTM (projected or not), the last step's head."""
 
-    def __init__(self) -> None:
+    def __init__(self, proj_size: int = 0) -> None:
         super().__init__()
         self.front = nn.Sequential(nn.Conv1d(2, 8, 4, stride=2), nn.ReLU())
-        self.lstm = nn.LSTM(8, 12, num_layers=2, batch_first=True)
-        self.head = nn.Linear(12, 3)
+        self.lstm = nn.LSTM(8, 12, num_layers=2, batch_first=True, proj_size=proj_size)
+        self.head = nn.Linear(proj_size or 12, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.lstm(self.front(x).transpose(1, 2))[0][:, -1])
 
 
-def test_an_lstm_is_quantized_priced_per_step_saved_and_exported(tmp_path):
+@pytest.mark.parametrize("proj_size", [0, 6])
+def test_an_lstm_is_quantized_priced_per_step_saved_and_exported(tmp_path, proj_size):
     torch.manual_seed(0)
-    model, x = Keyword().eval(), torch.randn(120, 2, 20)
+    model, x = Keyword(proj_size).eval(), torch.randn(120, 2, 20)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy(), seed=0)
     result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="bitops=0.3", planner=HawqPlanner(), finetune_steps=5, seed=0)
     assert result.summary["within_budget"] and not result.summary["untouched_layers"]
     bits = result.model.metacompress_weight_bits
-    assert {f"lstm.{part}_l{layer}" for part in ("ih", "hh") for layer in (0, 1)} <= set(bits)
+    parts = ("ih", "hh", "hr") if proj_size else ("ih", "hh")
+    assert {f"lstm.{part}_l{layer}" for part in parts for layer in (0, 1)} <= set(bits)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the user's model is untouched
     assert isinstance(model.lstm, nn.LSTM)
 
     result.save(tmp_path / "run")
-    reloaded = load_compressed(tmp_path / "run" / "model", Keyword())
+    reloaded = load_compressed(tmp_path / "run" / "model", Keyword(proj_size))
     assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
     agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "kws.onnx", x[:2]), x, result.model(x).argmax(1))
     assert agreement["difference_points"] == 0
