@@ -27,12 +27,14 @@ class SplitAttention(nn.Module):
     in_proj_bias = None
     _qkv_same_embed_dim = False
 
-    def __init__(self, embed_dim: int, num_heads: int, batch_first: bool, bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, batch_first: bool, bias: bool = True, dropout: float = 0.0,
+                 kdim: int | None = None, vdim: int | None = None) -> None:
         super().__init__()
         self.head_dim = embed_dim // num_heads
         self.batch_first = batch_first
         self.dropout = dropout  # on the attention weights, in training mode (recovery), as MultiheadAttention does
-        self.q, self.k, self.v, self.out_proj = (nn.Linear(embed_dim, embed_dim, bias=bias) for _ in range(4))
+        self.q, self.k, self.v, self.out_proj = (nn.Linear(width or embed_dim, embed_dim, bias=bias)
+                                                 for width in (embed_dim, kdim, vdim, embed_dim))
 
     @property
     def num_heads(self) -> int:
@@ -40,10 +42,13 @@ class SplitAttention(nn.Module):
 
     @classmethod
     def from_module(cls, attention: nn.MultiheadAttention) -> "SplitAttention":
-        """The same attention, its packed weights split (exactly) into the four Linears."""
+        """The same attention, its packed (or, with ``kdim``/``vdim``, separate) weights copied into the four Linears."""
         split = cls(attention.embed_dim, attention.num_heads, attention.batch_first, attention.in_proj_bias is not None,
-                    attention.dropout)
-        weights = attention.in_proj_weight.detach().chunk(3)
+                    attention.dropout, attention.kdim, attention.vdim)
+        if attention._qkv_same_embed_dim:
+            weights = attention.in_proj_weight.detach().chunk(3)
+        else:
+            weights = tuple(getattr(attention, f"{p}_proj_weight").detach() for p in "qkv")
         biases = attention.in_proj_bias.detach().chunk(3) if attention.in_proj_bias is not None else (None,) * 3
         with torch.no_grad():
             for layer, weight, bias in zip((split.q, split.k, split.v), weights, biases):
@@ -85,8 +90,7 @@ class SplitAttention(nn.Module):
 def splittable(module: nn.Module) -> bool:
     """Whether ``module`` is a MultiheadAttention ``SplitAttention`` reproduces.
 
-    Left as is (and so left untouched by compression): attention with ``kdim``/``vdim`` other
-    than ``embed_dim``, ``add_bias_kv`` or ``add_zero_attn``.
+    Left as is (and so left untouched by compression): attention with ``add_bias_kv`` or
+    ``add_zero_attn`` (learned or zero key/value rows appended inside the op).
     """
-    return (isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim and module.bias_k is None
-            and not module.add_zero_attn)
+    return isinstance(module, nn.MultiheadAttention) and module.bias_k is None and not module.add_zero_attn
