@@ -173,7 +173,10 @@ def _curvatures(context: TaskContext, floor: float) -> list[float]:
         return [1.0 if p.weight_count else 0.0 for p in probes]
     ones = [1.0] * len(probes)
     error = {i: float(_unit_terms(context, i, ones, [2]).quant[2].sum()) for i, p in enumerate(probes) if p.weight_count}
-    sighted = [i for i in error if h[i] > 0.0]
+    probed = {unit.index for unit in context.decision_units}  # fixed units (heads) have no 2-bit probe
+    sighted = [i for i in error if h[i] > 0.0 and i in probed]
+    if not sighted:
+        return h
     rate = sum(h[i] * error[i] for i in sighted) / sum(max(-probes[i].drop_w2, floor) for i in sighted)
     for i in blind:
         h[i] = rate * max(-probes[i].drop_w2, floor) / error[i] if error[i] > 0 else 0.0
