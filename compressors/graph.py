@@ -310,7 +310,7 @@ def _tied_weights(model: nn.Module) -> dict[str, str]:
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:
     """Parameterised layers metacompress leaves untouched (listed, never a crash).
 
-    These are torch layer types it does not compress (an Embedding with ``max_norm``, a grouped ConvTranspose,
+    These are torch layer types it does not compress (an Embedding with ``max_norm``, an EmbeddingBag,
     attention ``SplitAttention`` cannot reproduce, ...) and Conv/Linear modules that
     forward() never calls. Raw
     ``nn.Parameter``s of the user's own modules (positional embeddings, class tokens) are

@@ -23,21 +23,23 @@ _TRANSPOSED = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
 
 
 class OutputMajorConvTranspose(nn.Module):
-    """A ``groups=1`` transposed conv whose ``weight`` is ``(out_channels, in_channels, *kernel)``.
+    """A transposed conv whose ``weight`` is ``(out_channels, in_channels / groups, *kernel)``, as a conv's.
 
     It keeps the attributes analysis reads from a conv (channels, kernel, stride, groups) and
-    ``transposed = True``, which prices its multiply-accumulates per *input* position.
+    ``transposed = True``, which prices its multiply-accumulates per *input* position. A
+    grouped one (``groups > 1``: depthwise upsamplers, grouped decoders) is quantize-only: its
+    pruner refuses, since a group's inputs and outputs would have to go together.
     """
 
     transposed = True
-    groups = 1
 
     def __init__(self, source: nn.modules.conv._ConvTransposeNd) -> None:
         super().__init__()
-        self.in_channels, self.out_channels = source.in_channels, source.out_channels
+        self.in_channels, self.out_channels, self.groups = source.in_channels, source.out_channels, source.groups
         self.kernel_size, self.stride, self.padding = source.kernel_size, source.stride, source.padding
         self.output_padding, self.dilation = source.output_padding, source.dilation
-        self.weight = nn.Parameter(source.weight.detach().transpose(0, 1).clone(), requires_grad=source.weight.requires_grad)
+        self.weight = nn.Parameter(self._swap_major(source.weight.detach(), source.groups).clone(),
+                                   requires_grad=source.weight.requires_grad)
         self.bias = nn.Parameter(source.bias.detach().clone()) if source.bias is not None else None
         self.train(source.training)
 
@@ -47,17 +49,24 @@ class OutputMajorConvTranspose(nn.Module):
         if output_size is not None:  # the size nn.ConvTranspose's forward accepts, resolved its way
             output_padding = nn.modules.conv._ConvTransposeNd._output_padding(
                 self, x, output_size, self.stride, self.padding, self.kernel_size, dims, self.dilation)
-        return _TRANSPOSED[dims - 1](x, self.weight.transpose(0, 1), self.bias, self.stride, self.padding, output_padding, 1,
-                                     self.dilation)
+        return _TRANSPOSED[dims - 1](x, self._swap_major(self.weight, self.groups), self.bias, self.stride, self.padding,
+                                     output_padding, self.groups, self.dilation)
+
+    @staticmethod
+    def _swap_major(weight: torch.Tensor, groups: int) -> torch.Tensor:
+        """``(A, B / groups, *k)`` to ``(B, A / groups, *k)``, group by group (its own inverse)."""
+        a, b_per_group, *kernel = weight.shape
+        return weight.reshape(groups, a // groups, b_per_group, *kernel).transpose(1, 2).reshape(groups * b_per_group, a // groups, *kernel)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride} (weight stored out-major)"
 
 
 class OutputMajorPruner(tp.pruner.function.BasePruningFunc):
-    """Torch-Pruning's pruner for ``OutputMajorConvTranspose``: outputs are dim 0, inputs dim 1."""
+    """Torch-Pruning's pruner for ``OutputMajorConvTranspose``: outputs are dim 0, inputs dim 1 (groups of 1 only)."""
 
     def prune_out_channels(self, layer: OutputMajorConvTranspose, idxs: Sequence[int]) -> nn.Module:
+        _refuse_grouped(layer)
         keep = sorted(set(range(layer.out_channels)) - set(int(i) for i in idxs))
         layer.out_channels = len(keep)
         layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 0)
@@ -66,6 +75,7 @@ class OutputMajorPruner(tp.pruner.function.BasePruningFunc):
         return layer
 
     def prune_in_channels(self, layer: OutputMajorConvTranspose, idxs: Sequence[int]) -> nn.Module:
+        _refuse_grouped(layer)
         keep = sorted(set(range(layer.in_channels)) - set(int(i) for i in idxs))
         layer.in_channels = len(keep)
         layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 1)
@@ -78,6 +88,11 @@ class OutputMajorPruner(tp.pruner.function.BasePruningFunc):
         return layer.in_channels
 
 
+def _refuse_grouped(layer: OutputMajorConvTranspose) -> None:
+    if layer.groups > 1:
+        raise NotImplementedError(f"a grouped transposed conv ({layer.groups} groups) is quantized, not pruned")
+
+
 def convertible(module: nn.Module) -> bool:
-    """A transposed conv without groups (a grouped one interleaves its channels per group) and zero padding."""
-    return isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups == 1 and module.padding_mode == "zeros"
+    """A transposed conv with zero padding (the only padding mode PyTorch's transposed convs run)."""
+    return isinstance(module, nn.modules.conv._ConvTransposeNd) and module.padding_mode == "zeros"

@@ -237,11 +237,29 @@ def test_3d_and_transposed_convolutions_are_pruned_quantized_and_agree_from_mask
     assert not any(isinstance(m, OutputMajorConvTranspose) for m in model.modules())  # the user's model keeps its layers
 
 
-def test_a_grouped_transposed_conv_is_left_alone_and_listed():
-    model = nn.Sequential(nn.Conv1d(1, 8, 3), nn.ConvTranspose1d(8, 8, 4, stride=2, groups=2), nn.Flatten(), nn.LazyLinear(3))
-    x = torch.randn(4, 1, 16)
-    model(x)
-    assert build_graph(model, x).spec.unsupported == (("1", "ConvTranspose1d"),)
+def test_grouped_and_depthwise_transposed_convs_are_quantized_not_pruned_and_agree_to_onnx(tmp_path):
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Conv1d(1, 8, 3), nn.ReLU(), nn.ConvTranspose1d(8, 8, 4, stride=2, groups=2), nn.ReLU(),
+                             nn.ConvTranspose1d(8, 8, 4, stride=2, padding=1, groups=8), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                             nn.Linear(8, 3))
+
+    torch.manual_seed(0)
+    model, x = make().eval(), torch.randn(96, 1, 16)
+    graph = build_graph(model, x)
+    assert not graph.spec.unsupported
+    grouped = [next(u for u in graph.spec.units if name in u.layers) for name in ("2", "4")]
+    assert not any(u.prunable for u in grouped)
+    depthwise = next(layer for layer in graph.spec.layers if layer.name == "4")
+    assert depthwise.kind == "depthwise" and depthwise.macs(8, 8) == 30 * 8 * 4  # 30 input positions x 8 channels x kernel 4
+    with torch.no_grad():
+        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="size=0.8", planner=HawqPlanner(), finetune_steps=5, seed=0)
+    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
+    assert {"2", "4"} <= set(result.model.metacompress_weight_bits)
+    result.save(tmp_path / "run")
+    assert torch.allclose(load_compressed(tmp_path / "run" / "model", make())(x), result.model(x), atol=1e-6)
+    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
+    assert agreement["difference_points"] == 0
 
 
 class Conv1D(nn.Module):
