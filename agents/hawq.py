@@ -384,6 +384,43 @@ def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = I
 
 
 def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]) -> PlanVectors:
+    """Spend unused budget on the solver's grid of options, then on the channel counts between its levels.
+
+    The prune grid's next level can cost more than what is left when one unit holds most of the
+    cost (PESTO's stem conv: 25 to 30 of 40 channels is 34% of a latency budget with 19% left),
+    so a second pass offers every channel count between a unit's grid levels (``_between_levels``).
+    Chosen on the validation split (experiment 26): hawq +0.75 points (t = 2.17; better on 15 of
+    48 tasks, worse on 1), budget used 97.9% -> 99.2%.
+    """
+    return _fill(context, _fill(context, vectors, options), _between_levels(context, options))
+
+
+def _between_levels(context: TaskContext, options: list[UnitOptions]) -> list[UnitOptions]:
+    """Each unit's options plus the kept counts between its grid levels (same bits), terms interpolated linearly.
+
+    A unit's terms are sums over its channels in removal order, so between two grid levels
+    they move piecewise linearly; the straight line between the levels is the fill's estimate.
+    """
+    extended = []
+    for option in options:
+        unit = context.spec.units[option.unit]
+        choices, executed, terms = list(option.choices), list(option.executed), list(option.terms)
+        levels: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        for (kept, w, a), row in zip(option.executed, option.terms):
+            levels.setdefault((w, a), []).append((kept, row))
+        for (w, a), grid in levels.items():
+            grid.sort(key=lambda level: level[0])
+            for (low, low_terms), (high, high_terms) in zip(grid, grid[1:]):
+                for kept in range(low + unit.channel_step, high, unit.channel_step):
+                    choices.append(UnitChoice(1.0 - kept / unit.channels, w, a))
+                    executed.append((kept, w, a))
+                    terms.append(low_terms + (kept - low) / (high - low) * (high_terms - low_terms))
+        table = np.asarray(terms)
+        extended.append(replace(option, choices=tuple(choices), executed=tuple(executed), sensitivity=table.sum(axis=1), terms=table))
+    return extended
+
+
+def _fill(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]) -> PlanVectors:
     """Spend unused budget: repeatedly take the gentler option with the best score gain per cost.
 
     Candidates are options of a decision unit that compress no coordinate more than the

@@ -9,7 +9,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from metacompress.agents.hawq import HawqPlanner, fill_budget, unit_options
+from metacompress.agents.hawq import HawqPlanner, fill_budget, solve_hawq, unit_options
 from metacompress.agents.meta_adapt import InnerLoop, MetaFewShotPlanner
 from metacompress.agents.planner import ScoreBook, rollout
 from metacompress.agents.policy_io import PolicyMetadata, build_policy, load_policy, save_policy
@@ -78,6 +78,22 @@ def test_fill_budget_spends_what_is_left_when_the_scores_are_flat(tiny_world):
     filled = fill_budget(context, most, flat)
     assert projector.fits(*filled) and projector.cost(*filled) > projector.cost(*most)
     assert fill_budget(context, filled, flat) == PlanVectors(*filled)
+
+
+def test_fill_budget_spends_a_remainder_smaller_than_the_prune_grids_step_between_its_levels(tiny_world):
+    """When the next grid level does not fit, channel counts between the levels still can (PESTO's stem conv)."""
+    base = tiny_world.context(TASKS[1])
+    off_grid = 0
+    for fraction in np.linspace(0.2, 0.6, 9):
+        context = TaskContext(base.evaluator, base.probes, base.hardware, Budget(base.budget.kind, float(fraction)), base.max_prune)
+        options = unit_options(context)
+        solved = context.projector.executed_vectors(solve_hawq(context, options).choices)
+        grid = {o.unit: {e[0] for e in o.executed} for o in options}
+        filled = fill_budget(context, solved, options)
+        assert context.projector.fits(*filled)
+        assert all(f >= s for vector, before in zip(filled, solved) for f, s in zip(vector, before))
+        off_grid += any(filled.kept[u] not in levels for u, levels in grid.items())
+    assert off_grid > 0
 
 
 def test_without_curvature_the_solver_still_scores_weights_and_pruning_by_the_probes(tiny_world):
