@@ -389,7 +389,9 @@ def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOp
     cost (PESTO's stem conv: 25 to 30 of 40 channels is 34% of a latency budget with 19% left),
     so a second pass offers every channel count between a unit's grid levels (``_between_levels``).
     Chosen on the validation split (experiment 26): hawq +0.75 points (t = 2.17; better on 15 of
-    48 tasks, worse on 1), budget used 97.9% -> 99.2%.
+    48 tasks, worse on 1), budget used 97.9% -> 99.2%. Both passes may trade one coordinate of
+    a unit for another (``_fill``; experiment 27): hawq +0.14 (better on 2 of 48, worse on 0),
+    zero-shot -0.01.
     """
     partial = {o.unit: affected_spec(context.spec, o.unit) for o in options}  # both passes price moves on these
     return _fill(context, _fill(context, vectors, options, partial), _between_levels(context, options), partial)
@@ -421,14 +423,17 @@ def _between_levels(context: TaskContext, options: list[UnitOptions]) -> list[Un
 
 
 def _fill(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions], partial: dict[int, ModelSpec]) -> PlanVectors:
-    """Spend unused budget: repeatedly take the gentler option with the best score gain per cost.
+    """Spend unused budget: repeatedly take the option with the best score gain per added cost.
 
-    Candidates are options of a decision unit that compress no coordinate more than the
-    plan does now (more kept channels or more bits, none fewer) and have a lower objective:
+    Candidates are a decision unit's options with a lower objective than the one it executes:
     the HAWQ sensitivity plus the ILP's tie-break (``_tie_break``), so an option the scores
-    cannot tell from the current one still wins by compressing less. The one with the
-    largest objective drop per unit of added cost that still fits is applied, until none
-    fits. Without the tie-break, units whose scores are flat (a Hessian trace estimated at
+    cannot tell from the current one still wins by compressing less. A candidate may trade
+    one coordinate for another (more bits, fewer channels): when the next gentler option
+    costs more than is left, the same unit's cheaper mix can still lower the objective.
+    A move that adds no cost goes first; otherwise the largest objective drop per unit of
+    added cost that still fits, until none fits. Every move lowers the summed objective, so
+    the loop ends. A unit executing an option off the solver's grid (a policy's kept count)
+    is offered only gentler options, which keep what the plan chose there. Without the tie-break, units whose scores are flat (a Hessian trace estimated at
     or below 0, common at random init) kept their pruned channels and low bits beside
     unspent budget: torchvision's Inception-v3 used 73% of a BitOps budget. An option's added cost is priced
     on the layers it changes only (``hawq.affected_spec``), and the chosen move is checked on
@@ -442,7 +447,7 @@ def _fill(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]
     tie = 1e-12 * max(max(float(o.max()) for o in objectives), 1e-300)  # relative: scores can be ~1e-10
     while True:
         base_cost = projector.cost(kept, w_bits, a_bits)
-        best, best_gain = None, 0.0
+        best, best_gain = None, (False, 0.0)
         for option, objective in zip(options, objectives):
             u, sub = option.unit, partial[option.unit]
             now = (kept[u], w_bits[u], a_bits[u])
@@ -450,16 +455,21 @@ def _fill(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]
             before = total_cost(sub, kind, kept, w_bits, a_bits, hardware)
             for executed, score in zip(option.executed, objective):
                 k, w, a = executed
-                if k < now[0] or w < now[1] or a < now[2] or executed == now or (u, executed) in refused:
+                if executed == now or (u, executed) in refused:
                     continue
-                if current is not None and score >= current:
+                if current is None:  # off the grid: only gentler moves, which cannot undo what the plan chose
+                    if k < now[0] or w < now[1] or a < now[2]:
+                        continue
+                elif score >= current:
                     continue
                 kept[u], w_bits[u], a_bits[u] = executed
                 added = total_cost(sub, kind, kept, w_bits, a_bits, hardware) - before
                 kept[u], w_bits[u], a_bits[u] = now
                 if base_cost + added > limit:
                     continue
-                gain = ((current if current is not None else score) - score + tie) / max(added, 1e-12 * projector.reference_cost)
+                drop = (current if current is not None else score) - score + tie
+                # a trade that lowers the objective without adding cost beats any purchase
+                gain = (True, drop) if added <= 0 else (False, drop / max(added, 1e-12 * projector.reference_cost))
                 if gain > best_gain:
                     best, best_gain = (u, executed), gain
         if best is None:
@@ -470,6 +480,15 @@ def _fill(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]
         if not projector.fits(kept, w_bits, a_bits):  # float sums disagreed at the budget's edge
             kept[u], w_bits[u], a_bits[u] = now
             refused.add(best)
+
+
+def plan_sensitivity(context: TaskContext, options: list[UnitOptions], vectors: PlanVectors) -> float:
+    """The solver's summed sensitivity of a plan, channel counts between grid levels interpolated as the fill prices them."""
+    total = 0.0
+    for option in _between_levels(context, options):
+        executed = (vectors.kept[option.unit], vectors.w_bits[option.unit], vectors.a_bits[option.unit])
+        total += float(option.sensitivity[option.executed.index(executed)])
+    return total
 
 
 def _objective_of(option: UnitOptions, objective: np.ndarray, executed: tuple[int, int, int]) -> float | None:
@@ -538,14 +557,15 @@ def plan_solved(context: TaskContext, options: list[UnitOptions], rounds: int = 
     book = ScoreBook(context, 1, 1)
     solution = solve_hawq(context, options, rounds)
     actions = np.stack([context.codec.action(c, t) for t, c in enumerate(solution.choices)])
+    vectors = context.projector.executed_vectors(solution.choices)
     if fill:
-        solved = context.projector.executed_vectors(solution.choices)
-        filled = fill_budget(context, solved, options)
-        if filled != solved:
-            actions = actions_for(context, filled)
+        filled = fill_budget(context, vectors, options)
+        if filled != vectors:
+            actions, vectors = actions_for(context, filled), filled
     book.run(actions)
     return book.result(
         ilp_objective=solution.objective,
+        plan_sensitivity=plan_sensitivity(context, options, vectors),
         ilp_cost_ratio=solution.cost_ratio,
         ilp_fits=solution.fits,
         ilp_trace=[list(t) for t in solution.trace],

@@ -228,7 +228,7 @@ def test_hawq_spends_the_budget_its_ilp_plan_leaves(context):
     result = HawqPlanner().plan(tight)
     plan = (list(result.plan.kept), list(result.plan.w_bits), list(result.plan.a_bits))
     assert result.evaluations_used == 1 and tight.projector.fits(*plan)
-    assert all(p >= s for p, s in zip(sum(plan, []), solved.kept + solved.w_bits + solved.a_bits))
+    assert result.info["plan_sensitivity"] <= solution.objective * (1 + 1e-9)  # the fill may trade, only to a lower score
     assert solution.cost_ratio < 0.6 * 0.12  # the ILP's best fitting round leaves over 40% unspent here
     assert result.cost_ratio > 0.9 * 0.12
 

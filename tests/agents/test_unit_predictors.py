@@ -93,10 +93,9 @@ def test_the_planner_on_predicted_scores_stays_within_budget_and_tops_up(tiny_wo
     result = planner.plan(context)
     assert result.cost_ratio <= TASKS["vgg"].budget.fraction * (1 + 1e-6)
     assert result.evaluations_used == 1
-    # like hawq, it spends what its ILP plan leaves: never more compressed than the solution, never cheaper
-    solved = context.projector.executed_vectors(planner.solve(context).choices)
-    assert all(p >= s for p, s in zip([*result.plan.kept, *result.plan.w_bits, *result.plan.a_bits], [*solved.kept, *solved.w_bits, *solved.a_bits]))
-    assert result.cost_ratio >= context.cost_ratio(*solved) - 1e-9
+    # like hawq, it spends what its ILP plan leaves, and only on moves that lower its summed score
+    solution = planner.solve(context)
+    assert result.info["plan_sensitivity"] <= solution.objective * (1 + 1e-9)
 
 
 def test_a_perfectly_scaled_hawq_table_scores_spearman_one_and_zero_error(examples):
