@@ -427,17 +427,20 @@ def _fill(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]
 
     Candidates are a decision unit's options with a lower objective than the one it executes:
     the HAWQ sensitivity plus the ILP's tie-break (``_tie_break``), so an option the scores
-    cannot tell from the current one still wins by compressing less. A candidate may trade
-    one coordinate for another (more bits, fewer channels): when the next gentler option
-    costs more than is left, the same unit's cheaper mix can still lower the objective.
+    cannot tell from the current one still wins by compressing less. Without the tie-break,
+    units whose scores are flat (a Hessian trace estimated at or below 0, common at random
+    init) kept their pruned channels and low bits beside unspent budget: torchvision's
+    Inception-v3 used 73% of a BitOps budget.
+
+    A candidate may trade one coordinate for another (more bits, fewer channels): when the
+    next gentler option costs more than is left, the same unit's cheaper mix can still lower
+    the objective. A unit executing an option off the solver's grid (a policy's kept count)
+    is offered only gentler options, which keep what the plan chose there.
+
     A move that adds no cost goes first; otherwise the largest objective drop per unit of
     added cost that still fits, until none fits. Every move lowers the summed objective, so
-    the loop ends. A unit executing an option off the solver's grid (a policy's kept count)
-    is offered only gentler options, which keep what the plan chose there. Without the tie-break, units whose scores are flat (a Hessian trace estimated at
-    or below 0, common at random init) kept their pruned channels and low bits beside
-    unspent budget: torchvision's Inception-v3 used 73% of a BitOps budget. An option's added cost is priced
-    on the layers it changes only (``hawq.affected_spec``), and the chosen move is checked on
-    the whole plan.
+    the loop ends. An option's added cost is priced on the layers it changes only
+    (``hawq.affected_spec``), and the chosen move is checked on the whole plan.
     """
     projector = context.projector
     kind, hardware, limit = projector.kind, projector.hardware, projector.limit * (1 + FEASIBILITY_TOLERANCE)

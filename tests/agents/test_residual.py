@@ -82,29 +82,19 @@ def test_fill_budget_spends_what_is_left_when_the_scores_are_flat(tiny_world):
 
 def test_fill_budget_spends_a_remainder_smaller_than_the_prune_grids_step_between_its_levels(tiny_world):
     """When the next grid level does not fit, channel counts between the levels still can (PESTO's stem conv)."""
-    base = tiny_world.context(TASKS[1])
     off_grid = 0
-    for fraction in np.linspace(0.2, 0.6, 9):
-        context = TaskContext(base.evaluator, base.probes, base.hardware, Budget(base.budget.kind, float(fraction)), base.max_prune)
-        options = unit_options(context)
-        solved = context.projector.executed_vectors(solve_hawq(context, options).choices)
+    for options, solved, filled in solved_and_filled(tiny_world.context(TASKS[1]), np.linspace(0.2, 0.6, 9)):
         grid = {o.unit: {e[0] for e in o.executed} for o in options}
-        filled = fill_budget(context, solved, options)
-        assert context.projector.fits(*filled)
-        assert plan_sensitivity(context, options, filled) <= plan_sensitivity(context, options, solved)
         off_grid += any(filled.kept[u] not in levels for u, levels in grid.items())
     assert off_grid > 0
 
 
-def test_fill_budget_trades_a_units_bits_for_channels_when_the_gentler_option_does_not_fit(tiny_world):
-    """With too little budget left for a gentler option, the fill may still lower the score by a cheaper mix.
+def solved_and_filled(base: TaskContext, fractions: np.ndarray):
+    """Per budget fraction of ``base``'s kind whose ILP plan fits: the options, that plan and the filled one.
 
-    PESTO's stem conv held 85% of a BitOps budget: 2 to 4 weight bits cost more than the 12% left,
-    but 4 bits on fewer channels fit. Only the summed score has to fall, and the plan has to fit.
+    Asserts what every fill must keep: the filled plan fits and the solver scores it no worse.
     """
-    base = tiny_world.context(Task("mlp", "bismo-edge", Budget("bitops", 0.3)))
-    traded = 0
-    for fraction in np.linspace(0.1, 0.5, 9):
+    for fraction in fractions:
         context = TaskContext(base.evaluator, base.probes, base.hardware, Budget(base.budget.kind, float(fraction)), base.max_prune)
         options = unit_options(context)
         solved = context.projector.executed_vectors(solve_hawq(context, options).choices)
@@ -113,6 +103,17 @@ def test_fill_budget_trades_a_units_bits_for_channels_when_the_gentler_option_do
         filled = fill_budget(context, solved, options)
         assert context.projector.fits(*filled)
         assert plan_sensitivity(context, options, filled) <= plan_sensitivity(context, options, solved)
+        yield options, solved, filled
+
+
+def test_fill_budget_trades_a_units_bits_for_channels_when_the_gentler_option_does_not_fit(tiny_world):
+    """With too little budget left for a gentler option, the fill may still lower the score by a cheaper mix.
+
+    PESTO's stem conv held 85% of a BitOps budget: 2 to 4 weight bits cost more than the 12% left,
+    but 4 bits on fewer channels fit. Only the summed score has to fall, and the plan has to fit.
+    """
+    traded = 0
+    for _, solved, filled in solved_and_filled(tiny_world.context(Task("mlp", "bismo-edge", Budget("bitops", 0.3))), np.linspace(0.1, 0.5, 9)):
         traded += any(f < s for vector, before in zip(filled, solved) for f, s in zip(vector, before))
     assert traded > 0
 
