@@ -234,9 +234,8 @@ class MetaFewShotPlanner(ResidualPlanner):
 
     After each round of ``ROUND`` trials, the head re-adapts from its meta-learned
     initialisation on every trial so far (the support set: the task's trial evaluations on the
-    search split). The last evaluations re-score the best plans and the solver's with a few KD
-    steps, and the solver's plan is returned unless a leader clearly beats it there
-    (``ResidualPlanner._closing``), as in sample-and-select.
+    search split). The last evaluations re-score the best plans with a few KD steps and the best
+    of those is returned (``ResidualPlanner._closing``), as in sample-and-select.
 
     Args:
         policy: a residual policy whose head was meta-trained (``metacompress train --algo VARIANT``).

@@ -191,7 +191,7 @@ class ScoreBook:
         if self.best is None or reward > self.best[0]:
             self.best = (reward, plan, actions, decisions)
 
-    def refine(self, top: int, finetune_steps: int, cost: int = 1, incumbent: int | None = None, margin: float = 0.0) -> None:
+    def refine(self, top: int, finetune_steps: int, cost: int = 1) -> None:
         """Choose among the ``top`` plans by proxy with a proxy of ``finetune_steps`` KD steps (``cost`` evaluations each).
 
         Among the best plans of a task the calibration-only proxy ranks poorly (README,
@@ -199,22 +199,13 @@ class ScoreBook:
         candidate with, rank them closer to the final accuracy: multi-fidelity selection.
         The chosen plan becomes ``best``; its ``proxy_change`` stays its calibration-only
         score, so every method reports the same proxy. No-op below two candidates.
-
-        ``incumbent`` (an index into ``plans``) is re-scored too, in place of the last of
-        the ``top`` if it is not among them, and stays the choice unless another plan
-        beats it by more than ``margin`` on the re-scoring: a challenger must win by more
-        than the proxy's noise to replace a plan the user would otherwise get.
         """
         order = sorted(range(len(self.plans)), key=lambda i: -self.history[i])[:top]
-        if incumbent is not None and incumbent not in order:
-            order[-1:] = [incumbent]
         if len(order) < 2:
             return
         scores = self.context.evaluator.proxy_accuracies([self.plans[i] for i in order], finetune_steps=finetune_steps)
         self.refinements += len(order) * cost
         pick = order[int(np.argmax(scores))]
-        if incumbent is not None and max(scores) <= scores[order.index(incumbent)] + margin:
-            pick = incumbent
         self.best = (self.history[pick], self.plans[pick], *self._episodes[pick])
 
     def result(self, **info: Any) -> PlanResult:

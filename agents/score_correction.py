@@ -21,9 +21,7 @@ steps, as every residual few-shot planner does (``ResidualPlanner._closing``). W
 keep landing on plans already scored, the posterior is widened (``WIDENING``) before the search
 stops, and evaluations still unspent deepen the re-scoring. This is the
 "fit a per-task correction and re-solve" design of issue 12, item 5; its first two
-evaluations are the solver's plan (topped up, as ``hawq`` ships it) and the residual policy's
-zero-shot plan, so both compete, and the solver's plan is kept unless a re-scored leader beats
-it by ``residual.INCUMBENT_MARGIN``.
+evaluations are the solver's plan and the residual policy's zero-shot plan, so both compete.
 It is the residual policy's default few-shot mode (``registry.load_planner``): on the v0.5
 validation split's 48 tasks it beat sampling around the policy by 1.24 points (README,
 experiment 14).
