@@ -52,7 +52,11 @@ def _digits_model(family: str, width: int, depth: int):
     train, test = split(data.train), split(data.test)
     torch.manual_seed(0)
     model = build_model(family, shape, 10, width, depth)
-    train_model(model, train, epochs=4, batch_size=64, lr=1e-2, weight_decay=0.0, generator=torch.Generator().manual_seed(0))
+    # the transformer learns slowest: after 4 epochs it sits near 40% with most predictions on a
+    # near-tie, so onnxruntime's fused integer kernels flip enough of them to move accuracy a point
+    # on one CPU and not another; trained to ~75% it agrees exactly
+    epochs = 12 if family == "transformer" else 4
+    train_model(model, train, epochs=epochs, batch_size=64, lr=1e-2, weight_decay=0.0, generator=torch.Generator().manual_seed(0))
     return model.eval(), train, test
 
 
