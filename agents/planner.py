@@ -129,7 +129,6 @@ class ScoreBook:
         self.best: tuple[float, Plan, np.ndarray | None, list[dict] | None] | None = None
         self.plans: list[Plan] = []  # the distinct plans scored, in the order of ``history``
         self.refinements = 0  # evaluations spent on higher-fidelity re-scorings (``refine``)
-        self.incumbent: Plan | None = None  # a plan ``refine`` always re-scores (few-shot: the one ``hawq`` ships)
         self._episodes: list[tuple[np.ndarray | None, list[dict] | None]] = []  # each of ``plans``' first episode
         self._start = time.perf_counter()
         self._evaluator_start = context.evaluator.stats.evaluations
@@ -193,27 +192,20 @@ class ScoreBook:
             self.best = (reward, plan, actions, decisions)
 
     def refine(self, top: int, finetune_steps: int, cost: int = 1) -> None:
-        """Choose among the ``top`` plans by proxy with a ``finetune_steps``-step KD proxy (``cost`` evaluations each).
+        """Choose among the ``top`` plans by proxy with a proxy of ``finetune_steps`` KD steps (``cost`` evaluations each).
 
         Among the best plans of a task the calibration-only proxy ranks poorly (README,
         "where planners compete"), while a few KD steps, too slow to score every
         candidate with, rank them closer to the final accuracy: multi-fidelity selection.
-        The re-scored plans are ranked by their task loss over the whole search split
-        (``proxy_loss``), which tells apart plans a few samples' accuracy apart (experiment 30).
-        ``incumbent`` (if set and scored) takes the last place if the proxy did not rank it
-        among the ``top``, so the plan the solver alone would ship is always among those re-scored. The chosen plan becomes ``best``; its ``proxy_change``
-        stays its calibration-only score, so every method reports the same proxy. No-op
-        below two candidates.
+        The chosen plan becomes ``best``; its ``proxy_change`` stays its calibration-only
+        score, so every method reports the same proxy. No-op below two candidates.
         """
         order = sorted(range(len(self.plans)), key=lambda i: -self.history[i])[:top]
-        keys = [plan.key() for plan in self.plans]
-        if self.incumbent is not None and self.incumbent.key() in keys and keys.index(self.incumbent.key()) not in order:
-            order[-1:] = [keys.index(self.incumbent.key())]
         if len(order) < 2:
             return
-        losses = self.context.evaluator.proxy_losses([self.plans[i] for i in order], finetune_steps)
+        scores = self.context.evaluator.proxy_accuracies([self.plans[i] for i in order], finetune_steps=finetune_steps)
         self.refinements += len(order) * cost
-        pick = order[int(np.argmin(losses))]
+        pick = order[int(np.argmax(scores))]
         self.best = (self.history[pick], self.plans[pick], *self._episodes[pick])
 
     def result(self, **info: Any) -> PlanResult:

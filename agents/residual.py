@@ -102,12 +102,17 @@ class ResidualPlanner:
 
     def _policy_plan(self, view: TaskContext, env: CompressionEnv, options: list[UnitOptions]) -> tuple[Plan, float, dict]:
         plan, change, info = rollout(env, self._actor())
-        filled = topped_up(view, plan, options) if self.fill else None
-        return rollout(env, filled) if filled is not None else (plan, change, info)
+        if not self.fill:
+            return plan, change, info
+        vectors = PlanVectors(list(plan.kept), list(plan.w_bits), list(plan.a_bits))
+        filled = fill_budget(view, vectors, options)
+        if filled == vectors:
+            return plan, change, info
+        filled_plan, filled_change, filled_info = rollout(env, actions_for(view, filled))
+        return filled_plan, filled_change, filled_info
 
     def _opening(self, context: TaskContext, evaluations: int) -> tuple[TaskContext, list[UnitOptions], ScoreBook]:
-        """A few-shot call's first evaluations: the solver's plan, the plan ``hawq`` ships (the solver's topped up
-        by ``fill_budget``, the book's ``incumbent``), then the zero-shot plan, as far as the budget goes.
+        """A few-shot call's first evaluations: the solver's plan, then the zero-shot plan (if budget is left).
 
         The book holds ``evaluations`` less the last ones ``_closing`` spends re-scoring the
         leaders (``refined_evaluations``), so every residual few-shot planner picks its plan the same way.
@@ -116,11 +121,6 @@ class ResidualPlanner:
         sampled = evaluations - refined_evaluations(context, evaluations)
         book = ScoreBook(view, sampled, max_episodes=4 * evaluations, observation=self.metadata.observation)
         book.run(np.zeros((len(view.decision_units), 3), dtype=np.float32))  # the solver's own plan
-        book.incumbent = book.plans[0]
-        filled = topped_up(view, book.plans[0], options)
-        if filled is not None and not book.exhausted:
-            book.run(filled)
-            book.incumbent = book.env.plan_of(filled)
         if not book.exhausted:
             plan, change, _ = self._policy_plan(view, book.env, options)
             book.record(plan, change)
@@ -162,13 +162,6 @@ class ResidualFewShotPlanner(ResidualPlanner):
         while not book.exhausted:  # noisy rollouts drawn a batch at a time, scored together (envs.executor)
             book.run_actors(lambda: self._actor(FEW_SHOT_NOISE, rng, EXPLORATION_SCALE))
         return self._closing(book, evaluations)
-
-
-def topped_up(view: TaskContext, plan: Plan, options: list[UnitOptions]) -> np.ndarray | None:
-    """Raw actions for ``plan`` with the budget it leaves spent (``fill_budget``), or None if it leaves none to spend."""
-    vectors = PlanVectors(list(plan.kept), list(plan.w_bits), list(plan.a_bits))
-    filled = fill_budget(view, vectors, options)
-    return actions_for(view, filled) if filled != vectors else None
 
 
 def refine_depth(top: int, unspent: int) -> tuple[int, int]:

@@ -30,9 +30,7 @@ from metacompress.compressors.export import export, recover
 from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import SearchModel
 from metacompress.compressors.plan import Plan
-from metacompress.compressors.metrics import (
-    SCORE_BATCH, TOP1, Distillation, LossFn, Metric, check_output_kind, class_dim, distillation_loss, logits, task_loss,
-)
+from metacompress.compressors.metrics import TOP1, Distillation, LossFn, Metric, check_output_kind, class_dim, distillation_loss, logits
 from metacompress.compressors.recovery import batches_of
 from metacompress.compressors.surgery import needs_plain_copy, plain_copy
 from metacompress.envs.executor import Executor, InProcessExecutor, timed
@@ -139,21 +137,6 @@ class ModelEvaluator:
         """``model``'s metric on the proxy's search-split subset (what the planner optimises)."""
         return self.metric.score(model, self.proxy_x, self.proxy_y)
 
-    def search_loss(self, model: nn.Module) -> float:
-        """``model``'s task loss (``metrics.task_loss``: cross-entropy on class ids) over the whole search split, per sample.
-
-        Continuous where the metric counts samples, and over every search sample, not the
-        proxy's subset: the finest ranking the search split gives of near-equal plans.
-        """
-        model.eval()
-        x, y, total = self.data.search.x, self.data.search.y, 0.0
-        with torch.no_grad():
-            for start in range(0, len(x), SCORE_BATCH):
-                outputs = logits(model(x[start : start + SCORE_BATCH])).cpu()
-                targets = y[start : start + SCORE_BATCH].cpu()
-                total += float(task_loss(self.output_kind, outputs, targets)) * len(targets)
-        return total / len(x)
-
     def test_score(self, model: nn.Module) -> float:
         """``model``'s metric on the test split (what reports quote)."""
         return self.metric.score(model, self.data.test.x, self.data.test.y)
@@ -174,20 +157,8 @@ class ModelEvaluator:
             plan: the executed plan.
             finetune_steps: KD steps before scoring; default ``search_finetune_steps``.
         """
-        return self._proxy(plan, self.search_finetune_steps if finetune_steps is None else finetune_steps, "metric")
-
-    def proxy_loss(self, plan: Plan, finetune_steps: int) -> float:
-        """``plan``'s task loss (``search_loss``) after ``finetune_steps`` KD steps in search mode (cached by executed plan).
-
-        What few-shot's last choice among its best plans reads (``ScoreBook.refine``): near
-        the solver's plan two candidates differ by a few search samples' worth of accuracy,
-        which a mean loss over every sample resolves and a count of correct ones does not
-        (README, experiment 30).
-        """
-        return self._proxy(plan, finetune_steps, "loss")
-
-    def _proxy(self, plan: Plan, steps: int, score: str) -> float:
-        key = (plan.key(), steps) if score == "metric" else (plan.key(), steps, score)
+        steps = self.search_finetune_steps if finetune_steps is None else finetune_steps
+        key = (plan.key(), steps)
         if key in self._cache:
             self.stats.cache_hits += 1
             return self._cache[key]
@@ -196,7 +167,7 @@ class ModelEvaluator:
             compressed = self.search.finetune(plan, self.model, self.data.train.x, steps, loss=self.distillation)
         else:
             compressed = self.search.apply(plan)
-        value = self.search_score(compressed) if score == "metric" else self.search_loss(compressed)
+        value = self.search_score(compressed)
         self.stats.evaluations += 1
         self.stats.seconds += time.perf_counter() - start
         self._cache[key] = value
@@ -209,30 +180,22 @@ class ModelEvaluator:
         evaluator from the same weights and data and scores a plan deterministically), and
         the same ``stats.evaluations``; ``stats.seconds`` sums the workers' seconds.
         """
-        return self._proxies(plans, self.search_finetune_steps if finetune_steps is None else finetune_steps, "metric")
-
-    def proxy_losses(self, plans: Sequence[Plan], finetune_steps: int) -> list[float]:
-        """``proxy_loss`` of each plan, the new distinct ones evaluated together on ``executor`` (as ``proxy_accuracies``)."""
-        return self._proxies(plans, finetune_steps, "loss")
-
-    def _proxies(self, plans: Sequence[Plan], steps: int, score: str) -> list[float]:
-        def key(plan: Plan) -> tuple:
-            return (plan.key(), steps) if score == "metric" else (plan.key(), steps, score)
-
+        steps = self.search_finetune_steps if finetune_steps is None else finetune_steps
         if self.executor.backend == "inprocess":
-            return [self._proxy(plan, steps, score) for plan in plans]
+            return [self.proxy_accuracy(plan, steps) for plan in plans]
         new: dict[tuple, Plan] = {}
         for plan in plans:
-            if key(plan) not in self._cache and key(plan) not in new:
-                new[key(plan)] = plan
+            key = (plan.key(), steps)
+            if key not in self._cache and key not in new:
+                new[key] = plan
         if new:
-            scored = self.executor.map(timed(_score_plan), [(plan, steps, score) for plan in new.values()], self.shipment())
-            for k, (value, seconds) in zip(new, scored):
-                self._cache[k] = value
+            scored = self.executor.map(timed(_score_plan), [(plan, steps) for plan in new.values()], self.shipment())
+            for key, (value, seconds) in zip(new, scored):
+                self._cache[key] = value
                 self.stats.evaluations += 1
                 self.stats.seconds += seconds
         self.stats.cache_hits += len(plans) - len(new)
-        return [self._cache[key(plan)] for plan in plans]
+        return [self._cache[(plan.key(), steps)] for plan in plans]
 
     def final_accuracies(self, plans: Sequence[Plan], finetune_steps: int, seed: int = 0,
                          progress: Callable[[int], None] | None = None) -> list[float]:
@@ -281,9 +244,9 @@ def _final_accuracy(evaluator: ModelEvaluator, item: tuple[Plan, int, int]) -> f
     return evaluator.final_accuracy(plan, steps, seed)
 
 
-def _score_plan(evaluator: ModelEvaluator, item: tuple[Plan, int, str]) -> float:
-    plan, steps, score = item
-    return evaluator._proxy(plan, steps, score)
+def _score_plan(evaluator: ModelEvaluator, item: tuple[Plan, int]) -> float:
+    plan, steps = item
+    return evaluator.proxy_accuracy(plan, steps)
 
 
 def _numpy(tensor: torch.Tensor) -> Any:

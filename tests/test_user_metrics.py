@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, TensorDataset
 import metacompress as mc
 from metacompress.accuracy_target import MaxDrop, walk_budgets
 from metacompress.cli import main
-from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.compressors import recovery
 from metacompress.compressors.export import calibration_batches
 from metacompress.compressors.metrics import detect_output_kind, distillation_loss, task_loss
@@ -119,14 +118,6 @@ def test_distillation_and_task_losses_follow_the_output_kind():
     assert detect_output_kind(torch.softmax(student, -1)) == "probabilities"
     assert detect_output_kind(student[:, 0] * 5) == "regression"
     assert detect_output_kind(torch.sigmoid(student)) == "logits"  # ambiguous: the documented default
-
-
-def test_few_shots_selection_loss_is_the_output_kinds_task_loss_over_the_whole_search_split(regression, probabilities):
-    for (model, data), kind, loss in ((regression, "regression", F.mse_loss),
-                                      (probabilities, "probabilities", lambda out, y: F.nll_loss(torch.log(out), y))):
-        evaluator = ModelEvaluator(model, data, metric=mc.compressors.metrics.resolve_metric(neg_mse), output_kind=kind, proxy_samples=8)
-        with torch.no_grad():
-            assert evaluator.search_loss(model) == pytest.approx(float(loss(model(data.search.x), data.search.y)), rel=1e-5)
 
 
 def test_a_metric_that_fails_or_returns_nan_is_named_with_the_shapes(regression):
