@@ -17,10 +17,11 @@ import logging
 import time
 import uuid
 from types import SimpleNamespace
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any, Callable, Protocol, Sequence
 
+import cloudpickle
 import numpy as np
 
 import torch
@@ -294,6 +295,20 @@ class EvaluatorShipment:
                    evaluator.proxy_samples, evaluator.search_finetune_steps, evaluator.metric,
                    evaluator.output_kind, evaluator.loss)
 
+    def __reduce__(self):
+        """Pickled with cloudpickle, so the model's classes and a user metric or loss travel by value.
+
+        A worker process cannot import what the user defined outside an installed package:
+        a ``--model file.py:factory`` file (loaded under a module name no worker knows), a
+        script's ``__main__`` or a notebook cell. Plain pickle stores such classes by name and
+        the worker fails to find them; cloudpickle stores their code when their module is not
+        importable by name. Only the fields that carry code go through it; the arrays stay
+        plain pickle's (no second copy of the data in memory).
+        """
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        code = cloudpickle.dumps({name: values.pop(name) for name in ("skeleton", "metric", "loss")})
+        return _shipment_from_bytes, (code, values)
+
     def build(self) -> ModelEvaluator:
         """The evaluator, rebuilt on a worker from the skeleton and the shipped arrays."""
         model = copy.deepcopy(self.skeleton)
@@ -311,3 +326,7 @@ class EvaluatorShipment:
                   for name in ("train", "search", "test")}
         return ModelEvaluator(model, SimpleNamespace(**splits), self.frozen, self.calibration_samples,
                               self.proxy_samples, self.search_finetune_steps, self.metric, self.output_kind, self.loss)
+
+
+def _shipment_from_bytes(code: bytes, values: dict) -> EvaluatorShipment:
+    return EvaluatorShipment(**cloudpickle.loads(code), **values)

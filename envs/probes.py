@@ -218,26 +218,32 @@ def _finite_difference_hvps(model, layers, x, y, samples, seed, kind: str = "log
 
 
 def compute_probes(evaluator: ModelEvaluator, seed: int = 0) -> ModelProbes:
-    """Run every probe for every non-frozen unit (4 proxy evaluations per unit + HVPs)."""
+    """Run every probe for every non-frozen unit (4 proxy evaluations per unit + HVPs).
+
+    The single-unit plans are scored as one batch (``ModelEvaluator.proxy_accuracies``), so
+    an evaluator given a process or Ray executor probes its units in parallel; the values
+    are the same on every executor.
+    """
     spec = evaluator.spec
     traces, estimator = hessian_traces(evaluator, seed=seed)
+    probed = [unit for unit in spec.units if not unit.frozen]
+    plans = []
+    for unit in probed:
+        half = 0.5 if unit.prunable and unit.channels // unit.channel_step >= 2 else 0.0
+        plans += [_single_unit_plan(evaluator, unit.index, prune, w, a) for prune, w, a in ((0.0, 2, 8), (0.0, 8, 2), (0.0, 4, 4), (half, 8, 8))]
+    drops = iter([score - evaluator.base_search_accuracy for score in evaluator.proxy_accuracies(plans, finetune_steps=0)])
     units = []
     for unit in spec.units:
         weight_count = sum(l.weight_count(l.in_channels, l.out_channels) for l in spec.layers_of(unit.index))
         if unit.frozen:
             units.append(UnitProbes(hessian_trace=traces[unit.index], weight_count=weight_count))
             continue
-        half = 0.5 if unit.prunable and unit.channels // unit.channel_step >= 2 else 0.0
-
-        def drop(prune: float, w: int, a: int) -> float:
-            return evaluator.proxy_change(_single_unit_plan(evaluator, unit.index, prune, w, a), finetune_steps=0)
-
         units.append(
             UnitProbes(
-                drop_w2=drop(0.0, 2, 8),
-                drop_a2=drop(0.0, 8, 2),
-                drop_w4a4=drop(0.0, 4, 4),
-                drop_prune50=drop(half, 8, 8),
+                drop_w2=next(drops),
+                drop_a2=next(drops),
+                drop_w4a4=next(drops),
+                drop_prune50=next(drops),
                 hessian_trace=traces[unit.index],
                 weight_count=weight_count,
             )

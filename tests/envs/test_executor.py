@@ -167,3 +167,82 @@ def test_a_zoo_built_on_a_process_pool_is_byte_identical_and_cached_here(tmp_pat
         executor.close()
     assert [r.sha256 for r in pooled] == [r.sha256 for r in here] and len({r.sha256 for r in here}) == 2
     assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == ["tiny-a.json", "tiny-a.safetensors", "tiny-b.json", "tiny-b.safetensors"]
+
+
+class _CountingPool(ProcessExecutor):
+    """A process pool that counts the items it was given."""
+
+    items = 0
+
+    def map(self, fn, items, *args, **kwargs) -> list:
+        self.items += len(items)
+        return super().map(fn, items, *args, **kwargs)
+
+
+def test_probes_run_on_the_evaluators_pool_and_equal_the_in_process_probes():
+    from metacompress.envs.evaluator import ModelEvaluator
+    from metacompress.envs.probes import compute_probes
+
+    model, data = tiny_loader("resnet")
+    in_process = compute_probes(ModelEvaluator(model, data))
+    pooled_evaluator, executor = ModelEvaluator(model, data), _CountingPool(2)
+    try:
+        pooled_evaluator.executor = executor
+        pooled = compute_probes(pooled_evaluator)
+    finally:
+        executor.close()
+    assert pooled == in_process
+    assert executor.items == 4 * sum(not unit.frozen for unit in pooled_evaluator.spec.units) > 0  # every probe ran there
+    assert any(unit.drop_w2 < 0 for unit in pooled.units)  # the probes measured something
+
+
+USER_FILE = '''
+import torch
+from torch import nn
+import metacompress as mc
+
+
+class UserNet(nn.Module):  # a class no worker process can import: it lives in the user's file
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def factory():
+    torch.manual_seed(0)
+    model = UserNet().eval()
+    x = torch.randn(120, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, mc.splits_from_arrays(x, y)
+
+
+def agreement(outputs, targets):
+    return float((outputs.argmax(1) == targets).float().mean())
+'''
+
+
+def test_a_model_and_metric_from_a_users_file_are_scored_on_a_process_pool(tmp_path):
+    from metacompress.compressors.metrics import resolve_metric
+    from metacompress.compressors.plan import Plan
+    from metacompress.envs.evaluator import ModelEvaluator
+    from metacompress.sources import load_function, load_model_source
+
+    path = tmp_path / "user_model.py"
+    path.write_text(USER_FILE)
+    model, data, _ = load_model_source(f"{path}:factory")
+    metric = load_function(f"{path}:agreement")
+    evaluator = ModelEvaluator(model, data, metric=resolve_metric(metric))
+    plans = [Plan.uniform(evaluator.spec, prune=p, w_bits=w, a_bits=w) for p, w in ((0.0, 2), (0.5, 4))]
+    expected = [evaluator.proxy_accuracy(plan) for plan in plans]
+    evaluator.clear_cache()
+    executor = ProcessExecutor(2)
+    try:
+        evaluator.executor = executor
+        assert evaluator.proxy_accuracies(plans) == expected  # before v0.10: the workers could not unpickle UserNet
+    finally:
+        executor.close()
