@@ -243,6 +243,6 @@ def test_a_model_and_metric_from_a_users_file_are_scored_on_a_process_pool(tmp_p
     executor = ProcessExecutor(2)
     try:
         evaluator.executor = executor
-        assert evaluator.proxy_accuracies(plans) == expected  # before v0.10: the workers could not unpickle UserNet
+        assert evaluator.proxy_accuracies(plans) == expected  # v0.9: the workers could not unpickle UserNet
     finally:
         executor.close()
