@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,8 +77,14 @@ def splits_from_arrays(x, y, search_fraction: float = 0.25, test_fraction: float
     return DatasetSplits(name, tuple(x.shape[1:]), classes, pick(train), pick(search), pick(test), seed)
 
 
+def _is_array_pair(split) -> bool:
+    """``(x, y)``: two tensors or numpy arrays, the form most training code holds its data in."""
+    return (isinstance(split, (tuple, list)) and len(split) == 2
+            and all(isinstance(a, (torch.Tensor, np.ndarray)) and a.ndim >= 1 for a in split))
+
+
 def as_split(split, name: str) -> Split:
-    """One split as tensors: anything with ``.x``/``.y``, a DataLoader, or a Dataset of (input, target) pairs.
+    """One split as tensors: anything with ``.x``/``.y``, an ``(x, y)`` pair of arrays, a DataLoader, or a Dataset of (input, target) pairs.
 
     Raises:
         InvalidData: the split is none of these, or its items are not (input, target) pairs.
@@ -86,6 +93,11 @@ def as_split(split, name: str) -> Split:
 
     if hasattr(split, "x") and hasattr(split, "y"):
         return split
+    if _is_array_pair(split):
+        x, y = split
+        if len(x) != len(y):
+            raise InvalidData(f"the {name} split is an (x, y) pair with {len(x)} inputs and {len(y)} targets; pass one target per input")
+        return Split(as_inputs(x), torch.as_tensor(y))
     if isinstance(split, DataLoader):
         pairs = list(split)
         join = torch.cat
@@ -94,8 +106,8 @@ def as_split(split, name: str) -> Split:
         join = torch.stack
     else:
         raise InvalidData(
-            f"the {name} split is a {type(split).__name__}; pass an object with .x and .y tensors, a "
-            "torch.utils.data.DataLoader or a Dataset of (input, target) pairs"
+            f"the {name} split is a {type(split).__name__}; pass an object with .x and .y tensors, an (x, y) pair of "
+            "arrays, a torch.utils.data.DataLoader or a Dataset of (input, target) pairs"
         )
     if not pairs or not all(isinstance(p, (tuple, list)) and len(p) >= 2 for p in pairs):
         raise InvalidData(f"the {name} split yields {type(pairs[0]).__name__ if pairs else 'nothing'}; each item must be an (input, target) pair")
@@ -117,14 +129,14 @@ class UserSplits:
 def as_splits(data) -> UserSplits:
     """``data``'s three splits as tensors: ``data`` has ``.train``/``.search``/``.test`` or is a mapping with those keys.
 
-    Each split may be tensors (``.x``/``.y``), a DataLoader or a Dataset (see ``as_split``).
+    Each split may be tensors (``.x``/``.y``), an ``(x, y)`` pair, a DataLoader or a Dataset (see ``as_split``).
     """
     get = data.get if isinstance(data, Mapping) else lambda key: getattr(data, key, None)
     missing = [name for name in SPLITS if get(name) is None]
     if missing:
         raise InvalidData(
             f"data has no {', '.join(missing)} split; pass an object or dict with train, search and test splits "
-            "(tensors with .x/.y, DataLoaders or Datasets), e.g. metacompress.splits_from_arrays(x, y)"
+            "(tensors with .x/.y, (x, y) pairs, DataLoaders or Datasets), e.g. metacompress.splits_from_arrays(x, y)"
         )
     if all(hasattr(get(name), "x") and hasattr(get(name), "y") for name in SPLITS) and not isinstance(data, Mapping):
         return data

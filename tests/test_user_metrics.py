@@ -149,13 +149,19 @@ def test_rare_classes_and_regression_targets_fall_back_to_a_seeded_unstratified_
     assert mc.splits_from_arrays(x, (x[:, 0] > 0).long()).name == "user"  # class ids that can be stratified still are
 
 
-def test_dataloaders_and_datasets_give_the_plan_tensors_give(probabilities):
+def test_dataloaders_datasets_and_array_pairs_give_the_plan_tensors_give(probabilities):
     model, data = probabilities
     loaders = {name: DataLoader(TensorDataset(getattr(data, name).x, getattr(data, name).y), batch_size=32) for name in ("train", "search", "test")}
     datasets = {"train": TensorDataset(data.train.x, data.train.y), "search": loaders["search"], "test": TensorDataset(data.test.x, data.test.y)}
+    pairs = {"train": (data.train.x, data.train.y), "search": [data.search.x, data.search.y],
+             "test": (data.test.x.double().numpy(), data.test.y.numpy())}  # numpy float64 inputs become float32
     kwargs = {"planner": mc.agents.HawqPlanner(), "budget": "size=0.5", "finetune_steps": 0}
-    plans = [compress(model, d, **kwargs).plan for d in (data, as_splits(loaders), as_splits(datasets))]
-    assert plans[0] == plans[1] == plans[2]
+    plans = [compress(model, d, **kwargs).plan for d in (data, as_splits(loaders), as_splits(datasets), as_splits(pairs))]
+    assert plans[0] == plans[1] == plans[2] == plans[3]
+    assert as_splits(pairs).test.x.dtype == torch.float32
+    n = len(data.train.x)
+    with pytest.raises(InvalidData, match=f"the train split is an \\(x, y\\) pair with {n} inputs and {n - 1} targets; pass one target per input"):
+        as_splits({**pairs, "train": (data.train.x, data.train.y[:-1])})
     assert mc.compress(model, data.train.x[:8], loaders, hardware="m7-mcu", **kwargs).plan == plans[0]  # a dict of loaders directly
     with pytest.raises(InvalidData, match="the search split is a int; pass an object with .x and .y"):
         as_splits({"train": loaders["train"], "search": 3, "test": loaders["test"]})
