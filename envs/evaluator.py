@@ -174,23 +174,38 @@ class ModelEvaluator:
         self._cache[key] = value
         return value
 
-    def proxy_accuracies(self, plans: Sequence[Plan], finetune_steps: int | None = None) -> list[float]:
+    def proxy_accuracies(self, plans: Sequence[Plan], finetune_steps: int | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> list[float]:
         """``proxy_accuracy`` of each plan, the new distinct ones evaluated together on ``executor``.
 
         Same values as one ``proxy_accuracy`` call per plan (each worker rebuilds this
         evaluator from the same weights and data and scores a plan deterministically), and
         the same ``stats.evaluations``; ``stats.seconds`` sums the workers' seconds.
+        ``progress(done, total)`` is called here as plans are scored (cached ones count as done).
         """
         steps = self.search_finetune_steps if finetune_steps is None else finetune_steps
         if self.executor.backend == "inprocess":
-            return [self.proxy_accuracy(plan, steps) for plan in plans]
+            scores = []
+            for plan in plans:
+                scores.append(self.proxy_accuracy(plan, steps))
+                if progress is not None:
+                    progress(len(scores), len(plans))
+            return scores
         new: dict[tuple, Plan] = {}
         for plan in plans:
             key = (plan.key(), steps)
             if key not in self._cache and key not in new:
                 new[key] = plan
         if new:
-            scored = self.executor.map(timed(_score_plan), [(plan, steps) for plan in new.values()], self.shipment())
+            done = len(plans) - len(new)  # the cached ones
+
+            def finished(_: int, __: Any) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(done, len(plans))
+
+            scored = self.executor.map(timed(_score_plan), [(plan, steps) for plan in new.values()], self.shipment(), finished)
             for key, (value, seconds) in zip(new, scored):
                 self._cache[key] = value
                 self.stats.evaluations += 1

@@ -30,7 +30,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -217,12 +217,13 @@ def _finite_difference_hvps(model, layers, x, y, samples, seed, kind: str = "log
         yield vs, [(p - m) / (2 * eps) for p, m in zip(plus, minus)]
 
 
-def compute_probes(evaluator: ModelEvaluator, seed: int = 0) -> ModelProbes:
+def compute_probes(evaluator: ModelEvaluator, seed: int = 0, progress: Callable[[int, int], None] | None = None) -> ModelProbes:
     """Run every probe for every non-frozen unit (4 proxy evaluations per unit + HVPs).
 
     The single-unit plans are scored as one batch (``ModelEvaluator.proxy_accuracies``), so
     an evaluator given a process or Ray executor probes its units in parallel; the values
-    are the same on every executor.
+    are the same on every executor. ``progress(done, total)`` follows the evaluations (on a
+    large model they take minutes).
     """
     spec = evaluator.spec
     traces, estimator = hessian_traces(evaluator, seed=seed)
@@ -231,7 +232,9 @@ def compute_probes(evaluator: ModelEvaluator, seed: int = 0) -> ModelProbes:
     for unit in probed:
         half = 0.5 if unit.prunable and unit.channels // unit.channel_step >= 2 else 0.0
         plans += [_single_unit_plan(evaluator, unit.index, prune, w, a) for prune, w, a in ((0.0, 2, 8), (0.0, 8, 2), (0.0, 4, 4), (half, 8, 8))]
-    drops = iter([score - evaluator.base_search_accuracy for score in evaluator.proxy_accuracies(plans, finetune_steps=0)])
+    if progress is not None:
+        progress(0, len(plans))  # the Hessian traces are done
+    drops = iter([score - evaluator.base_search_accuracy for score in evaluator.proxy_accuracies(plans, finetune_steps=0, progress=progress)])
     units = []
     for unit in spec.units:
         weight_count = sum(l.weight_count(l.in_channels, l.out_channels) for l in spec.layers_of(unit.index))

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -37,6 +38,7 @@ from metacompress.report import decision_table
 log = logging.getLogger(__name__)
 
 DEFAULT_FINETUNE_STEPS = 300
+PROGRESS_EVERY_S = 30.0  # a long stage logs how far it is at most this often
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def compress(
                 projector.check_feasible(task_name)  # structure only: before the probes
             _log_stage(start, f"analysed {name}: {_structure(evaluator.spec)}; probing each unit "
                               f"({4 * sum(not u.frozen for u in evaluator.spec.units)} proxy evaluations and the Hessian traces)")
-            probes = compute_probes(evaluator, seed)
+            probes = compute_probes(evaluator, seed, _stage_progress(start, "probes"))
             _log_stage(start, f"probed; planning with {planner.name} ({few_shot} proxy evaluations), then {finetune_steps} KD steps of recovery")
             walk = None
             if target_drop is None:
@@ -285,6 +287,18 @@ def compress(
 def _log_stage(start: float, message: str) -> None:
     """One progress line (the CLI shows them on stderr): on a large model a stage takes minutes."""
     log.info("[%6.1f s] %s", time.perf_counter() - start, message)
+
+
+def _stage_progress(start: float, what: str, every_s: float = PROGRESS_EVERY_S) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` that logs a line at most every ``every_s`` seconds (nothing on a quick stage)."""
+    last = [time.perf_counter()]
+
+    def progress(done: int, total: int) -> None:
+        if time.perf_counter() - last[0] >= every_s and done < total:
+            last[0] = time.perf_counter()
+            _log_stage(start, f"{what}: {done} of {total} evaluations")
+
+    return progress
 
 
 def _structure(spec) -> str:

@@ -184,14 +184,17 @@ def test_probes_run_on_the_evaluators_pool_and_equal_the_in_process_probes():
     from metacompress.envs.probes import compute_probes
 
     model, data = tiny_loader("resnet")
-    in_process = compute_probes(ModelEvaluator(model, data))
+    in_process_progress, pooled_progress = [], []
+    in_process = compute_probes(ModelEvaluator(model, data), progress=lambda *done: in_process_progress.append(done))
     pooled_evaluator, executor = ModelEvaluator(model, data), _CountingPool(2)
     try:
         pooled_evaluator.executor = executor
-        pooled = compute_probes(pooled_evaluator)
+        pooled = compute_probes(pooled_evaluator, progress=lambda *done: pooled_progress.append(done))
     finally:
         executor.close()
     assert pooled == in_process
+    total = executor.items
+    assert in_process_progress == pooled_progress == [(done, total) for done in range(total + 1)]  # one call per evaluation
     assert executor.items == 4 * sum(not unit.frozen for unit in pooled_evaluator.spec.units) > 0  # every probe ran there
     assert any(unit.drop_w2 < 0 for unit in pooled.units)  # the probes measured something
 
