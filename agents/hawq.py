@@ -58,7 +58,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -74,6 +74,7 @@ from metacompress.envs.context import TaskContext
 from metacompress.compressors.budget import FEASIBILITY_TOLERANCE, PlanVectors, UnitChoice
 
 ILP_ROUNDS = 6
+BISECTION_STEPS = 8  # ILP solves that look for a fitting budget when no round fits (``_largest_fitting``)
 ILP_SECONDS = 30.0  # per solve; HiGHS returns its best feasible point if it hits the limit
 TIE_BREAK = 1e-6  # relative weight of "compress less" among options of equal sensitivity
 
@@ -347,8 +348,10 @@ def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = I
     Round 1 prices options around the unpruned W8A8 model; each later round prices them
     around the previous solution (exact there) and moves the ILP's budget by the previous
     solution's true overshoot (tighter) or undershoot (looser). The feasible solution
-    with the lowest summed sensitivity wins; if none fits, the last one (the env's
-    projection then makes it fit).
+    with the lowest summed sensitivity wins. If none fits (tight budgets, where pruning one
+    unit also shrinks its neighbours' inputs and the linear prices miss it by 1.3-7x), the
+    ILP's budget is bisected around the last solution (``_largest_fitting``); only if that
+    fails too is the last solution returned, for the env's projection to make it fit.
     """
     spec = context.spec
     partial = [affected_spec(spec, o.unit) for o in options]
@@ -358,28 +361,57 @@ def solve_hawq(context: TaskContext, options: list[UnitOptions], rounds: int = I
     limit = context.budget.fraction
     best: HawqSolution | None = None
     trace: list[tuple[float, float, bool]] = []
-    for _ in range(rounds):
-        base = total_cost(spec, context.budget.kind, *reference, context.hardware) / context.reference_cost
-        picks = _solve_ilp(objective, _marginal_costs(context, options, partial, reference), limit - base)
+
+    def solve(costs: list[np.ndarray], allowance: float) -> HawqSolution | None:
+        picks = _solve_ilp(objective, costs, allowance)
         if picks is None:
-            break
+            return None
         choices = tuple(o.choices[i] for o, i in zip(options, picks))
-        vectors = context.projector.executed_vectors(choices)
-        ratio = context.cost_ratio(*vectors)
+        ratio = context.cost_ratio(*context.projector.executed_vectors(choices))
         fits = ratio <= context.budget.fraction * (1 + FEASIBILITY_TOLERANCE)
         value = float(sum(o.sensitivity[i] for o, i in zip(options, picks)))
         trace.append((ratio, value, fits))
-        last = HawqSolution(choices, value, ratio, fits, tuple(trace))
-        if fits and (best is None or value < best.objective):
+        return HawqSolution(choices, value, ratio, fits, ())
+
+    last: HawqSolution | None = None
+    for _ in range(rounds):
+        base = total_cost(spec, context.budget.kind, *reference, context.hardware) / context.reference_cost
+        solution = solve(_marginal_costs(context, options, partial, reference), limit - base)
+        if solution is None:
+            break
+        last = solution
+        if last.fits and (best is None or last.objective < best.objective):
             best = last
-        limit -= ratio - context.budget.fraction
-        reference = vectors
+        limit -= last.cost_ratio - context.budget.fraction
+        reference = context.projector.executed_vectors(last.choices)
+    if best is None and last is not None:
+        costs = _marginal_costs(context, options, partial, reference)
+        base = total_cost(spec, context.budget.kind, *reference, context.hardware) / context.reference_cost
+        best = _largest_fitting(solve, costs, context.budget.fraction - base) or last
     if best is not None:
         return replace(best, trace=tuple(trace))
-    if trace:
-        return replace(last, trace=tuple(trace))
     most = tuple(context.projector.most_compressed(u) for u in context.decision_units)
     return HawqSolution(most, float("nan"), context.cost_ratio(*context.projector.executed_vectors(most)), True, ())
+
+
+def _largest_fitting(solve: Callable[[list[np.ndarray], float], HawqSolution | None], costs: list[np.ndarray], high: float,
+                     steps: int = BISECTION_STEPS) -> HawqSolution | None:
+    """The ILP under the largest budget (on fixed linear prices ``costs``) whose plan really fits, by bisection.
+
+    ``high`` is the allowance the prices give the whole budget; its plan overshoots. At the
+    lowest allowance every unit takes its cheapest option (the most compressed plan, which
+    fits on any feasible task); between the two, a plan's true cost grows with the allowance.
+    """
+    low = float(sum(c.min() for c in costs))
+    best = None
+    for _ in range(steps):
+        middle = (low + high) / 2
+        solution = solve(costs, middle)
+        if solution is not None and solution.fits:
+            best, low = (solution if best is None or solution.objective < best.objective else best), middle
+        else:  # over budget (or HiGHS found nothing within its time): a smaller allowance
+            high = middle
+    return best
 
 
 def fill_budget(context: TaskContext, vectors: PlanVectors, options: list[UnitOptions]) -> PlanVectors:

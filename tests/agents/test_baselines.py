@@ -21,7 +21,8 @@ from metacompress.agents import (
     evaluate_planner,
     rollout,
 )
-from metacompress.agents.hawq import _native_stdout_silenced
+from metacompress.agents import hawq
+from metacompress.agents.hawq import _native_stdout_silenced, solve_hawq, unit_options
 from metacompress.compressors.hardware import get_hardware
 from metacompress.compressors.plan import kept_channels_for
 from metacompress.envs.context import TaskContext
@@ -231,6 +232,16 @@ def test_hawq_spends_the_budget_its_ilp_plan_leaves(context):
     assert result.info["plan_sensitivity"] <= solution.objective * (1 + 1e-9)  # the fill may trade, only to a lower score
     assert solution.cost_ratio < 0.6 * 0.12  # the ILP's best fitting round leaves over 40% unspent here
     assert result.cost_ratio > 0.9 * 0.12
+
+
+def test_when_no_round_of_the_ilp_fits_its_budget_is_bisected_to_a_plan_that_does(evaluator, probes, monkeypatch):
+    """At 2% of the energy the linear prices miss every round's true cost; v0.9 left the cut to the env's projection."""
+    tight = TaskContext(evaluator, probes, get_hardware("bitfusion-asic"), Budget("energy", 0.02))
+    solution = solve_hawq(tight, unit_options(tight))
+    assert solution.fits and 0.9 * 0.02 < solution.cost_ratio <= 0.02 * (1 + FEASIBILITY_TOLERANCE)
+    assert tight.projector.fits(*tight.projector.executed_vectors(solution.choices))
+    monkeypatch.setattr(hawq, "_largest_fitting", lambda *args, **kwargs: None)  # the rounds alone
+    assert not solve_hawq(tight, unit_options(tight)).fits
 
 
 @pytest.mark.parametrize("kind,hardware,fraction", [("size", "bitfusion-asic", 0.3), ("energy", "bitfusion-asic", 0.3)], ids=["size", "energy"])
