@@ -291,11 +291,12 @@ def _log_stage(start: float, message: str) -> None:
 
 def _stage_progress(start: float, what: str, every_s: float = PROGRESS_EVERY_S) -> Callable[[int, int], None]:
     """A ``progress(done, total)`` that logs a line at most every ``every_s`` seconds (nothing on a quick stage)."""
-    last = [time.perf_counter()]
+    last = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        if time.perf_counter() - last[0] >= every_s and done < total:
-            last[0] = time.perf_counter()
+        nonlocal last
+        if time.perf_counter() - last >= every_s and done < total:
+            last = time.perf_counter()
             _log_stage(start, f"{what}: {done} of {total} evaluations")
 
     return progress
