@@ -36,7 +36,7 @@ class LayerCostModel(Protocol):
 
 def layer_shapes(spec: ModelSpec, kept: Sequence[int]) -> list[tuple[int, int]]:
     """``(kept_in, kept_out)`` of every layer given each unit's kept channels."""
-    return [(layer.kept_in(kept), kept[layer.unit]) for layer in spec.layers]
+    return [(layer.kept_in(kept), layer.kept_out(kept)) for layer in spec.layers]
 
 
 def count_params(spec: ModelSpec, kept: Sequence[int]) -> int:

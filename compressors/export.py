@@ -65,7 +65,7 @@ def export(
     plan.check_model(spec)
     compressed = plain_copy(model).eval()
     removals = [
-        (unit_graph.root, unit_graph.removed_channels(unit, decision.kept_channels))
+        (unit_graph, unit_graph.removed_channels(unit, decision.kept_channels))
         for unit, unit_graph, decision in zip(spec.units, graph.units, plan.decisions)
     ]
     prune_units(compressed, example_input, removals)

@@ -109,6 +109,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     unit_graphs: list[UnitGraph] = []
     layer_unit: dict[str, int] = {}
     in_links: dict[str, list[tuple[int, int]]] = {name: [] for name in order}
+    out_per_channel: dict[str, int] = {}
     claimed: dict[tuple[str, str], tuple[set[int], int]] = {}
     fp32_in_units = 0
     for name in order:
@@ -124,11 +125,13 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         for target in unit_graph.targets:
             if target.role == "in" and target.module in in_links:
                 in_links[target.module].append((index, target.indices.shape[1]))
+            elif target.role == "out" and target.module in unit.layers:
+                out_per_channel[target.module] = target.indices.shape[1]
         fp32_in_units += unit.fp32_per_channel * unit.channels
         units.append(unit)
         unit_graphs.append(unit_graph)
 
-    layers = [_layer_spec(work.get_submodule(n), n, positions[n], layer_unit[n], in_links[n]) for n in order]
+    layers = [_layer_spec(work.get_submodule(n), n, positions[n], layer_unit[n], in_links[n], out_per_channel.get(n, 1)) for n in order]
     total_params = sum(p.numel() for p in work.parameters())
     layer_params = sum(l.weight_count(l.in_channels, l.out_channels) + l.out_channels * l.has_bias for l in layers)
     spec = ModelSpec(
@@ -364,7 +367,8 @@ def _make_unit(index: int, name: str, info: GroupInfo, frozen: set[str], outputs
     return unit, graph
 
 
-def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: int, in_units: list[tuple[int, int]]) -> LayerSpec:
+def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: int, in_units: list[tuple[int, int]],
+                out_per_channel: int) -> LayerSpec:
     if isinstance(module, nn.Linear):
         kind, cin, cout, kernel, stride, groups = "linear", module.in_features, module.out_features, (), 1, 1
     elif isinstance(module, OutputMajorEmbedding):
@@ -390,6 +394,7 @@ def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: 
         unit=unit,
         in_units=links,
         transposed=getattr(module, "transposed", False),
+        out_per_channel=out_per_channel,
     )
 
 

@@ -78,6 +78,10 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     except Exception as exc:  # e.g. its index mapping through a GRU's packed output
         info.problems.append(f"Torch-Pruning cannot trace its channels ({type(exc).__name__}: {exc})")
         return info
+    paired = reach is not None and _paired_channels(reach, (id(module), True), channels)
+    if paired:  # the conv before a GLU, a stream a ghost module writes back into: one unit channel is k of the root's
+        reach = [reach[pair[0]] for pair in paired]
+        channels = info.channels = len(paired)
     info.out_layers, info.targets = [], []
     grouped: set[int] = set()
     uneven, lost, mixing = [], [], []  # module names, summarised in one problem each
@@ -106,7 +110,7 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
                 grouped.add(target.groups)
                 if not is_out:  # weight columns are per group
                     indices = indices % (target.in_channels // target.groups)
-            if is_out and indices.shape[1] > 1:  # it becomes a unit of its own
+            if is_out and indices.shape[1] > 1 and not (paired and name == root):  # it becomes a unit of its own
                 info.problems.append(f"{name} has {indices.shape[1]} output channels per channel of this group (they meet a concat of a layer and a copy of it)")
                 continue
             if is_out and name not in info.out_layers:
@@ -197,6 +201,25 @@ def _single_channel_reach(graph: tp.DependencyGraph, module: nn.Module, pruner, 
             found.setdefault(key, set()).update(int(i) for i in item.idxs)
         reach.append(found)
     return reach
+
+
+def _paired_channels(reach: list[dict[tuple[int, bool], set[int]]], root: tuple[int, bool], channels: int) -> list[list[int]] | None:
+    """The root's output channels grouped by what pruning one of them takes along, if each takes k > 1 of them.
+
+    Pruning channel ``c`` of the conv before a GLU removes channel ``c`` of the gate's output,
+    so Torch-Pruning also removes channel ``c + C`` of the conv (the other half). Such
+    channels always go together: they are one channel of the unit. None when every channel
+    goes alone, or when the classes are uneven or do not reach the same layers.
+    """
+    own = [tuple(sorted(found.get(root, ()))) for found in reach]
+    if all(len(mine) <= 1 for mine in own):
+        return None
+    pairs = sorted(set(own))
+    if len({len(pair) for pair in pairs}) != 1 or sorted(c for pair in pairs for c in pair) != list(range(channels)):
+        return None
+    if any(reach[c] != reach[pair[0]] for pair in pairs for c in pair):
+        return None
+    return [list(pair) for pair in pairs]
 
 
 def _indices_per_channel(idxs: list[int], key: tuple[int, bool], channels: int, reach) -> torch.Tensor | None:

@@ -44,6 +44,8 @@ class LayerSpec:
             Linear after a flatten, 1 otherwise).
         in_fixed: input features that no unit prunes (e.g. image channels).
         transposed: a transposed conv: its kernel is applied at every *input* position.
+        out_per_channel: output channels each channel of its unit owns (2 for the conv before
+            a GLU, whose two halves gate each other; 1 otherwise).
     """
 
     name: str
@@ -60,6 +62,7 @@ class LayerSpec:
     in_units: tuple[tuple[int, int], ...] = ()
     in_fixed: int = 0
     transposed: bool = False
+    out_per_channel: int = 1
 
     @property
     def is_lookup(self) -> bool:
@@ -73,6 +76,10 @@ class LayerSpec:
     def kept_in(self, kept: tuple[int, ...] | list[int]) -> int:
         """Input features kept, given every unit's kept channel count (indexed by unit)."""
         return self.in_fixed + sum(kept[u] * per_channel for u, per_channel in self.in_units)
+
+    def kept_out(self, kept: tuple[int, ...] | list[int]) -> int:
+        """Output channels kept, given every unit's kept channel count (indexed by unit)."""
+        return kept[self.unit] * self.out_per_channel
 
     def inputs_per_output(self, kept_in: int) -> int:
         """Input features each output channel reads (1 for depthwise, in/groups otherwise)."""
@@ -167,8 +174,10 @@ class ModelSpec:
         """A short hash of the structure: plans are bound to the model by it."""
         structure = {
             "units": [(u.name, u.layers, u.channels, u.channel_step, u.prunable, u.frozen) for u in self.units],
-            # ``transposed`` only where set: the other models keep the fingerprints their saved plans carry
-            "layers": [{k: v for k, v in asdict(layer).items() if k != "transposed" or v} for layer in self.layers],
+            # ``transposed`` and ``out_per_channel`` only where not their default: the other models keep the
+            # fingerprints their saved plans carry
+            "layers": [{k: v for k, v in asdict(layer).items() if (k, v) not in (("transposed", False), ("out_per_channel", 1))}
+                       for layer in self.layers],
             "input_shape": list(self.input_shape),
         }
         return hashlib.sha256(json.dumps(structure, sort_keys=True).encode()).hexdigest()[:16]
@@ -189,7 +198,7 @@ class ModelSpec:
     def macs(self) -> int:
         """Multiply-accumulates per sample of the unpruned model's quantizable layers."""
         full = self.full_kept
-        return sum(layer.macs(layer.kept_in(full), full[layer.unit]) for layer in self.layers)
+        return sum(layer.macs(layer.kept_in(full), layer.out_channels) for layer in self.layers)
 
     def to_frame(self):
         """One row per unit: name, kind, channels, layers, params, MACs (pandas DataFrame)."""
@@ -211,10 +220,10 @@ class ModelSpec:
                     "prunable": unit.prunable,
                     "frozen": unit.frozen,
                     "params": sum(
-                        layer.weight_count(layer.kept_in(full), unit.channels) + unit.channels * layer.has_bias
+                        layer.weight_count(layer.kept_in(full), layer.out_channels) + layer.out_channels * layer.has_bias
                         for layer in layers
                     ),
-                    "macs": sum(layer.macs(layer.kept_in(full), unit.channels) for layer in layers),
+                    "macs": sum(layer.macs(layer.kept_in(full), layer.out_channels) for layer in layers),
                     "note": unit.reason,
                 }
             )

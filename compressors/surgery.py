@@ -27,9 +27,10 @@ from torch_pruning import ops as tp_ops
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.pruner.function import InstanceNormPruner
 
-from metacompress.compressors import embedding_table, instance_norm
+from metacompress.compressors import embedding_table, gated, instance_norm
 from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
+from metacompress.compressors.gated import SplitGLU
 from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
@@ -75,6 +76,15 @@ class UnitGraph:
     def removed_channels(self, unit, kept: int) -> torch.Tensor:
         """The channel indices a plan keeping ``kept`` channels of ``unit`` (a ``UnitSpec``) removes."""
         return self.removal_order[: unit.channels - kept]
+
+    def root_channels(self, removed: torch.Tensor) -> torch.Tensor:
+        """The root layer's output channels that removing the unit's ``removed`` channels removes.
+
+        The same indices, except where each unit channel owns several of the root's (the conv
+        before a GLU: channel ``c`` is its outputs ``c`` and ``c + C``).
+        """
+        own = next((t.indices for t in self.targets if t.module == self.root and t.role == "out"), None)
+        return removed if own is None else own[removed].flatten()
 
 
 def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: list[nn.Module] = ()) -> tp.DependencyGraph:
@@ -185,6 +195,7 @@ REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Modu
     (embedding_table.convertible, OutputMajorEmbedding),
     (is_transposed_linear, as_linear),
     (instance_norm.convertible, PlainInstanceNorm),
+    (gated.convertible, SplitGLU),
 )
 
 
@@ -208,7 +219,8 @@ def plain_copy(model: nn.Module) -> nn.Module:
     channel first, as every stage reads a weight), an LSTM or GRU into ``UnrolledRNN``
     (Linears stepped over time), an ``nn.Embedding`` into ``OutputMajorEmbedding`` (its table
     stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``, an affine
-    ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` (so Torch-Pruning can follow it). A layer whose
+    ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` and an ``nn.GLU`` into a ``SplitGLU`` (so Torch-Pruning
+    can follow them). A layer whose
     weight another module shares is not rewritten.
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
@@ -283,16 +295,16 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
             module.running_var[idx] = 1
 
 
-def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[str, torch.Tensor]]) -> None:
-    """Physically remove channels, in place: ``(root layer, channel indices)`` per unit (no graph is built for none)."""
+def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[UnitGraph, torch.Tensor]]) -> None:
+    """Physically remove channels, in place: ``(unit graph, unit channel indices)`` per unit (no graph is built for none)."""
     if not any(removed.numel() for _, removed in removals):
         return
     graph = dependency_graph(model, example_input)
-    for root_name, removed in removals:
+    for unit_graph, removed in removals:
         if removed.numel():
-            root = model.get_submodule(root_name)
+            root = model.get_submodule(unit_graph.root)
             pruner = graph.get_pruner_of_module(root)
-            graph.get_pruning_group(root, pruner.prune_out_channels, removed.tolist()).prune()
+            graph.get_pruning_group(root, pruner.prune_out_channels, unit_graph.root_channels(removed).tolist()).prune()
 
 
 def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_graphs: list[UnitGraph], removed: list[torch.Tensor]) -> bool:
@@ -303,7 +315,7 @@ def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_grap
         with torch.no_grad():
             for unit_graph, channels in zip(unit_graphs, removed):
                 mask_unit(masked, unit_graph, channels)
-        prune_units(pruned, example_input, [(g.root, r) for g, r in zip(unit_graphs, removed)])
+        prune_units(pruned, example_input, list(zip(unit_graphs, removed)))
         with torch.no_grad():
             expected, actual = output_tensors(masked(example_input)), output_tensors(pruned(example_input))
     except Exception as exc:  # Torch-Pruning could not follow this group at this step

@@ -94,8 +94,8 @@ def unit_features(projector: BudgetProjector, probes: ModelProbes) -> np.ndarray
     rows = []
     for position, unit in enumerate(decision_units):
         layers = spec.layers_of(unit.index)
-        macs = sum(l.macs(l.kept_in(full), unit.channels) for l in layers)
-        weights = sum(l.weight_count(l.kept_in(full), unit.channels) for l in layers)
+        macs = sum(l.macs(l.kept_in(full), l.out_channels) for l in layers)
+        weights = sum(l.weight_count(l.kept_in(full), l.out_channels) for l in layers)
         conv_k = [l for l in layers if l.kind == "conv" and l.kernel_elems > 1]
         pointwise = [l for l in layers if l.kind == "conv" and l.kernel_elems == 1]
 

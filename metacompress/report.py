@@ -48,7 +48,7 @@ def decision_table(context: TaskContext, plan: Plan, raw_decisions: list[dict] |
     rows = []
     for unit, decision in zip(spec.units, plan.decisions):
         layers = spec.layers_of(unit.index)
-        shapes = [(layer.kept_in(plan.kept), decision.kept_channels) for layer in layers]
+        shapes = [(layer.kept_in(plan.kept), layer.kept_out(plan.kept)) for layer in layers]
         probe = context.probes.units[unit.index]
         given = raw.get(unit.name, {})
         rows.append(

@@ -31,7 +31,7 @@ SAMPLES = 48  # per split: a tiny task, so each model's probes and planners take
 EXPECTED_UNITS = {
     "mobilenetv3": (7, 6),
     "shufflenetv2": (9, 4),
-    "ghostnet": (7, 2),
+    "ghostnet": (6, 3),
     "regnetx": (7, 6),
     "resnext-se": (6, 5),
     "convnext": (3, 1),
@@ -176,7 +176,7 @@ def test_compress_refuses_an_infeasible_budget_before_the_probes(monkeypatch):
         api.compress(model, torch.randn(8, *shape), task_data(model, shape), hardware="bismo-edge", budget="bitops=0.001")
 
 
-def test_ghost_expansion_prunes_a_channel_with_its_cheap_copy():
+def test_ghost_modules_prune_a_channel_with_its_cheap_copy():
     spec = task("ghostnet").spec
     unit = next(u for u in spec.units if u.name == "blocks.0.ghost1.primary.0+1")
     assert unit.prunable and unit.layers == ("blocks.0.ghost1.primary.0", "blocks.0.ghost1.cheap.0")
@@ -184,3 +184,7 @@ def test_ghost_expansion_prunes_a_channel_with_its_cheap_copy():
     assert consumer.in_units == ((unit.index, 2),)  # each channel feeds its own column and its copy's
     gated = next(u for u in spec.units if u.name == "blocks.1.ghost1.primary.0+1")
     assert not gated.prunable and "blocks.1.se.expand has 2 output channels per channel" in gated.reason
+    # the residual stream: the ghost projection writes stem channel c + 4 from its copy of channel c, so the two go together
+    stream = next(u for u in spec.units if "stem.0" in u.layers)
+    assert stream.prunable and stream.channels == 4
+    assert next(layer for layer in spec.layers if layer.name == "stem.0").out_per_channel == 2

@@ -2,7 +2,8 @@
 embedding, a layer whose output never reaches the model output (WaveNet's last residual conv
 when only the skips are read), a PixelShuffle (ESPCN super-resolution) after a conv, 3-D
 convolutions (C3D / R(2+1)D video and volume classifiers) and transposed convolutions (U-Net
-decoders, Conv-TasNet's 1-D decoder) and GPT-2's input-major ``Conv1D`` projections."""
+decoders, Conv-TasNet's 1-D decoder), GPT-2's input-major ``Conv1D`` projections and a
+Conformer's GLU-gated convolution module."""
 
 from __future__ import annotations
 
@@ -304,3 +305,48 @@ def test_gpt2_input_major_projections_are_compressed_as_linears_and_the_users_mo
     again = mc.load_compressed(tmp_path / "model", GPTBlockClassifier())
     with torch.no_grad():
         assert torch.equal(again(ids), result.model(ids))
+
+
+class ConformerConv(nn.Module):
+    """A Conformer block's convolution module (torchaudio's and ESPnet's layout): LayerNorm, a pointwise
+    conv to twice the width, ``nn.GLU`` over the channels, a depthwise conv, BatchNorm, SiLU, a
+    pointwise conv back, added to the residual stream."""
+
+    def __init__(self, width: int = 8, inner: int = 12) -> None:
+        super().__init__()
+        self.embed = nn.Conv1d(4, width, 3, padding=1)
+        self.norm = nn.LayerNorm(width)
+        self.module = nn.Sequential(nn.Conv1d(width, 2 * inner, 1), nn.GLU(dim=1), nn.Conv1d(inner, inner, 5, padding=2, groups=inner),
+                                    nn.BatchNorm1d(inner), nn.SiLU(), nn.Conv1d(inner, width, 1))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = h + self.module(self.norm(h.transpose(1, 2)).transpose(1, 2))
+        return self.head(h.mean(-1))
+
+
+def test_a_glu_gated_conv_prunes_both_halves_of_its_input_with_its_channels(tmp_path):
+    torch.manual_seed(0)
+    model, x = ConformerConv().eval(), torch.randn(96, 4, 16)
+    graph = build_graph(model, x)
+    gated = next(u for u in graph.spec.units if "module.0" in u.layers)
+    assert gated.prunable and gated.layers == ("module.0", "module.2") and gated.channels == 12
+    widen = next(layer for layer in graph.spec.layers if layer.name == "module.0")
+    assert widen.out_per_channel == 2 and widen.kept_out([8, 5, 3]) == 10  # 5 gate channels need 5 of each half
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
+    searched = SearchModel(model, graph, [x]).apply(plan)(x)
+    exported = mc.export(model, plan, x, [x], graph=graph)
+    assert exported.module[0].out_channels == 2 * plan.kept[gated.index] and exported.module[2].in_channels == plan.kept[gated.index]
+    assert (exported(x) - searched).abs().max().item() < 1e-4
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    assert isinstance(model.module[1], nn.GLU)  # the user's model keeps its layer
+
+    with torch.no_grad():
+        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=HawqPlanner(), finetune_steps=5, seed=0)
+    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
+    result.save(tmp_path / "run")
+    assert torch.allclose(load_compressed(tmp_path / "run" / "model", ConformerConv().eval())(x), result.model(x), atol=1e-6)
+    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
+    assert agreement["difference_points"] == 0

@@ -43,6 +43,15 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def __repr__(self) -> str:  # shapes, not thousands of values (a notebook prints the splits)
+        return f"Split(x={_describe(self.x)}, y={_describe(self.y)})"
+
+
+def _describe(values) -> str:
+    """``float32[600, 3, 32, 32]``: a tensor's or array's dtype and shape."""
+    dtype = str(getattr(values, "dtype", type(values).__name__)).removeprefix("torch.")
+    return f"{dtype}{list(getattr(values, 'shape', ()))}"
+
 
 @dataclass(frozen=True)
 class DatasetSplits:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import metacompress as mc
 from metacompress.envs.zoo.shapes import CLASSES, make_shapes
 from metacompress.envs.zoo.datasets import ATTRIBUTION, DATASETS, _make_mnist1d, _split_indices, load_dataset
 from metacompress.errors import UnknownName
@@ -88,3 +89,9 @@ def test_attribution_covers_every_dataset():
     assert set(ATTRIBUTION) == set(DATASETS)
     assert all(a["source"] and a["licence"] for a in ATTRIBUTION.values())
     assert "CC BY-SA 3.0" in ATTRIBUTION["mnist"]["licence"] and "Apache-2.0" in ATTRIBUTION["mnist1d"]["licence"]
+
+
+def test_splits_print_their_shapes_not_their_values():
+    data = mc.splits_from_arrays(torch.randn(600, 3, 32, 32), torch.randint(0, 10, (600,)))
+    text = repr(data)
+    assert "train=Split(x=float32[300, 3, 32, 32], y=int64[300])" in text and len(text) < 300
