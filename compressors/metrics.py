@@ -146,6 +146,28 @@ class Metric:
 TOP1 = Metric(top1, "top-1 accuracy")
 
 
+def r_squared(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The coefficient of determination over every output value: 1 - SSE / SST.
+
+    1 is an exact fit and 0 predicts no better than each output's mean target, so a point
+    (0.01) means what an accuracy point means: a hundredth of the scale. SST measures each
+    output position around its own mean over the samples (a forecast's horizon steps, a
+    vector's components), pooled, as one number over the whole split.
+    """
+    targets = targets.double()
+    predicted = outputs.double().reshape(targets.shape)
+    spread = ((targets - targets.mean(dim=0)) ** 2).sum()
+    return float(1.0 - ((predicted - targets) ** 2).sum() / spread.clamp_min(torch.finfo(torch.float64).tiny))
+
+
+R2 = Metric(r_squared, "R2")
+
+
+def default_metric(targets: torch.Tensor) -> Metric:
+    """What plans are scored by when the user names no metric: R2 for real-valued targets, else top-1."""
+    return R2 if targets.is_floating_point() else TOP1
+
+
 def resolve_metric(metric: Metric | MetricFn | None) -> Metric:
     """A ``Metric`` from ``None`` (top-1), a ``Metric``, or a bare ``fn(outputs, targets) -> float`` (named after it)."""
     if metric is None:

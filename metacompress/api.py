@@ -21,7 +21,8 @@ from metacompress.compressors.graph import check_model, forward_example
 from metacompress.compressors.surgery import plain_copy
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, check_max_prune
-from metacompress.compressors.metrics import TOP1, LossFn, Metric, MetricFn, check_output_kind, detect_output_kind, logits, resolve_metric
+from metacompress.compressors.metrics import (R2, LossFn, Metric, MetricFn, check_output_kind, default_metric, detect_output_kind, logits,
+                                              resolve_metric)
 from metacompress.envs.context import TaskContext
 from metacompress.envs.evaluator import ModelEvaluator
 from metacompress.envs.executor import Executor
@@ -167,10 +168,12 @@ def compress(
             projection and report.
         metric: ``fn(outputs, targets) -> float``, higher is better, over a whole split (or a
             ``Metric``); replaces top-1 accuracy in the planner's proxy, the probes and the
-            report. Targets may then be any tensor.
+            report. Targets may then be any tensor. Unset: top-1 accuracy for class ids,
+            R2 (``metrics.R2``) for real-valued targets shaped like the outputs.
         output_kind: ``"logits"``, ``"probabilities"`` or ``"regression"``: picks the
-            recovery's distillation loss (KL or MSE); default: detected where unambiguous
-            (softmax rows, one value per sample), else logits.
+            recovery's distillation loss (KL or MSE); default: ``"regression"`` when R2 is
+            the default metric, else detected where unambiguous (softmax rows, one value
+            per sample), else logits.
         loss: a distillation ``loss(student_out, teacher_out) -> scalar tensor`` instead.
         max_drop: accuracy-target mode: the cheapest plan of the budget's kind whose
             recovered search-split metric falls at most this far: points (``1.0``: one
@@ -206,7 +209,12 @@ def compress(
     few_shot = few_shot or _default_evaluations(planner)
     check_model(model)
     data = as_splits(data)
-    check_data(model, example_input, data, class_targets=score is TOP1)
+    if metric is None:
+        score = default_metric(data.train.y)
+        if score is R2 and output_kind is None:
+            output_kind = "regression"
+            log.info("real-valued targets: plans are scored by R2 and recovered as a regression (pass metric= and output_kind= to choose)")
+    check_data(model, example_input, data, score)
     modes = [(module, module.training) for module in model.modules()]  # the evaluator switches it to eval mode
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metacompress.compressors.metrics import class_dim, is_class_ids, logits
+from metacompress.compressors.metrics import R2, TOP1, Metric, class_dim, is_class_ids, logits
 from metacompress.envs.zoo.datasets import DatasetSplits, Split
 from metacompress.errors import InvalidData
 
@@ -163,14 +163,22 @@ def _class_id_problems(name: str, y: torch.Tensor, outputs: torch.Tensor | None)
     return []
 
 
-def check_data(model: nn.Module, example_input: torch.Tensor, data, class_targets: bool = True) -> None:
+def _value_problems(name: str, y: torch.Tensor, outputs: torch.Tensor | None) -> list[str]:
+    """Why ``y`` cannot be compared value by value with ``outputs`` (R2), empty if it can."""
+    if outputs is None or y.numel() // max(len(y), 1) == outputs.numel() // max(len(outputs), 1):
+        return []
+    return [f"{name}.y has {tuple(y.shape[1:])} values per sample, but the outputs have {tuple(outputs.shape[1:])}: R2 compares "
+            "them value by value; pass targets shaped like the outputs, or metric=fn for other targets"]
+
+
+def check_data(model: nn.Module, example_input: torch.Tensor, data, metric: Metric = TOP1) -> None:
     """Every split is usable before any work: shapes, finite inputs, enough samples, targets the metric can read.
 
     An empty search split would score every plan 0.0 (the planner would choose blind), and
     labels outside the model's outputs would report a wrong accuracy without any error.
 
     Args:
-        class_targets: the metric is top-1, so targets must be class ids the model can output;
+        metric: top-1 needs class ids the model can output, R2 targets shaped like the outputs;
             a user metric reads any target tensor (one per input).
 
     Raises:
@@ -196,7 +204,9 @@ def check_data(model: nn.Module, example_input: torch.Tensor, data, class_target
             problems.append(f"{name}.x holds NaN or inf")
         if len(split.x) != len(split.y):
             problems.append(f"{name} has {len(split.x)} inputs but {len(split.y)} labels")
-        elif class_targets:
+        elif metric is TOP1:
             problems.extend(_class_id_problems(name, split.y, outputs))
+        elif metric is R2:
+            problems.extend(_value_problems(name, split.y, outputs))
     if problems:
         raise InvalidData("cannot use this data: " + "; ".join(problems) + ". Build it with metacompress.splits_from_arrays(x, y).")

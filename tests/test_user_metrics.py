@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import r2_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -15,7 +16,7 @@ from metacompress.accuracy_target import MaxDrop, walk_budgets
 from metacompress.cli import main
 from metacompress.compressors import recovery
 from metacompress.compressors.export import calibration_batches
-from metacompress.compressors.metrics import detect_output_kind, distillation_loss, task_loss
+from metacompress.compressors.metrics import TOP1, detect_output_kind, distillation_loss, r_squared, task_loss
 from metacompress.data import as_splits
 from metacompress.devices import resolve_device
 from metacompress.errors import InvalidCalibration, InvalidData, MetacompressError
@@ -132,10 +133,29 @@ def test_a_metric_that_fails_or_returns_nan_is_named_with_the_shapes(regression)
         compress(model, data, metric=lambda o, t: float("nan"))
 
 
-def test_top1_still_refuses_non_class_targets_and_points_to_metric(regression):
+def test_real_valued_targets_are_scored_by_r2_and_recovered_as_a_regression_by_default(regression):
+    model, data = regression
+    s = compress(model, data).summary
+    assert (s["metric"], s["output_kind"], s["distillation"]) == ("R2", "regression", "MSE")
+    with torch.no_grad():
+        assert s["test_accuracy_original"] == pytest.approx(r2_score(data.test.y.numpy(), model(data.test.x).numpy()), abs=1e-6)
+    assert 0.5 < s["test_accuracy_original"] <= 1 and s["test_accuracy_compressed"] < s["test_accuracy_original"]
+
+
+def test_r2_pools_every_output_around_its_own_mean():
+    targets = torch.tensor([[0.0, 10.0], [2.0, 14.0], [4.0, 12.0]])  # column means 2 and 12: SST = 8 + 8
+    outputs = targets + torch.tensor([[1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # SSE = 3
+    assert r_squared(outputs, targets) == pytest.approx(1 - 3 / 16)
+    assert r_squared(targets.mean(dim=0).expand(3, 2), targets) == 0.0
+
+
+def test_top1_still_refuses_non_class_targets_and_r2_targets_shaped_unlike_the_outputs(regression):
     model, data = regression
     with pytest.raises(InvalidData, match="top-1 accuracy needs integer class ids.*pass metric=fn"):
-        compress(model, data)
+        compress(model, data, metric=TOP1)
+    pairs = mc.splits_from_arrays(data.train.x, data.train.y.repeat(1, 2), seed=0)
+    with pytest.raises(InvalidData, match=r"train.y has \(2,\) values per sample, but the outputs have \(1,\): R2 compares"):
+        compress(model, pairs)
 
 
 def test_rare_classes_and_regression_targets_fall_back_to_a_seeded_unstratified_split(caplog):
