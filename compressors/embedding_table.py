@@ -31,7 +31,9 @@ class OutputMajorEmbedding(nn.Module):
     """An ``nn.Embedding`` whose ``weight`` is ``(embedding_dim, num_embeddings)``.
 
     It keeps the attributes analysis reads from a layer (``in_channels``: the vocabulary,
-    ``out_channels``: the embedding width) and the lookup's ``padding_idx``.
+    ``out_channels``: the embedding width), the lookup's ``padding_idx``, and ``nn.Embedding``'s
+    own names for the two sizes, which model code reads (Whisper's encoder looks up
+    ``arange(embed_positions.num_embeddings)``).
     """
 
     lookup = True
@@ -44,6 +46,14 @@ class OutputMajorEmbedding(nn.Module):
         self.weight = nn.Parameter(source.weight.detach().t().clone(), requires_grad=source.weight.requires_grad)
         self.bias = None
         self.train(source.training)
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.in_channels
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.out_channels
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.weight.t(), self.padding_idx)

@@ -2,9 +2,10 @@
 
 Each is built from a tiny config (offline, random weights; nothing is downloaded) and goes
 through the whole pipeline: analysis, a budgeted plan, export, save and reload, and ONNX.
-They pinned three gaps: GPT-2's input-major ``Conv1D`` projections stayed fp32, Torch-Pruning's
-tracer crashed on GPT-2's cache output, and BERT's fp32 embedding tables made size budgets
-below 0.80 infeasible.
+They pinned four gaps: GPT-2's input-major ``Conv1D`` projections stayed fp32, Torch-Pruning's
+tracer crashed on GPT-2's cache output, BERT's fp32 embedding tables made size budgets
+below 0.80 infeasible, and Whisper's encoder, which reads its position table's
+``num_embeddings``, failed on the rewritten table.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ FACTORIES = {
         hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 2),
         conv_kernel=(10, 3), num_feat_extract_layers=2, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
         conv_depthwise_kernel_size=3, **IMAGE)),
+    "whisper": lambda: hf.WhisperForAudioClassification(hf.WhisperConfig(
+        num_mel_bins=8, d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, max_source_positions=8,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, **IMAGE)),
 }
 # layers a model builds but never runs (left alone and listed): the conformer's encoder keeps wav2vec2's
 # positional conv while its relative position embeddings replace it
@@ -81,6 +85,8 @@ def inputs_for(name: str, samples: int) -> torch.Tensor:
         return torch.randint(2, VOCAB, (samples, TOKENS), generator=generator)
     if name.startswith("wav2vec2"):
         return torch.randn(samples, 400, generator=generator)
+    if name == "whisper":  # 8 mel bins x 16 frames: its two convs halve them to its 8 positions
+        return torch.randn(samples, 8, 16, generator=generator)
     return torch.randn(samples, 3, 16, 16, generator=generator)
 
 
