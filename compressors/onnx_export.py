@@ -146,6 +146,12 @@ def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DE
     # nn.MultiheadAttention / nn.TransformerEncoderLayer's fused inference kernel has no ONNX
     # mapping; their standard path (linear, softmax, matmul) exports and computes the same values
     torch.backends.mha.set_fastpath_enabled(False)
+    # The exporter appends every defaulted parameter of forward() to the traced inputs, so an int
+    # default used in the computation (transformers' causal LMs: logits_to_keep=0) became a graph
+    # input onnxruntime then demands. For the call, forward is seen as forward(x).
+    own_forward = model.__dict__.get("forward")
+    bound = model.forward
+    model.forward = lambda x: bound(x)
     try:
         with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
@@ -153,6 +159,10 @@ def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DE
                               output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+        if own_forward is None:
+            del model.forward
+        else:
+            model.forward = own_forward
     return onnx.load_from_string(buffer.getvalue())
 
 

@@ -144,3 +144,26 @@ def test_adaptive_pooling_whose_sizes_do_not_divide_exports_as_matmuls():
     assert "MatMul" in {n.op_type for n in proto.graph.node}
     with torch.no_grad():
         assert (onnx_logits(session(proto.SerializeToString(), optimize=False), x) - compressed(x)).abs().max() < 1e-5
+
+
+class _KeepsLastLogits(nn.Module):
+    """A causal LM's head as transformers writes it: ``forward(x, logits_to_keep=0)`` slices the positions it scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x, logits_to_keep: int = 0, labels=None):
+        return self.head(torch.relu(self.proj(x))[:, -logits_to_keep:])
+
+
+def test_a_defaulted_forward_argument_is_a_constant_in_the_graph_not_an_input():
+    model = trained_like(_KeepsLastLogits())
+    x = torch.randn(16, 5, 4, generator=torch.Generator().manual_seed(0))
+    compressed = export(model, Plan.uniform(analyze(model, x), w_bits=6, a_bits=6), x, [x])
+    proto = to_onnx(compressed, x[:4])
+    assert [i.name for i in proto.graph.input] == ["input"]  # logits_to_keep was traced as a second input
+    with torch.no_grad():
+        assert (onnx_logits(session(proto.SerializeToString(), optimize=False), x) - compressed(x)).abs().max() < 1e-5
+    assert "forward" not in compressed.__dict__  # the export's own view of forward is gone afterwards
