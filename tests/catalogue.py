@@ -4,7 +4,9 @@ Each model keeps one public design's structure (the ops and how they are wired) 
 thousand parameters, so analysis, export and every planner run on it in about a second.
 The defects of GitHub issue 14 were measured on full-size versions of these patterns:
 hard-sigmoid SE gates, fused attention, a GRU between convs, token-mixing Linears,
-grouped convs, ghost modules. ``CATALOGUE`` maps a readable id to (builder, input shape).
+grouped convs, ghost modules. v0.11 added designs users deploy to edge hardware: YOLOv8's
+classifier (C2f's chunk and concat), RepVGG's training-time branches, PointNet's ``bmm``
+transforms and HRNet's cross-resolution fusion. ``CATALOGUE`` maps a readable id to (builder, input shape).
 """
 
 from __future__ import annotations
@@ -441,9 +443,124 @@ class R2Plus1D(nn.Module):
         return self.head(F.relu(x + self.block(x)).mean(dim=(2, 3, 4)))
 
 
+class Bottleneck(nn.Module):
+    """YOLO's bottleneck: two 3x3 conv-BN-SiLU, added to its input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.cv1, self.cv2 = conv_bn(channels, channels, 3, act=nn.SiLU), conv_bn(channels, channels, 3, act=nn.SiLU)
+
+    def forward(self, x):
+        return x + self.cv2(self.cv1(x))
+
+
+class C2f(nn.Module):
+    """ultralytics' YOLOv8 C2f: a 1x1 conv's output chunked in two, bottlenecks chained on the second
+    half, every piece concatenated into a 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int, n: int = 1) -> None:
+        super().__init__()
+        self.half = cout // 2
+        self.cv1 = conv_bn(cin, 2 * self.half, act=nn.SiLU)
+        self.m = nn.ModuleList(Bottleneck(self.half) for _ in range(n))
+        self.cv2 = conv_bn((2 + n) * self.half, cout, act=nn.SiLU)
+
+    def forward(self, x):
+        pieces = list(self.cv1(x).chunk(2, 1))
+        pieces.extend(m(pieces[-1]) for m in self.m)
+        return self.cv2(torch.cat(pieces, 1))
+
+
+class YOLOv8Cls(nn.Module):
+    """YOLOv8's classification model: strided conv-BN-SiLU stages with C2f blocks, a 1x1 conv head."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(3, 8, 3, 2, act=nn.SiLU), C2f(8, 8), conv_bn(8, 16, 3, 2, act=nn.SiLU), C2f(16, 16, 2))
+        self.neck = conv_bn(16, 32, act=nn.SiLU)
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.head(self.neck(self.body(x)).mean(dim=(2, 3)))
+
+
+class RepVGGBlock(nn.Module):
+    """RepVGG's training-time block (Ding et al. 2021): 3x3 conv-BN + 1x1 conv-BN + identity BN, summed."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.dense, self.one = conv_bn(cin, cout, 3, stride, act=None), conv_bn(cin, cout, 1, stride, act=None)
+        self.identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
+
+    def forward(self, x):
+        out = self.dense(x) + self.one(x)
+        return F.relu(out if self.identity is None else out + self.identity(x))
+
+
+class RepVGG(nn.Module):
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(RepVGGBlock(3, 8, 2), RepVGGBlock(8, 8), RepVGGBlock(8, 16, 2), RepVGGBlock(16, 16))
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+class TNet(nn.Module):
+    """PointNet's alignment network: a shared MLP, max-pooled, regressing a k x k transform (identity added)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.shared = nn.Sequential(nn.Conv1d(k, 16, 1), nn.BatchNorm1d(16), nn.ReLU())
+        self.regress = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, k * k))
+
+    def forward(self, x):
+        transform = self.regress(self.shared(x).max(dim=2).values).view(-1, self.k, self.k)
+        return transform + torch.eye(self.k, device=x.device)
+
+
+class PointNet(nn.Module):
+    """PointNet's classifier (Qi et al. 2017): input and feature transforms applied by ``bmm``, a shared
+    point-wise MLP (1x1 Conv1d), a max over the points."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.input_transform, self.feature_transform = TNet(3), TNet(8)
+        self.mlp1 = nn.Sequential(nn.Conv1d(3, 8, 1), nn.BatchNorm1d(8), nn.ReLU())
+        self.mlp2 = nn.Sequential(nn.Conv1d(8, 16, 1), nn.BatchNorm1d(16), nn.ReLU(), nn.Conv1d(16, 32, 1), nn.BatchNorm1d(32), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, classes))
+
+    def forward(self, x):  # (N, 3, points)
+        x = self.mlp1(torch.bmm(self.input_transform(x), x))
+        x = torch.bmm(self.feature_transform(x), x)
+        return self.head(self.mlp2(x).max(dim=2).values)
+
+
+class HRNetFuse(nn.Module):
+    """HRNet's exchange unit (Sun et al. 2019): a high- and a low-resolution branch, each added to the
+    other's resampled output (1x1 conv + nearest upsampling, strided 3x3 conv down)."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 8, 3)
+        self.high, self.to_low = conv_bn(8, 8, 3), conv_bn(8, 16, 3, 2)
+        self.low = conv_bn(16, 16, 3)
+        self.up, self.down = conv_bn(16, 8, act=None), conv_bn(8, 16, 3, 2, act=None)
+        self.head = nn.Linear(8 + 16, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        high, low = self.high(x), self.low(self.to_low(x))
+        high, low = F.relu(high + F.interpolate(self.up(low), size=high.shape[-2:], mode="nearest")), F.relu(low + self.down(high))
+        return self.head(torch.cat([high.mean(dim=(2, 3)), low.mean(dim=(2, 3))], 1))
+
+
 IMAGE = (3, 8, 8)
 SIGNAL = (4, 16)
 VIDEO = (3, 4, 8, 8)
+POINTS = (3, 16)  # xyz of 16 points
 CATALOGUE: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mobilenetv3": (MobileNetV3, IMAGE),
     "shufflenetv2": (ShuffleNetV2, IMAGE),
@@ -462,6 +579,10 @@ CATALOGUE: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "vit": (ViT, IMAGE),
     "unet": (UNet, IMAGE),
     "r2plus1d": (R2Plus1D, VIDEO),
+    "yolov8-cls": (YOLOv8Cls, IMAGE),
+    "repvgg": (RepVGG, IMAGE),
+    "pointnet": (PointNet, POINTS),
+    "hrnet-fuse": (HRNetFuse, IMAGE),
 }
 
 

@@ -46,6 +46,10 @@ EXPECTED_UNITS = {
     "vit": (4, 2),  # q/k/v of the split nn.MultiheadAttention prune by heads; the stream is LayerNorm-bound
     "unet": (5, 4),  # the ConvTranspose2d is a unit of its own
     "r2plus1d": (3, 2),
+    "yolov8-cls": (13, 8),  # C2f's chunked 1x1 conv and the bottleneck stream on its second half are quantize-only
+    "repvgg": (3, 2),  # each stage's three summed branches are one unit
+    "pointnet": (11, 7),  # the T-Nets' last Linears (the transforms) are quantize-only
+    "hrnet-fuse": (5, 4),
 }
 IDS = sorted(CATALOGUE)
 
