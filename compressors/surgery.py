@@ -23,7 +23,9 @@ from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 from torch.overrides import TorchFunctionMode
+from torch_pruning import _helpers as tp_helpers
 from torch_pruning import ops as tp_ops
+from torch_pruning.dependency import graph as tp_graph
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.pruner.function import InstanceNormPruner
 
@@ -103,14 +105,18 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
                                                                                PlainInstanceNorm: InstanceNormPruner()})
 
 
-class _ConcatSizes(TorchFunctionMode):
-    """Records each traced ``torch.cat``'s input sizes along its dimension, keyed by the output's ``grad_fn``."""
+class _MeasuredShapes(TorchFunctionMode):
+    """Records, keyed by the output's ``grad_fn``, each traced ``torch.cat``'s input sizes and each
+    ``chunk``/``split``'s piece sizes along their dimension (splits: only a feature map's channels)."""
 
     CATS = (torch.cat, torch.concat, torch.concatenate)
+    CHUNKS = (torch.chunk, torch.Tensor.chunk)
+    SPLITS = CHUNKS + (torch.split, torch.Tensor.split)
 
     def __init__(self) -> None:
         super().__init__()
-        self.sizes: dict = {}
+        self.concats: dict = {}
+        self.splits: dict = {}  # grad_fn -> (piece sizes, whether the pieces are a chunk's: equal by construction)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -118,62 +124,133 @@ class _ConcatSizes(TorchFunctionMode):
         if func in self.CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
             tensors = args[0] if args else kwargs["tensors"]
             dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0))
-            # Torch-Pruning's node lists only inputs with a grad_fn, each once: record only cats it lists whole
-            if all(t.grad_fn is not None for t in tensors) and len({t.grad_fn for t in tensors}) == len(tensors):
-                self.sizes[out.grad_fn] = [t.shape[dim % out.ndim] for t in tensors]
+            if all(t.grad_fn is not None for t in tensors):  # Torch-Pruning's node lists inputs with a grad_fn only
+                self.concats[out.grad_fn] = [t.shape[dim % out.ndim] for t in tensors]
+        elif func in self.SPLITS and isinstance(out, tuple) and out and out[0].grad_fn is not None:
+            dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+            # feature maps only: a recurrent layer's (N, gates) chunks, tied, would loop through its time steps
+            if out[0].ndim >= 3 and dim % out[0].ndim == 1:
+                self.splits[out[0].grad_fn] = ([t.shape[1] for t in out], func in self.CHUNKS)
         return out
 
 
 class _MeasuredConcatGraph(tp.DependencyGraph):
-    """A dependency graph whose concatenations carry their measured input sizes.
+    """A dependency graph whose concatenations and channel splits carry their measured sizes.
 
     Torch-Pruning infers a concat's input channel counts by walking the graph, and that walk
     gives up (``None``) on deep nests of skip connections such as MONAI's U-Net, where its
     index mapping then fails on ``sum`` of a ``None`` and the whole model would be
-    unprunable. The sizes the trace's own forward pass saw are exact, so they are set before
-    the mapping runs.
+    unprunable. It infers a split's piece sizes from its consumers, and pairs its i-th
+    consumer with piece i, which is wrong once a piece has several consumers (YOLOv8's C2f
+    chunks a conv's output, and the second half feeds a bottleneck, its residual add and the
+    concat). The sizes the trace's own forward pass saw are exact, and autograd says which
+    piece each consumer reads (``_chunk_index_mapping``).
     """
 
     def build_dependency(self, *args, **kwargs):
-        with _tolerant_reshape_mapping():
+        with _index_mapping_fixes():
             return super().build_dependency(*args, **kwargs)
 
     def get_pruning_group(self, *args, **kwargs):  # it re-runs the index mapping
-        with _tolerant_reshape_mapping():
+        with _index_mapping_fixes():
             return super().get_pruning_group(*args, **kwargs)
 
     def _trace(self, model, example_inputs, forward_fn, output_transform):
-        with _ConcatSizes() as concats:
+        with _MeasuredShapes() as measured:
             module2node = super()._trace(model, example_inputs, forward_fn, output_transform)
         for node in module2node.values():
-            if node.type == tp_ops.OPTYPE.CONCAT and node.grad_fn in concats.sizes:
-                node.module.concat_sizes = concats.sizes[node.grad_fn]
+            if node.type == tp_ops.OPTYPE.CONCAT and len(measured.concats.get(node.grad_fn, ())) == len(node.inputs):
+                node.module.concat_sizes = measured.concats[node.grad_fn]
+            elif node.type == tp_ops.OPTYPE.SPLIT and node.grad_fn in measured.splits:
+                sizes, node.module.measured_chunk = measured.splits[node.grad_fn]
+                node.module.measured_offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+                node.module.edge_pieces = _pieces_read(node)
         return module2node
 
 
-@contextlib.contextmanager
-def _tolerant_reshape_mapping():
-    """Torch-Pruning's reshape index mapping, leaving unmapped a reshape whose channels it infers as 0.
+def _pieces_read(split: tp_graph.Node) -> list[int] | None:
+    """Which piece of ``split`` each entry of ``split.outputs`` reads, from the consumers' autograd inputs.
 
-    torchvision's ShuffleNetV2 views its shuffled channels back to 4-D and chunks them;
-    Torch-Pruning infers 0 channels past the chunk and divides by it, which made the whole
-    model untraceable. Left unmapped, the shuffle's channels show up as mapping unevenly, so
-    only the groups it mixes are quantize-only (as for any shuffle), and trial pruning
-    (``verify_units``) still checks every unit.
+    A consumer listed twice (a concat of both pieces) reads its pieces in its inputs' order.
+    None when a consumer does not read the split directly (the mapping is then left as it was).
     """
-    original = tp_index_mapping.update_reshape_index_mapping
+    taken: dict[int, int] = {}
+    pieces = []
+    for consumer in split.outputs:
+        read = [nr for fn, nr in getattr(consumer.grad_fn, "next_functions", ()) if fn is split.grad_fn]
+        position = taken.get(id(consumer), 0)
+        if position >= len(read):
+            return None
+        pieces.append(read[position])
+        taken[id(consumer)] = position + 1
+    return pieces
+
+
+class _ChunkIndexMapping:
+    """Channel indices between a chunk's input and one of its pieces, the pieces tied together.
+
+    ``chunk`` cuts equal pieces from whatever it is given, so pruning channel ``c`` of one piece
+    is only consistent with pruning channel ``c`` of every piece: towards a piece, any input
+    channel maps to its position within its own piece; back, a piece's channel maps to its
+    offset in the input. (Torch-Pruning's ``_SplitIndexMapping`` leaves the pieces independent.)
+    """
+
+    def __init__(self, offset: list[int], reverse: bool) -> None:
+        self.offset, self.reverse = offset, reverse
+
+    def __call__(self, idxs):
+        start, end = self.offset
+        if self.reverse:
+            return [tp_helpers._HybridIndex(idx=i.idx + start, root_idx=i.root_idx) for i in idxs]
+        size, mapped = end - start, {}
+        for i in idxs:  # channels c and c + size of the input are one channel of each piece: listed once
+            mapped.setdefault(i.idx % size, tp_helpers._HybridIndex(idx=i.idx % size, root_idx=i.root_idx))
+        return list(mapped.values())
+
+
+@contextlib.contextmanager
+def _index_mapping_fixes():
+    """Torch-Pruning's index mappings, two of them corrected for the call.
+
+    Reshapes: one whose channels it infers as 0 is left unmapped. torchvision's ShuffleNetV2
+    views its shuffled channels back to 4-D and chunks them; Torch-Pruning infers 0 channels
+    past the chunk and divides by it, which made the whole model untraceable. Left unmapped,
+    the shuffle's channels show up as mapping unevenly, so only the groups it mixes are
+    quantize-only (as for any shuffle), and trial pruning (``verify_units``) still checks
+    every unit.
+
+    Channel splits measured by the trace (``_MeasuredConcatGraph``) map each consumer to the
+    piece it reads, a chunk's pieces tied (``_ChunkIndexMapping``).
+    """
+    reshape, split = tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping
 
     def tolerant(graph, node) -> None:
         try:
-            original(graph, node)
+            reshape(graph, node)
         except ZeroDivisionError:
             pass
 
-    tp_index_mapping.update_reshape_index_mapping = tolerant
+    def by_piece(graph, node) -> None:
+        pieces = getattr(node.module, "edge_pieces", None)
+        if pieces is None:
+            split(graph, node)
+            return
+        offsets, tied = node.module.measured_offsets, node.module.measured_chunk
+        mapping = _ChunkIndexMapping if tied else tp_index_mapping._SplitIndexMapping
+        for reverse in (False, True):
+            addressed: list = []
+            for consumer, piece in zip(node.outputs, pieces):
+                source, target = (consumer, node) if reverse else (node, consumer)
+                dep = next((d for d in source.dependencies if d.target == target and not any(d is a for a in addressed)), None)
+                if dep is not None:
+                    dep.index_mapping[0] = mapping(offset=offsets[piece : piece + 2], reverse=reverse)
+                    addressed.append(dep)
+
+    tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping = tolerant, by_piece
     try:
         yield
     finally:
-        tp_index_mapping.update_reshape_index_mapping = original
+        tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping = reshape, split
 
 
 def _norm_hooks(module: nn.Module) -> list:

@@ -46,7 +46,7 @@ EXPECTED_UNITS = {
     "vit": (4, 2),  # q/k/v of the split nn.MultiheadAttention prune by heads; the stream is LayerNorm-bound
     "unet": (5, 4),  # the ConvTranspose2d is a unit of its own
     "r2plus1d": (3, 2),
-    "yolov8-cls": (13, 8),  # C2f's chunked 1x1 conv and the bottleneck stream on its second half are quantize-only
+    "yolov8-cls": (11, 10),  # C2f: the chunked 1x1 conv pairs channel c of each half, with the bottleneck stream on the second
     "repvgg": (3, 2),  # each stage's three summed branches are one unit
     "pointnet": (11, 7),  # the T-Nets' last Linears (the transforms) are quantize-only
     "hrnet-fuse": (5, 4),
@@ -149,6 +149,13 @@ def test_the_gru_is_quantized_per_time_step_and_its_producer_is_quantize_only():
     assert (ih.layers, hh.layers) == (("gru.ih_l0",), ("gru.hh_l0",)) and "recurrent layer's gates" in hh.reason
     recurrent = next(layer for layer in spec.layers if layer.name == "gru.hh_l0")
     assert recurrent.out_positions == 16  # called once per time step: every call is priced
+
+
+def test_a_chunked_conv_prunes_channel_c_of_each_half_together():
+    spec = task("yolov8-cls").spec  # C2f: chunk(2) cuts equal halves, the second feeds the bottleneck's residual stream
+    unit = next(u for u in spec.units if "body.1.cv1.0" in u.layers)
+    assert unit.prunable and unit.layers == ("body.1.cv1.0", "body.1.m.0.cv2.0") and unit.channels == 4
+    assert next(layer for layer in spec.layers if layer.name == "body.1.cv1.0").out_per_channel == 2
 
 
 def test_grouped_convs_prune_the_same_position_in_every_group():
