@@ -34,7 +34,7 @@ from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, untraced_group
 from metacompress.compressors.surgery import (
-    CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
+    CONVS, QUANTIZABLE, REWRITES, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
 )
 from metacompress.errors import UnsupportedModel
 
@@ -79,7 +79,10 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     unknown = [f for f in frozen if f not in dict(work.named_modules())]
     if unknown:
         raise UnsupportedModel(f"frozen layer(s) {unknown} are not modules of this model; use names from model.named_modules()")
-    positions, order, outputs = _trace_layers(work, example_input)
+    try:
+        positions, order, outputs = _trace_layers(work, example_input)
+    except UnsupportedModel as exc:
+        raise _copy_defect(model, example_input, exc) or exc
     tied = _tied_weights(work)
     order = [name for name in order if name not in tied]
     if not order:
@@ -185,6 +188,28 @@ def forward_example(model: nn.Module, example_input: torch.Tensor):
                     "inputs, e.g. images as x.astype('float32') / 255."
                     if isinstance(example_input, torch.Tensor) and not example_input.is_floating_point() else "")
         raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}.{several}{integers}") from exc
+
+
+def _copy_defect(model: nn.Module, example_input: torch.Tensor, exc: UnsupportedModel) -> UnsupportedModel | None:
+    """The error to raise when the private copy fails on an input the user's model runs: the copy is at fault, not the input.
+
+    None when the user's model fails too (the input is the problem, as ``exc`` says).
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)
+    except Exception:  # noqa: BLE001 (the user's own forward rejects it: exc names the input)
+        return None
+    finally:
+        for module, training in modes:
+            module.training = training
+    rewritten = [name for name, module in model.named_modules() if any(matches(module) for matches, _ in REWRITES)]
+    return UnsupportedModel(
+        f"the model runs the example input, but metacompress's private copy of it does not ({exc.__cause__ or exc}); the copy "
+        f"differs in {few_names(rewritten) if rewritten else 'its folded weight norms'}, rewritten as plain layers. This is a "
+        "metacompress defect: please report it with the model's code"
+    )
 
 
 def expected_input_hint(model: nn.Module) -> str:

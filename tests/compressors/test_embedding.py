@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -87,3 +88,26 @@ def test_a_size_budget_prunes_and_quantizes_the_table_exports_reloads_and_runs_i
         assert torch.equal(again(x[:16]), result.model(x[:16]))
         graph = session(to_onnx(result.model, x[:8]).SerializeToString(), optimize=False)
         assert torch.allclose(onnx_logits(graph, x[:32]), result.model(x[:32]), atol=1e-5)
+
+
+class ReadsTableAttributes(nn.Module):
+    """Model code that reads a table's attributes, as Whisper reads ``embed_positions.num_embeddings``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(self.table.num_embeddings)[: ids.shape[1]]
+        scale = 2.0 if self.table.sparse else 1.0  # an attribute the rewritten table does not keep
+        return self.head(scale * (self.table(ids) + self.table(positions)).mean(dim=1))
+
+
+def test_a_rewritten_table_keeps_its_sizes_and_a_failure_of_the_copy_is_named_as_ours():
+    table = OutputMajorEmbedding(nn.Embedding(10, 4))
+    assert (table.num_embeddings, table.embedding_dim) == (10, 4)
+    ids = torch.randint(0, 10, (8, 5))
+    with pytest.raises(mc.errors.UnsupportedModel, match=r"the model runs the example input, but metacompress's private copy .*"
+                                                          r"'sparse'.*differs in table, .*metacompress defect"):
+        mc.analyze(ReadsTableAttributes().eval(), ids)
