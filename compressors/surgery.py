@@ -83,7 +83,7 @@ class UnitGraph:
         """The root layer's output channels that removing the unit's ``removed`` channels removes.
 
         The same indices, except where each unit channel owns several of the root's (the conv
-        before a GLU: channel ``c`` is its outputs ``c`` and ``c + C``).
+        before a GLU or a chunk: channel ``c`` is its outputs ``c`` and ``c + C``).
         """
         own = next((t.indices for t in self.targets if t.module == self.root and t.role == "out"), None)
         return removed if own is None else own[removed].flatten()
@@ -97,7 +97,7 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
         with torch.enable_grad():
             # output_tensors: a transformers ModelOutput holds nested tuples and cache objects Torch-Pruning cannot walk;
             # InstanceNormPruner reads the attributes PlainInstanceNorm keeps
-            return _MeasuredConcatGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
+            return _MeasuredGraph().build_dependency(model, example_inputs=example_input, ignored_layers=list(ignored),
                                                            output_transform=lambda out: [t for t in output_tensors(out) if t.grad_fn],
                                                            customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
                                                                                UnrolledRNN: RecurrentPruner(),
@@ -134,7 +134,7 @@ class _MeasuredShapes(TorchFunctionMode):
         return out
 
 
-class _MeasuredConcatGraph(tp.DependencyGraph):
+class _MeasuredGraph(tp.DependencyGraph):
     """A dependency graph whose concatenations and channel splits carry their measured sizes.
 
     Torch-Pruning infers a concat's input channel counts by walking the graph, and that walk
@@ -144,7 +144,7 @@ class _MeasuredConcatGraph(tp.DependencyGraph):
     consumer with piece i, which is wrong once a piece has several consumers (YOLOv8's C2f
     chunks a conv's output, and the second half feeds a bottleneck, its residual add and the
     concat). The sizes the trace's own forward pass saw are exact, and autograd says which
-    piece each consumer reads (``_chunk_index_mapping``).
+    piece each consumer reads (``_pieces_read``, ``_ChunkIndexMapping``).
     """
 
     def build_dependency(self, *args, **kwargs):
@@ -219,7 +219,7 @@ def _index_mapping_fixes():
     quantize-only (as for any shuffle), and trial pruning (``verify_units``) still checks
     every unit.
 
-    Channel splits measured by the trace (``_MeasuredConcatGraph``) map each consumer to the
+    Channel splits measured by the trace (``_MeasuredGraph``) map each consumer to the
     piece it reads, a chunk's pieces tied (``_ChunkIndexMapping``).
     """
     reshape, split = tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping
