@@ -359,3 +359,31 @@ def test_a_glu_gated_conv_prunes_both_halves_of_its_input_with_its_channels(tmp_
     assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
     agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
     assert agreement["difference_points"] == 0
+
+
+class PackedSwiGLU(nn.Module):
+    """Phi-3's MLP: one packed gate-and-up Linear chunked over the last axis, SiLU(gate) * up, then down."""
+
+    def __init__(self, width: int = 16, hidden: int = 32) -> None:
+        super().__init__()
+        self.embed, self.gate_up = nn.Linear(8, width), nn.Linear(width, 2 * hidden)
+        self.down, self.head = nn.Linear(hidden, width), nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
+        return self.head((h + self.down(F.silu(gate) * up)).mean(1))
+
+
+def test_a_packed_gate_and_up_projection_prunes_hidden_unit_c_of_both_halves():
+    torch.manual_seed(0)
+    model, x = PackedSwiGLU().eval(), torch.randn(64, 5, 8)
+    graph = build_graph(model, x[:8])
+    unit = next(u for u in graph.spec.units if u.layers == ("gate_up",))
+    assert unit.prunable and unit.channels == 32
+    assert next(layer for layer in graph.spec.layers if layer.name == "gate_up").out_per_channel == 2
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
+    exported = mc.export(model, plan, x[:8], [x], graph=graph)
+    assert exported.gate_up.out_features == 32 and exported.down.in_features == 16
+    with torch.no_grad():
+        assert (exported(x) - SearchModel(model, graph, [x]).apply(plan)(x)).abs().max().item() < 1e-4
