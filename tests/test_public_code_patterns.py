@@ -208,6 +208,29 @@ class WaveDecoder(nn.Module):
         return self.head(self.decoder(h * self.mask(h)).mean(-1))
 
 
+def export_agrees_with_search_mode(model: nn.Module, graph, x: torch.Tensor) -> nn.Module:
+    """Half of every prunable unit's channels removed at W4A6: export equals search mode and is as small as counted."""
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
+    searched = SearchModel(model, graph, [x]).apply(plan)(x)
+    exported = mc.export(model, plan, x, [x], graph=graph)
+    assert (exported(x) - searched).abs().max().item() < 1e-4
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    return exported
+
+
+def compresses_reloads_and_agrees_in_onnx(model: nn.Module, make, x: torch.Tensor, tmp_path, budget: str = "size=0.5"):
+    """The whole pipeline on a pattern: a plan within budget touching every layer, reloaded exactly, ONNX to the point."""
+    with torch.no_grad():
+        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
+    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget=budget, planner=HawqPlanner(), finetune_steps=5, seed=0)
+    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
+    result.save(tmp_path / "run")
+    assert torch.allclose(load_compressed(tmp_path / "run" / "model", make())(x), result.model(x), atol=1e-6)
+    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
+    assert agreement["difference_points"] == 0
+    return result
+
+
 @pytest.mark.parametrize("name", ["VolumeNet", "TinyUNet", "WaveDecoder"])
 def test_3d_and_transposed_convolutions_are_pruned_quantized_and_agree_from_masks_to_onnx(tmp_path, name):
     torch.manual_seed(0)
@@ -220,21 +243,8 @@ def test_3d_and_transposed_convolutions_are_pruned_quantized_and_agree_from_mask
     if name == "TinyUNet":  # a transposed conv applies its kernel at each input position: 4x4 x 16 in x 8 out x 2x2
         up = next(layer for layer in graph.spec.layers if layer.name == "up")
         assert up.transposed and up.macs(16, 8) == 16 * 16 * 8 * 4
-    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
-    searched = SearchModel(model, graph, [x]).apply(plan)(x)
-    exported = mc.export(model, plan, x, [x], graph=graph)
-    assert (exported(x) - searched).abs().max().item() < 1e-4
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
-
-    with torch.no_grad():
-        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
-    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=HawqPlanner(), finetune_steps=5, seed=0)
-    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
-    result.save(tmp_path / "run")
-    reloaded = load_compressed(tmp_path / "run" / "model", make())
-    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
-    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
-    assert agreement["difference_points"] == 0
+    export_agrees_with_search_mode(model, graph, x)
+    compresses_reloads_and_agrees_in_onnx(model, make, x, tmp_path)
     assert not any(isinstance(m, OutputMajorConvTranspose) for m in model.modules())  # the user's model keeps its layers
 
 
@@ -252,15 +262,8 @@ def test_grouped_and_depthwise_transposed_convs_are_quantized_not_pruned_and_agr
     assert not any(u.prunable for u in grouped)
     depthwise = next(layer for layer in graph.spec.layers if layer.name == "4")
     assert depthwise.kind == "depthwise" and depthwise.macs(8, 8) == 30 * 8 * 4  # 30 input positions x 8 channels x kernel 4
-    with torch.no_grad():
-        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
-    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="size=0.8", planner=HawqPlanner(), finetune_steps=5, seed=0)
-    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
+    result = compresses_reloads_and_agrees_in_onnx(model, make, x, tmp_path, budget="size=0.8")
     assert {"2", "4"} <= set(result.model.metacompress_weight_bits)
-    result.save(tmp_path / "run")
-    assert torch.allclose(load_compressed(tmp_path / "run" / "model", make())(x), result.model(x), atol=1e-6)
-    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
-    assert agreement["difference_points"] == 0
 
 
 class Conv1D(nn.Module):
@@ -343,22 +346,9 @@ def test_a_glu_gated_conv_prunes_both_halves_of_its_input_with_its_channels(tmp_
     assert gated.prunable and gated.layers == ("module.0", "module.2") and gated.channels == 12
     widen = next(layer for layer in graph.spec.layers if layer.name == "module.0")
     assert widen.out_per_channel == 2 and widen.kept_out([8, 5, 3]) == 10  # 5 gate channels need 5 of each half
-    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
-    searched = SearchModel(model, graph, [x]).apply(plan)(x)
-    exported = mc.export(model, plan, x, [x], graph=graph)
-    assert exported.module[0].out_channels == 2 * plan.kept[gated.index] and exported.module[2].in_channels == plan.kept[gated.index]
-    assert (exported(x) - searched).abs().max().item() < 1e-4
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
-
-    with torch.no_grad():
-        data = mc.splits_from_arrays(x.numpy(), model(x).argmax(1).numpy())
-    result = mc.compress(model, x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=HawqPlanner(), finetune_steps=5, seed=0)
-    assert result.summary["within_budget"] and not result.summary["untouched_layers"]
-    result.save(tmp_path / "run")
-    reloaded = load_compressed(tmp_path / "run" / "model", ConformerConv(functional=functional).eval())
-    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
-    agreement = onnx_agreement(result.model, export_onnx(result.model, tmp_path / "m.onnx", x[:2]), x, result.model(x).argmax(1))
-    assert agreement["difference_points"] == 0
+    exported = export_agrees_with_search_mode(model, graph, x)
+    assert (exported.module[0].out_channels, exported.module[2].in_channels) == (12, 6)  # 6 of 12 gate channels kept, 2 x 6 inputs
+    compresses_reloads_and_agrees_in_onnx(model, lambda: ConformerConv(functional=functional).eval(), x, tmp_path)
 
 
 class PackedSwiGLU(nn.Module):
@@ -382,8 +372,5 @@ def test_a_packed_gate_and_up_projection_prunes_hidden_unit_c_of_both_halves():
     unit = next(u for u in graph.spec.units if u.layers == ("gate_up",))
     assert unit.prunable and unit.channels == 32
     assert next(layer for layer in graph.spec.layers if layer.name == "gate_up").out_per_channel == 2
-    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
-    exported = mc.export(model, plan, x[:8], [x], graph=graph)
+    exported = export_agrees_with_search_mode(model, graph, x)
     assert exported.gate_up.out_features == 32 and exported.down.in_features == 16
-    with torch.no_grad():
-        assert (exported(x) - SearchModel(model, graph, [x]).apply(plan)(x)).abs().max().item() < 1e-4
