@@ -34,7 +34,7 @@ from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, untraced_group
 from metacompress.compressors.surgery import (
-    CONVS, QUANTIZABLE, REWRITES, UnitGraph, dependency_graph, plain_copy, rank_channels, verify_units,
+    CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, rewritten_layers, verify_units,
 )
 from metacompress.errors import UnsupportedModel
 
@@ -190,21 +190,27 @@ def forward_example(model: nn.Module, example_input: torch.Tensor):
         raise UnsupportedModel(f"the model rejects the example input of shape {shape}: {exc}. {expected_input_hint(model)}.{several}{integers}") from exc
 
 
+def eval_output(model: nn.Module, example_input: torch.Tensor):
+    """``model``'s output on ``example_input`` in eval mode without gradients; the model keeps the modes it had."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            return model.eval()(example_input)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def _copy_defect(model: nn.Module, example_input: torch.Tensor, exc: UnsupportedModel) -> UnsupportedModel | None:
     """The error to raise when the private copy fails on an input the user's model runs: the copy is at fault, not the input.
 
     None when the user's model fails too (the input is the problem, as ``exc`` says).
     """
-    modes = [(module, module.training) for module in model.modules()]
     try:
-        with torch.no_grad():
-            model.eval()(example_input)
+        eval_output(model, example_input)
     except Exception:  # noqa: BLE001 (the user's own forward rejects it: exc names the input)
         return None
-    finally:
-        for module, training in modes:
-            module.training = training
-    rewritten = [name for name, module in model.named_modules() if any(matches(module) for matches, _ in REWRITES)]
+    rewritten = rewritten_layers(model)
     return UnsupportedModel(
         f"the model runs the example input, but metacompress's private copy of it does not ({exc.__cause__ or exc}); the copy "
         f"differs in {few_names(rewritten) if rewritten else 'its folded weight norms'}, rewritten as plain layers. This is a "

@@ -290,9 +290,14 @@ REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Modu
 )
 
 
+def rewritten_layers(model: nn.Module) -> list[str]:
+    """Module paths that ``plain_copy`` replaces by another module (``REWRITES``)."""
+    return [name for name, module in model.named_modules() if any(matches(module) for matches, _ in REWRITES)]
+
+
 def needs_plain_copy(model: nn.Module) -> bool:
     """Whether ``plain_copy`` computes ``model`` with other parameters or modules than its own."""
-    return bool(weight_reparametrizations(model)) or any(matches(m) for m in model.modules() for matches, _ in REWRITES)
+    return bool(weight_reparametrizations(model)) or bool(rewritten_layers(model))
 
 
 def plain_copy(model: nn.Module) -> nn.Module:

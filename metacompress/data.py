@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metacompress.compressors.graph import eval_output
 from metacompress.compressors.metrics import R2, TOP1, Metric, class_dim, is_class_ids, logits
 from metacompress.envs.zoo.datasets import DatasetSplits, Split
 from metacompress.errors import InvalidData
@@ -185,15 +186,10 @@ def check_data(model: nn.Module, example_input: torch.Tensor, data, metric: Metr
         InvalidData: every problem found, in one message.
     """
     problems = []
-    modes = [(module, module.training) for module in model.modules()]
     try:
-        with torch.no_grad():
-            outputs = logits(model.eval()(example_input[:1]))
+        outputs = logits(eval_output(model, example_input[:1]))
     except Exception:  # noqa: BLE001  (a model that rejects its example input is reported by analyze, with the shape)
         outputs = None
-    finally:
-        for module, training in modes:
-            module.training = training
     for name in SPLITS:
         split = getattr(data, name)
         if len(split.x) < MIN_SPLIT_SAMPLES[name]:
