@@ -28,6 +28,7 @@ from torch_pruning import _helpers as tp_helpers
 from torch_pruning import ops as tp_ops
 from torch_pruning.dependency import graph as tp_graph
 from torch_pruning.dependency import index_mapping as tp_index_mapping
+from torch_pruning.dependency import shape_infer as tp_shape_infer
 from torch_pruning.pruner.function import InstanceNormPruner
 
 from metacompress.compressors import embedding_table, instance_norm
@@ -236,8 +237,11 @@ def _index_mapping_fixes():
 
     Channel splits measured by the trace (``_MeasuredGraph``) map each consumer to the
     piece it reads, a chunk's pieces tied (``_ChunkIndexMapping``).
+
+    Slices map channels only where they cut the channel dimension (``_slice_cuts_channels``).
     """
     reshape, split = tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping
+    slice_ = tp_index_mapping.update_slice_index_mapping
 
     def tolerant(graph, node) -> None:
         try:
@@ -261,11 +265,48 @@ def _index_mapping_fixes():
                     dep.index_mapping[0] = mapping(offset=offsets[piece : piece + 2], reverse=reverse)
                     addressed.append(dep)
 
-    tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping = tolerant, by_piece
+    def by_layout(graph, node) -> None:
+        cuts = _slice_cuts_channels(graph, node)
+        if cuts is None:
+            slice_(graph, node)
+        elif cuts:
+            start, step, end = node.module.start, node.module.step, node.module.end
+            for source in node.inputs:
+                for reverse, deps, target in ((True, node.dependencies, source), (False, source.dependencies, node)):
+                    for dep in deps:
+                        if dep.target == target:
+                            dep.index_mapping[0] = tp_index_mapping._SliceIndexMapping(dim=node.module.dim, start=start, end=end,
+                                                                                       step=step, reverse=reverse)
+
+    saved = reshape, split, slice_
+    (tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping,
+     tp_index_mapping.update_slice_index_mapping) = tolerant, by_piece, by_layout
     try:
         yield
     finally:
-        tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping = reshape, split
+        (tp_index_mapping.update_reshape_index_mapping, tp_index_mapping.update_split_index_mapping,
+         tp_index_mapping.update_slice_index_mapping) = saved
+
+
+def _slice_cuts_channels(graph: tp.DependencyGraph, node: tp_graph.Node) -> bool | None:
+    """Whether a traced slice cuts its input's channel dimension; None where the layout is ambiguous.
+
+    Torch-Pruning maps a slice's channels when it cuts dimension 1 of a 4-D tensor, the last of
+    a 3-D one and any of a 2-D one: 3-D tensors are (N, T, C) to it. A Conv1d's feature map is
+    (N, C, L): WaveNet's gate ``tanh(h[:, :c]) * sigmoid(h[:, c:])`` went unmapped and its conv
+    was quantize-only, while a crop in time (``h[..., pad:]``) shifted the channel indices. The
+    channel dimension of a 3-D tensor is the one whose size is its producer's channel count,
+    when just one is; a 2-D tensor's is dimension 1 (a slice of the batch maps nothing).
+    """
+    sizes = tuple(getattr(node.grad_fn, "_saved_self_sym_sizes", ()))
+    dim = node.module.dim
+    if len(sizes) not in (2, 3) or not 0 <= dim < len(sizes):
+        return None
+    if len(sizes) == 2:
+        return dim == 1
+    channels = next((c for c in (tp_shape_infer.infer_out_channels_recursively(graph, n, [0]) for n in node.inputs) if c), None)
+    matching = [d for d in (1, 2) if sizes[d] == channels]
+    return dim == matching[0] if len(matching) == 1 else None
 
 
 def _norm_hooks(module: nn.Module) -> list:

@@ -374,3 +374,52 @@ def test_a_packed_gate_and_up_projection_prunes_hidden_unit_c_of_both_halves():
     assert next(layer for layer in graph.spec.layers if layer.name == "gate_up").out_per_channel == 2
     exported = export_agrees_with_search_mode(model, graph, x)
     assert exported.gate_up.out_features == 32 and exported.down.in_features == 16
+
+
+class WaveNetBlock(nn.Module):
+    """WaveNet's gated residual unit as its public implementations write it: an unpadded dilated conv to
+    twice the width, the gate cut by slicing (``tanh(h[:, :c]) * sigmoid(h[:, c:])``), a 1x1 conv back,
+    and the residual cropped in time to the shorter output (``x[:, :, 4:]``)."""
+
+    def __init__(self, width: int = 8, inner: int = 12) -> None:
+        super().__init__()
+        self.embed = nn.Conv1d(2, width, 3, padding=1)
+        self.dilated = nn.Conv1d(width, 2 * inner, 3, dilation=2)
+        self.back = nn.Conv1d(inner, width, 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.embed(x))
+        g = self.dilated(h)
+        inner = g.shape[1] // 2
+        h = h[:, :, 4:] + self.back(torch.tanh(g[:, :inner]) * torch.sigmoid(g[:, inner:]))
+        return self.head(h.mean(-1))
+
+
+class SlicedGLUTabular(nn.Module):
+    """TabNet's gated block on (N, F) features: ``x[:, :d] * sigmoid(x[:, d:])`` after a Linear to 2d."""
+
+    def __init__(self, features: int = 10, width: int = 12) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, 2 * width)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.fc(x)
+        return self.head(g[:, : g.shape[1] // 2] * torch.sigmoid(g[:, g.shape[1] // 2 :]))
+
+
+@pytest.mark.parametrize("make, shape", [(WaveNetBlock, (2, 21)), (SlicedGLUTabular, (10,))], ids=["wavenet", "tabnet-glu"])
+def test_slices_of_the_channels_prune_as_one_gate_and_slices_in_time_leave_channels_alone(tmp_path, make, shape):
+    torch.manual_seed(0)
+    model, x = make().eval(), torch.randn(96, *shape)
+    graph = build_graph(model, x[:8])
+    gated_layer = "dilated" if make is WaveNetBlock else "fc"
+    gated = next(u for u in graph.spec.units if gated_layer in u.layers)
+    assert gated.prunable and gated.channels == 12
+    assert next(layer for layer in graph.spec.layers if layer.name == gated_layer).out_per_channel == 2
+    if make is WaveNetBlock:  # the cropped residual stream prunes with the convs that write it
+        assert next(u for u in graph.spec.units if "embed" in u.layers).prunable
+    exported = export_agrees_with_search_mode(model, graph, x)
+    assert getattr(exported, gated_layer).weight.shape[0] == 12  # 6 of 12 gate channels, both halves
+    compresses_reloads_and_agrees_in_onnx(model, lambda: make().eval(), x, tmp_path)
