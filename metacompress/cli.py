@@ -24,11 +24,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learned, hardware-aware compression of PyTorch models (pruning + mixed precision).",
     )
     parser.add_argument("--version", action="version", version=f"metacompress {__version__}")
-    parser.add_argument("--quiet", action="store_true", help="print warnings and results only, not progress lines (stderr)")
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"metacompress.commands.{name}").register(subparsers)
+    _accept_quiet_anywhere(subparsers)
     return parser
+
+
+QUIET_HELP = "print warnings and results only, not progress lines (stderr)"
+
+
+def _accept_quiet_anywhere(subparsers: argparse._SubParsersAction) -> None:
+    """``--quiet`` after the command too (``metacompress apply ... --quiet``), as users type it.
+
+    Absent there, it leaves the value given before the command (``SUPPRESS``: no default).
+    """
+    for command in subparsers.choices.values():
+        command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_quiet_anywhere(action)
 
 
 EXIT_USAGE = 2  # bad input or configuration: one ``error:`` line

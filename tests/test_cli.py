@@ -91,6 +91,9 @@ def test_apply_on_a_zoo_model_and_refusals(cache, policy, capsys):
     assert main(baseline + ["--method", "hawq", "--out", "runs/h"]) == 0
     summary = json.loads((cache / "runs" / "h" / "summary.json").read_text())
     assert summary["planner"] == "hawq" and summary["within_budget"] and summary["evaluations_used"] <= 1
+    assert "analysed" in capsys.readouterr().err
+    assert main(baseline + ["--method", "hawq", "--out", "runs/q", "--quiet"]) == 0  # after the command, as users type it
+    assert "analysed" not in capsys.readouterr().err
     assert main(baseline + ["--method", "zero-shot", "--out", "runs/v"]) == 2
     assert "use --policy DIR and --few-shot N" in capsys.readouterr().err
 
