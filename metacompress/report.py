@@ -22,6 +22,7 @@ raw_prune       the agent's raw prune ratio before budget projection
 raw_w_bits      raw weight bits before projection and hardware rounding
 raw_a_bits      raw activation bits before projection and hardware rounding
 frozen          true for the classifier head and user-frozen layers (kept at W8A8)
+note            why the plan cannot prune the unit (analysis's reason) or keeps it at W8A8; empty otherwise
 ==============  =========================================================================
 """
 
@@ -35,7 +36,7 @@ from metacompress.envs.context import TaskContext
 
 DECISION_COLUMNS = (
     "unit", "name", "kind", "channels", "kept", "prune_ratio", "w_bits", "a_bits", "params", "macs",
-    "cost_share", "sensitivity", "curvature", "raw_prune", "raw_w_bits", "raw_a_bits", "frozen",
+    "cost_share", "sensitivity", "curvature", "raw_prune", "raw_w_bits", "raw_a_bits", "frozen", "note",
 )
 
 
@@ -70,6 +71,7 @@ def decision_table(context: TaskContext, plan: Plan, raw_decisions: list[dict] |
                 "raw_w_bits": given.get("raw_w_bits"),
                 "raw_a_bits": given.get("raw_a_bits"),
                 "frozen": unit.frozen,
+                "note": unit.reason,
             }
         )
     return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
@@ -77,7 +79,7 @@ def decision_table(context: TaskContext, plan: Plan, raw_decisions: list[dict] |
 
 def read_decisions(path) -> pd.DataFrame:
     """Read a ``decisions.csv`` back (unit names stay strings, e.g. Sequential indices "1")."""
-    return pd.read_csv(path, dtype={"name": str, "kind": str})
+    return pd.read_csv(path, dtype={"name": str, "kind": str, "note": str})
 
 
 def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
@@ -110,10 +112,19 @@ def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
         *tradeoff_lines(summary),
         "## Per-unit decisions",
         "",
-        decisions.drop(columns=["raw_prune", "raw_w_bits", "raw_a_bits"]).to_markdown(index=False, floatfmt=".4g"),
+        decisions.drop(columns=["raw_prune", "raw_w_bits", "raw_a_bits", "note"], errors="ignore").to_markdown(index=False, floatfmt=".4g"),
         "",
+        *unpruned_lines(decisions),
     ]
     return "\n".join(lines)
+
+
+def unpruned_lines(decisions: pd.DataFrame) -> list[str]:
+    """Why each unit the plan could not prune keeps its channels (a reason a user can act on: freeze less, rewrite a layer)."""
+    noted = decisions[decisions["note"].fillna("") != ""] if "note" in decisions else decisions.iloc[:0]
+    if noted.empty:
+        return []
+    return ["## Units kept whole, and why", "", *(f"- unit {row.unit} `{row.name}`: {row.note}" for row in noted.itertuples()), ""]
 
 
 def tradeoff_lines(summary: dict) -> list[str]:

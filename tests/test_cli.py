@@ -61,6 +61,8 @@ def test_apply_on_a_user_file_model_then_inspect(cache, policy, capsys):
     assert summary["within_budget"] and summary["budget_ratio"] <= 1
     decisions = read_decisions(run / "decisions.csv")
     assert list(decisions["name"]) == ["1", "3", "5"] and decisions["frozen"].tolist() == [False, False, True]
+    assert decisions["note"].isna().tolist() == [True, True, False]  # only the head has a reason to keep its channels
+    assert "- unit 2 `5`: its output is the model output (classifier head)" in (run / "report.md").read_text()
     assert Plan.from_json(run / "plan.json").kept == tuple(decisions["kept"])
     for name in ("report.md", "config.json", "decisions.json", "model/model.json", "model/weights.safetensors"):
         assert (run / name).exists(), name
