@@ -18,11 +18,12 @@ ratio to (prune ratio, weight bits, activation bits) and from FLOPs to any monot
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
-from metacompress.compressors.cost import BUDGET_KINDS, REFERENCE_BITS, LayerCostModel, total_cost, unit_cost_shares
+from metacompress.compressors.cost import BUDGET_KINDS, COST_UNITS, REFERENCE_BITS, LayerCostModel, total_cost, unit_cost_shares
 from metacompress.compressors.plan import FROZEN_BITS, MAX_BITS, MIN_BITS, kept_channels_for
 from metacompress.compressors.spec import ModelSpec, UnitSpec
 from metacompress.errors import InfeasibleBudget, InvalidBudget
@@ -195,10 +196,13 @@ class BudgetProjector:
         """Raise ``InfeasibleBudget`` stating the minimum if not even maximum compression fits."""
         minimum = self.minimum_cost()
         if not self.is_feasible():
+            unit = COST_UNITS[self.kind]
+            least = minimum / self.reference_cost
             raise InfeasibleBudget(
-                f"{self.kind} budget {self.limit:.6g} is infeasible for {where}: the most compressed plan "
-                f"(prune {self.max_prune:g}, {self.min_bits}-bit) costs {minimum:.6g}. Raise the budget to at least "
-                f"{minimum / self.limit:.3f}x its value, or allow larger prune ratios (--max-prune)."
+                f"{self.kind} budget {self.budget.fraction:g} of the unpruned W8A8 cost ({self.limit:.6g} {unit}) is infeasible for "
+                f"{where}: the most compressed plan (prune {self.max_prune:g}, {self.min_bits}-bit) costs {minimum:.6g} {unit}, "
+                f"{least:.4g} of W8A8. Raise the budget to at least {self.kind}={math.ceil(least * 1000) / 1000:g}, or allow "
+                "larger prune ratios (--max-prune)."
             )
 
     # the projection ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ from metacompress.compressors.spec import LayerSpec, ModelSpec
 from metacompress.errors import MetacompressError
 
 BUDGET_KINDS = ("latency", "energy", "size", "bitops")
+COST_UNITS = {"latency": "ms", "energy": "mJ", "size": "bits", "bitops": "BitOps"}
 FP32_BITS = 32
 ACT_QPARAM_BITS = 2 * FP32_BITS  # per quantized layer: fp32 scale + int32 zero-point
 REFERENCE_BITS = 8  # budgets are fractions of the unpruned W8A8 model's cost

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -84,8 +86,10 @@ def test_budget_guarantee_and_feasibility_verdict_at_odd_widths(width, kind):
     hw = PRESETS["bitfusion-edge"]
     minimum = BudgetProjector(spec, hw, Budget(kind, 1.0)).minimum_cost() / reference_cost(spec, kind, hw)
     assert not BudgetProjector(spec, hw, Budget(kind, minimum * 0.99)).is_feasible()
-    with pytest.raises(InfeasibleBudget, match="most compressed plan"):
+    with pytest.raises(InfeasibleBudget, match="most compressed plan") as refusal:
         BudgetProjector(spec, hw, Budget(kind, minimum * 0.99)).check_feasible("an odd-width MLP")
+    suggested = float(re.search(rf"at least {kind}=([0-9.e-]+),", str(refusal.value)).group(1))
+    assert minimum <= suggested <= minimum + 1e-3 and BudgetProjector(spec, hw, Budget(kind, suggested)).is_feasible()
     rng = np.random.default_rng(width)
     for fraction in (minimum * 1.0000001, minimum * 1.3, (1 + minimum) / 2):
         projector = BudgetProjector(spec, hw, Budget(kind, min(fraction, 1.0)))
