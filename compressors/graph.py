@@ -33,6 +33,7 @@ from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, untraced_group
+from metacompress.compressors.functional_reads import functional_reads, route
 from metacompress.compressors.surgery import (
     CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, rewritten_layers, verify_units,
 )
@@ -83,6 +84,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         positions, order, outputs = _trace_layers(work, example_input)
     except UnsupportedModel as exc:
         raise _copy_defect(model, example_input, exc) or exc
+    routes = functional_reads(work, example_input)
+    if routes:  # the layers a parent reads in its forward code now run, and are traced with the rest
+        positions, order, outputs = _trace_layers(route(work, routes), example_input)
     tied = _tied_weights(work)
     order = [name for name in order if name not in tied]
     if not order:
@@ -144,6 +148,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         fixed_fp32_params=total_params - layer_params - fp32_in_units,
         unsupported=tuple(unsupported),
         total_params=total_params,
+        routes=routes,
     )
     model_graph = ModelGraph(spec, unit_graphs)
     return _verify_pruning(model, example_input, model_graph)
@@ -432,7 +437,7 @@ def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: 
 def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelGraph) -> ModelGraph:
     """The graph with its units' channel steps confirmed (or pruning disabled) by trial pruning."""
     spec = graph.spec
-    units = verify_units(plain_copy(model).eval(), example_input, list(spec.units), graph.units)
+    units = verify_units(plain_copy(model, spec.routes).eval(), example_input, list(spec.units), graph.units)
     final_spec = ModelSpec(
         units=tuple(units),
         layers=_with_in_fixed(spec, units),
@@ -440,6 +445,7 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
         fixed_fp32_params=spec.fixed_fp32_params,
         unsupported=spec.unsupported,
         total_params=spec.total_params,
+        routes=spec.routes,
     )
     return ModelGraph(final_spec, graph.units)
 

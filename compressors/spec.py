@@ -156,6 +156,8 @@ class ModelSpec:
             embeddings, LayerNorm of an unprunable stream, ...).
         unsupported: ``(module path, type name)`` of parameterised modules left untouched.
         total_params: every parameter of the unpruned model.
+        routes: Linears whose weights a parent module reads in its forward code, run through the
+            layers in every private copy (``functional_reads``).
     """
 
     units: tuple[UnitSpec, ...]
@@ -164,6 +166,7 @@ class ModelSpec:
     fixed_fp32_params: int = 0
     unsupported: tuple[tuple[str, str], ...] = ()
     total_params: int = 0
+    routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     fingerprint: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

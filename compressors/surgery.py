@@ -34,6 +34,7 @@ from torch_pruning.pruner.function import InstanceNormPruner
 from metacompress.compressors import embedding_table, instance_norm
 from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
+from metacompress.compressors.functional_reads import Routes, route
 from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
@@ -304,7 +305,9 @@ def _slice_cuts_channels(graph: tp.DependencyGraph, node: tp_graph.Node) -> bool
         return None
     if len(sizes) == 2:
         return dim == 1
-    channels = next((c for c in (tp_shape_infer.infer_out_channels_recursively(graph, n, [0]) for n in node.inputs) if c), None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Maximum recursive depth reached!": the channels are then unknown (None)
+        channels = next((c for c in (tp_shape_infer.infer_out_channels_recursively(graph, n, [0]) for n in node.inputs) if c), None)
     matching = [d for d in (1, 2) if sizes[d] == channels]
     return dim == matching[0] if len(matching) == 1 else None
 
@@ -341,7 +344,7 @@ def needs_plain_copy(model: nn.Module) -> bool:
     return bool(weight_reparametrizations(model)) or bool(rewritten_layers(model))
 
 
-def plain_copy(model: nn.Module) -> nn.Module:
+def plain_copy(model: nn.Module, routes: Routes = ()) -> nn.Module:
     """A private deep copy of ``model`` every stage can read: weight norm folded, packed layers rewritten.
 
     Weight norm and spectral norm are training-time reparametrizations (locuslab's TCN,
@@ -358,6 +361,9 @@ def plain_copy(model: nn.Module) -> nn.Module:
     stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``, an affine
     ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` (so Torch-Pruning can follow it). A layer whose
     weight another module shares is not rewritten.
+
+    ``routes`` (an analysis's ``ModelSpec.routes``) run the Linears whose weights a parent reads
+    in its forward code as layers (``functional_reads``).
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
     # refuses; the memo hands the copy a detached value (the next forward recomputes it)
@@ -385,7 +391,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
     for module in copied.modules():
         if isinstance(module, nn.TransformerEncoder):  # its nested-tensor fast path runs packed attention weights only
             module.use_nested_tensor = False
-    return copied
+    return route(copied, routes)
 
 
 def _shared_parameters(model: nn.Module) -> set[int]:
