@@ -423,3 +423,94 @@ def test_slices_of_the_channels_prune_as_one_gate_and_slices_in_time_leave_chann
     exported = export_agrees_with_search_mode(model, graph, x)
     assert getattr(exported, gated_layer).weight.shape[0] == 12  # 6 of 12 gate channels, both halves
     compresses_reloads_and_agrees_in_onnx(model, lambda: make().eval(), x, tmp_path)
+
+
+def window_attention(x: torch.Tensor, qkv_weight, proj_weight, heads: int, qkv_bias=None, proj_bias=None) -> torch.Tensor:
+    """torchvision's ``shifted_window_attention``, reduced: a free function running the weights it is handed."""
+    n, t, c = x.shape
+    q, k, v = F.linear(x, qkv_weight, qkv_bias).reshape(n, t, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    x = ((q @ k.transpose(-2, -1) * (c // heads) ** -0.5).softmax(-1) @ v).transpose(1, 2).reshape(n, t, c)
+    return F.linear(x, proj_weight, proj_bias)
+
+
+class SwinAttention(nn.Module):
+    """torchvision's Swin attention: its ``qkv`` and ``proj`` Linears never run, their weights are read."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return window_attention(x, self.qkv.weight, self.proj.weight, self.heads, qkv_bias=self.qkv.bias, proj_bias=self.proj.bias)
+
+
+class BeitAttention(nn.Module):
+    """timm's BEiT/EVA attention: ``F.linear`` on the bias-free ``qkv``'s weight with q and v biases of its own."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
+        self.q_bias, self.v_bias = nn.Parameter(torch.randn(dim) * 0.1), nn.Parameter(torch.randn(dim) * 0.1)
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape
+        qkv = F.linear(x, weight=self.qkv.weight, bias=torch.cat((self.q_bias, self.k_bias, self.v_bias)))
+        q, k, v = qkv.reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        return self.proj(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(n, t, c))
+
+
+class PatchAttentionNet(nn.Module):
+    def __init__(self, attention: type[nn.Module], dim: int = 16) -> None:
+        super().__init__()
+        self.embed, self.attn, self.norm = nn.Conv2d(1, dim, 2, 2), attention(dim, 2), nn.LayerNorm(dim)
+        self.mlp, self.head = nn.Sequential(nn.Linear(dim, 32), nn.GELU(), nn.Linear(32, dim)), nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x).flatten(2).transpose(1, 2)
+        h = h + self.attn(self.norm(h))
+        return self.head((h + self.mlp(self.norm(h))).mean(1))
+
+
+@pytest.mark.parametrize("attention", [SwinAttention, BeitAttention], ids=["swin", "beit"])
+def test_linears_a_parent_reads_in_its_forward_are_quantized_as_layers_and_the_users_model_keeps_its_forward(tmp_path, attention):
+    torch.manual_seed(0)
+    model, x = PatchAttentionNet(attention).eval(), torch.randn(96, 1, 8, 8)
+    read = ("proj", "qkv") if attention is SwinAttention else ("qkv",)
+    spec = mc.analyze(model, x[:8])
+    assert spec.routes == (("attn", read),) and not spec.unsupported
+    assert {"attn.qkv", "attn.proj"} <= {layer.name for layer in spec.layers}
+    assert "forward" not in model.attn.__dict__  # routed in private copies only
+    with torch.no_grad():
+        expected = model(x)
+    export_agrees_with_search_mode(model, build_graph(model, x[:8]), x)
+    result = compresses_reloads_and_agrees_in_onnx(model, lambda: PatchAttentionNet(attention).eval(), x, tmp_path)
+    assert result.plan.decisions[spec.units.index(next(u for u in spec.units if "attn.qkv" in u.layers))].w_bits < 8
+    qkv = result.model.attn.qkv
+    assert torch.equal(qkv.weight, qkv.weight_scale[:, None] * torch.round(qkv.weight / qkv.weight_scale[:, None]))  # on its lattice
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
+
+
+class PositionBiasMLP(nn.Module):
+    """Swin-V2's continuous position bias: an MLP run on a constant coordinate table (a buffer), its output added."""
+
+    def __init__(self, width: int = 16, tokens: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(1, width, 2, 2)
+        self.register_buffer("coords", torch.linspace(-1, 1, tokens * 2).reshape(tokens, 2))
+        self.position_mlp = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, width))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x).flatten(2).transpose(1, 2) + self.position_mlp(self.coords)
+        return self.head(torch.relu(h).mean(1))
+
+
+def test_a_layer_whose_input_is_a_constant_keeps_its_activation_quantizer_in_onnx(tmp_path):
+    torch.manual_seed(0)
+    model, x = PositionBiasMLP().eval(), torch.randn(96, 1, 8, 8)
+    # the coordinate table's QuantizeLinear was folded as if it were a weight, under the buffer's own name: the graph
+    # then held two initializers of that name, which the ONNX checker refused
+    result = compresses_reloads_and_agrees_in_onnx(model, lambda: PositionBiasMLP().eval(), x, tmp_path)
+    assert hasattr(result.model.position_mlp[0], "input_quantizer") and "position_mlp.0" in result.model.metacompress_weight_bits
