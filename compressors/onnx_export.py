@@ -205,13 +205,21 @@ def _per_channel(values: np.ndarray, rank: int) -> np.ndarray:
     return values.reshape((-1,) + (1,) * (rank - 1))
 
 
+WEIGHT_SOURCE = ".parametrizations.weight.original"  # how a WeightQDQ-parametrized weight is named in the traced graph
+
+
 def fold_weight_quantizers(graph: onnx.GraphProto) -> None:
-    """``QuantizeLinear(float weight)`` -> an int8 initializer (the codes), named ``<layer>.weight_codes``."""
+    """``QuantizeLinear(float weight)`` -> an int8 initializer (the codes), named ``<layer>.weight_codes``.
+
+    Only a layer's weight is folded: a layer whose input is a constant (Swin-V2's position-bias
+    MLP reads a coordinate table buffer) keeps its activation's Q/DQ pair, asymmetric as calibrated.
+    """
     values = _values(graph)
-    for node in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in values]:
+    weights = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in values and n.input[0].endswith(WEIGHT_SOURCE)]
+    for node in weights:
         weight, scale, zero = (values[i] for i in node.input)
         codes = np.clip(np.rint(weight / _per_channel(scale, weight.ndim)), -128, 127).astype(np.int8)
-        name = node.input[0].replace(".parametrizations.weight.original", ".weight_codes")
+        name = node.input[0].replace(WEIGHT_SOURCE, ".weight_codes")
         graph.initializer.append(numpy_helper.from_array(codes, name))
         for consumer in graph.node:
             consumer.input[:] = [name if i == node.output[0] else i for i in consumer.input]
