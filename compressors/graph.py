@@ -88,6 +88,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     if routes:  # the layers a parent reads in its forward code now run, and are traced with the rest
         positions, order, outputs = _trace_layers(route(work, routes), example_input)
     tied = _tied_weights(work)
+    ran_in_eval = set(order)
     order = [name for name in order if name not in tied]
     if not order:
         raise UnsupportedModel(
@@ -97,7 +98,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order))]
     ignored = [work.get_submodule(n) for n, _ in unsupported]
     graph, untraced = None, ""
-    training_only = _training_only_layers(work, example_input, set(order))
+    training_only = _training_only_layers(work, example_input, ran_in_eval)  # a tied LM head runs in both modes
     if training_only:
         untraced = (f"layers {few_names(training_only)} run only in training mode (auxiliary heads), so pruning the layers "
                     "feeding them would break the fine-tune; nothing is pruned. Build the model without them to prune it "

@@ -84,6 +84,8 @@ def test_a_tied_head_stays_fp32_and_saves_reloads_and_exports_once(tmp_path):
     assert ("head", "Linear, weight tied to emb.weight") in spec.unsupported
     assert ("emb", "Embedding, weight tied to head.weight") in spec.unsupported  # the table stays one fp32 tensor too
     assert "head" not in {layer.name for layer in spec.layers}
+    mlp = next(unit for unit in spec.units if unit.layers == ("mix.0",))
+    assert mlp.prunable, mlp.reason  # the tied head runs in eval mode too: not a training-only head (as until v0.12)
     result = mc.compress(model, ids[:8], data, hardware="m7-mcu", budget="bitops=0.4", planner=HawqPlanner(),
                          finetune_steps=5, seed=0)
     assert result.summary["within_budget"]
