@@ -175,9 +175,15 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
         raise MetacompressError("this model was not made by metacompress.export; export it first")
     tensors: dict[str, torch.Tensor] = {}
     tied: dict[str, str] = {}  # a tensor under two keys (a tied LM head, a layer under two paths) is stored once
+    state = model.state_dict()
     first_key: dict[tuple, str] = {}
-    for key, value in model.state_dict().items():
-        shared = first_key.setdefault((value.data_ptr(), tuple(value.shape), value.dtype), key) if value.numel() else key
+    # a quantized layer's key first: a tied table is stored as its head's codes
+    for key in sorted(state, key=lambda k: not (k.endswith(".weight") and k.rsplit(".", 1)[0] in w_bits)):
+        value = state[key]
+        if value.numel():
+            first_key.setdefault((value.data_ptr(), tuple(value.shape), value.dtype), key)
+    for key, value in state.items():
+        shared = first_key[(value.data_ptr(), tuple(value.shape), value.dtype)] if value.numel() else key
         if shared != key:
             tied[key] = shared
             continue

@@ -87,16 +87,16 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     routes = functional_reads(work, example_input)
     if routes:  # the layers a parent reads in its forward code now run, and are traced with the rest
         positions, order, outputs = _trace_layers(route(work, routes), example_input)
-    tied = _tied_weights(work)
+    tied, head_tables = _tied_weights(work)
     ran_in_eval = set(order)
-    order = [name for name in order if name not in tied]
+    order = [name for name in order if name not in tied and name not in head_tables]
     if not order:
         raise UnsupportedModel(
             "the model has no compressible layer: metacompress compresses Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear and "
             "Embedding layers (and LSTM, GRU and MultiheadAttention, as Linears) that run in forward(); found none"
         )
-    unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order))]
-    ignored = [work.get_submodule(n) for n, _ in unsupported]
+    unsupported = [(name, tied.get(name, kind)) for name, kind in _unsupported_modules(work, set(order)) if name not in head_tables]
+    ignored = [work.get_submodule(n) for n, _ in unsupported] + [work.get_submodule(n) for n in head_tables]
     graph, untraced = None, ""
     training_only = _training_only_layers(work, example_input, ran_in_eval)  # a tied LM head runs in both modes
     if training_only:
@@ -126,6 +126,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         index = len(units)
         module = work.get_submodule(name)
         group_info = group_of(graph, module, name, names) if graph is not None else untraced_group(module, name, untraced)
+        untying = sorted({t.module for t in group_info.targets if t.module in head_tables.values() and t.role == "in"})
+        if untying:  # the table and its head would lose their columns as two tensors
+            group_info.problems.append(f"its channels are the columns of an embedding table tied to {', '.join(untying)}")
         claim(group_info, claimed, index, set(layer_unit) - {name})
         unit, unit_graph = _make_unit(index, name, group_info, set(frozen), outputs, work)
         for layer_name in unit.layers:
@@ -328,23 +331,35 @@ def _training_only_layers(model: nn.Module, example_input: torch.Tensor, in_eval
     return sorted(ran - in_eval)
 
 
-def _tied_weights(model: nn.Module) -> dict[str, str]:
-    """Quantizable layers whose weight is one tensor with another module's (a language
-    model's head tied to its embedding): ``{layer: description}``.
+def _tied_weights(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]:
+    """Quantizable layers whose weight is one tensor with another module's: ``{layer: description}``,
+    and the embedding tables that read a tied LM head's weight: ``{table: head}``.
 
-    Pruning or quantizing one would silently change the other, and a deployed graph holds the
-    tensor once, so both keep the shared fp32 tensor.
+    A language model's head tied to its embedding tables is a layer like any other: quantized
+    per output channel, i.e. per vocabulary row, which is exactly what a table lookup reads, so
+    the tables read the head's codes (they are not layers; the tensor is counted once, at the
+    head's bits). Any other tie (two convs, a table tied to a table) keeps the shared tensor
+    fp32: pruning or quantizing one would silently change the other.
     """
     holders: dict[int, dict[int, str]] = {}  # parameter -> {owning module: its first path}
     for name, module in model.named_modules(remove_duplicate=False):
         for attr, param in module.named_parameters(recurse=False, remove_duplicate=False):
             holders.setdefault(id(param), {}).setdefault(id(module), f"{name}.{attr}" if name else attr)
-    tied = {}
-    for name, module in model.named_modules():  # one module registered under two paths is shared, not tied
+    modules = dict(model.named_modules())
+    tied: dict[str, str] = {}
+    head_tables: dict[str, str] = {}
+    for name, module in modules.items():  # one module registered under two paths is shared, not tied
         others = [path for owner, path in holders.get(id(getattr(module, "weight", None)), {}).items() if owner != id(module)]
-        if isinstance(module, QUANTIZABLE + (nn.Embedding,)) and others:  # a tied table is not rewritten, so still nn.Embedding
-            tied[name] = f"{type(module).__name__}, weight tied to {', '.join(others)}"
-    return tied
+        if not isinstance(module, QUANTIZABLE + (nn.Embedding,)) or not others:  # a tied table is not rewritten, so still nn.Embedding
+            continue
+        sharers = [modules.get(path.rpartition(".")[0]) for path in others]
+        if type(module) is nn.Linear and len(sharers) == 1 and type(sharers[0]) is nn.Embedding and others[0].endswith(".weight"):
+            continue  # an LM head
+        if type(module) is nn.Embedding and len(sharers) == 1 and type(sharers[0]) is nn.Linear and others[0].endswith(".weight"):
+            head_tables[name] = others[0].rpartition(".")[0]
+            continue
+        tied[name] = f"{type(module).__name__}, weight tied to {', '.join(others)}"
+    return tied, head_tables
 
 
 def _unsupported_modules(model: nn.Module, executed: set[str]) -> list[tuple[str, str]]:

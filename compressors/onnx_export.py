@@ -77,6 +77,34 @@ class ActivationQDQ(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
 
 
+class HeadTableLookup(nn.Module):
+    """An embedding table tied to an LM head, looked up in the head's dequantized codes.
+
+    The table shares the head's weight, which export quantized per vocabulary row; traced as it
+    is, the table would read the float tensor and the graph would carry the table twice (fp32
+    and int8 codes). Here it reads ``head.weight``, whose ``WeightQDQ`` traces to one
+    DequantizeLinear of the codes, then a Gather.
+    """
+
+    def __init__(self, table: nn.Embedding, head: nn.Linear) -> None:
+        super().__init__()
+        self.padding_idx = table.padding_idx
+        object.__setattr__(self, "head", head)  # not a submodule: the head stays where it is in the tree
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.head.weight, self.padding_idx)
+
+
+def _read_head_codes(model: nn.Module, w_bits: dict[str, int]) -> None:
+    """Point every plain embedding table that shares a quantized Linear's weight at that Linear's codes (before QDQ)."""
+    heads = {id(model.get_submodule(name).weight): model.get_submodule(name) for name in w_bits
+             if type(model.get_submodule(name)) is nn.Linear}
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Embedding and id(module.weight) in heads and module.max_norm is None:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, HeadTableLookup(module, heads[id(module.weight)]))
+
+
 ADAPTIVE_AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)  # by spatial rank
 
 
@@ -120,6 +148,7 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
     if w_bits is None:
         raise MetacompressError("this model was not made by metacompress.export (or load_compressed); export it first")
     model = copy.deepcopy(compressed).eval()
+    _read_head_codes(model, w_bits)
     a_bits = {}
     for name in w_bits:
         layer = model.get_submodule(name)
@@ -166,8 +195,12 @@ def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DE
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _culprit(model: nn.Module, example_input: torch.Tensor, opset: int) -> tuple[str, str]:
-    """The first leaf module (in execution order) that does not export alone: (name, type)."""
+def _culprit(model: nn.Module, example_input: torch.Tensor, opset: int, reason: str) -> tuple[str, str]:
+    """The first leaf module (in execution order) that fails alone for ``reason``: (name, type).
+
+    The same reason only: a leaf reading another module's weight (``HeadTableLookup``) cannot
+    be traced alone at all, and must not be blamed for what the model's own code does.
+    """
     inputs: dict[str, torch.Tensor] = {}
     leaves = {name: m for name, m in model.named_modules() if not list(m.children())}
 
@@ -185,8 +218,9 @@ def _culprit(model: nn.Module, example_input: torch.Tensor, opset: int) -> tuple
         if isinstance(x, torch.Tensor):
             try:
                 trace_to_onnx(leaves[name], x, opset)
-            except Exception:  # noqa: BLE001 (any exporter failure marks the culprit)
-                return name, type(leaves[name]).__name__
+            except Exception as exc:  # noqa: BLE001 (any exporter failure for the reason marks the culprit)
+                if _first_line(exc) == reason:
+                    return name, type(leaves[name]).__name__
     return "", type(model).__name__
 
 
@@ -282,9 +316,9 @@ def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEF
     try:
         proto = trace_to_onnx(model, example_input, opset)
     except Exception as exc:  # noqa: BLE001 (the exporter raises many types; all mean "cannot express")
-        name, kind = _culprit(model, example_input, opset)
-        where = f"layer {name!r} ({kind})" if name else f"the forward code of {kind} (outside any submodule)"
         reason = _first_line(exc)
+        name, kind = _culprit(model, example_input, opset, reason)
+        where = f"layer {name!r} ({kind})" if name else f"the forward code of {kind} (outside any submodule)"
         raise UnsupportedLayer(f"{where} cannot be expressed in ONNX opset {opset}: {reason}. Replace it with standard "
                                "torch layers/ops (or a newer --opset) and compress again") from exc
     graph = proto.graph

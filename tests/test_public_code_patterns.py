@@ -7,6 +7,7 @@ Conformer's GLU-gated convolution module."""
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,21 +76,25 @@ def labelled(model: nn.Module, x: torch.Tensor):
         return mc.splits_from_arrays(x, model(x).argmax(-1))
 
 
-def test_a_tied_head_stays_fp32_and_saves_reloads_and_exports_once(tmp_path):
+def test_a_tied_head_is_quantized_per_vocabulary_row_which_its_table_reads_and_saves_reloads_and_exports_once(tmp_path):
     torch.manual_seed(0)
     model = TiedLM().eval()
     ids = torch.randint(0, 24, (120, 6), generator=torch.Generator().manual_seed(0))
     data = labelled(model, ids)
     spec = mc.analyze(model, ids[:8])
-    assert ("head", "Linear, weight tied to emb.weight") in spec.unsupported
-    assert ("emb", "Embedding, weight tied to head.weight") in spec.unsupported  # the table stays one fp32 tensor too
-    assert "head" not in {layer.name for layer in spec.layers}
+    assert not spec.unsupported and [layer.name for layer in spec.layers] == ["mix.0", "mix.2", "head"]  # the table is no layer
+    head = next(unit for unit in spec.units if unit.layers == ("head",))
+    assert head.frozen and spec.fixed_fp32_params == 0  # the shared table is counted once, at the head's 8 bits
     mlp = next(unit for unit in spec.units if unit.layers == ("mix.0",))
     assert mlp.prunable, mlp.reason  # the tied head runs in eval mode too: not a training-only head (as until v0.12)
     result = mc.compress(model, ids[:8], data, hardware="m7-mcu", budget="bitops=0.4", planner=HawqPlanner(),
                          finetune_steps=5, seed=0)
     assert result.summary["within_budget"]
     assert model.head.weight is model.emb.weight  # the user's model keeps its tie
+    compressed = result.model
+    assert compressed.head.weight is compressed.emb.weight and "head" in compressed.metacompress_weight_bits
+    scale = compressed.head.weight_scale[:, None]
+    assert torch.equal(compressed.emb.weight, scale * torch.round(compressed.emb.weight / scale))  # the table reads the codes
 
     mc.save_compressed(result.model, tmp_path / "model")  # safetensors refuses a tensor stored twice
     fresh = TiedLM()
@@ -98,7 +103,9 @@ def test_a_tied_head_stays_fp32_and_saves_reloads_and_exports_once(tmp_path):
         assert torch.equal(again(ids), result.model(ids))
     assert again.head.weight is again.emb.weight
 
-    path = export_onnx(result.model, tmp_path / "tied.onnx", ids[:8])  # one initializer for the shared tensor
+    path = export_onnx(result.model, tmp_path / "tied.onnx", ids[:8])  # the shared table once: the head's int8 codes
+    tables = [init for init in onnx.load(str(path)).graph.initializer if 24 in init.dims and len(init.dims) == 2]
+    assert [(init.name, init.data_type) for init in tables] == [("head.weight_codes", onnx.TensorProto.INT8)]
     agreement = onnx_agreement(result.model, path, data.test.x, data.test.y)
     assert abs(agreement["difference_points"]) <= 100 / len(data.test.y) + 1e-9
 
