@@ -26,6 +26,7 @@ from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
 from metacompress.compressors.metrics import Distillation
 from metacompress.compressors.recovery import calibrate, distill
+from metacompress.compressors.folded_weights import installed_folds
 from metacompress.compressors.functional_reads import installed_routes
 from metacompress.compressors.surgery import needs_plain_copy, plain_copy, prune_units
 from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
@@ -64,7 +65,7 @@ def export(
     graph = graph or build_graph(model, example_input)
     spec = graph.spec
     plan.check_model(spec)
-    compressed = plain_copy(model, spec.routes).eval()
+    compressed = plain_copy(model, spec.routes, spec.folds).eval()
     removals = [
         (unit_graph, unit_graph.removed_channels(unit, decision.kept_channels))
         for unit, unit_graph, decision in zip(spec.units, graph.units, plan.decisions)
@@ -201,6 +202,7 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
         "shapes": _shape_attrs(model),
         "tied": tied,
         "routes": [[reader, list(layers)] for reader, layers in installed_routes(model)],
+        "folds": [[layer, list(shape)] for layer, shape in installed_folds(model)],
     }
     with RunFolder(path, "model", overwrite).write() as tmp:
         save_file(tensors, str(tmp / "weights.safetensors"))
@@ -242,7 +244,8 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
         raise CorruptFile(f"{weights} is missing or corrupt ({exc}); re-save the model with save_compressed") from exc
     # saved as export wrote it, from a plain_copy: a base that copy would change is converted the same way
     routes = tuple((reader, tuple(layers)) for reader, layers in structure.get("routes", []))
-    model = (plain_copy(base_model, routes) if needs_plain_copy(base_model) or routes else base_model).eval()
+    folds = tuple((layer, tuple(shape)) for layer, shape in structure.get("folds", []))
+    model = (plain_copy(base_model, routes, folds) if needs_plain_copy(base_model) or routes or folds else base_model).eval()
     _check_shapes(structure.get("shapes"), Path(path) / "model.json")
     modules = dict(model.named_modules())
     missing = [name for name in structure["shapes"] if name not in modules]

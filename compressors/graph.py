@@ -33,6 +33,7 @@ from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, untraced_group
+from metacompress.compressors.folded_weights import fold, weight_transforms
 from metacompress.compressors.functional_reads import functional_reads, route
 from metacompress.compressors.surgery import (
     CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, rewritten_layers, verify_units,
@@ -87,6 +88,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     routes = functional_reads(work, example_input)
     if routes:  # the layers a parent reads in its forward code now run, and are traced with the rest
         positions, order, outputs = _trace_layers(route(work, routes), example_input)
+    folds = weight_transforms(work, example_input, order)
+    fold(work, folds)
     tied, head_tables = _tied_weights(work)
     ran_in_eval = set(order)
     order = [name for name in order if name not in tied and name not in head_tables]
@@ -153,6 +156,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         unsupported=tuple(unsupported),
         total_params=total_params,
         routes=routes,
+        folds=folds,
     )
     model_graph = ModelGraph(spec, unit_graphs)
     return _verify_pruning(model, example_input, model_graph)
@@ -453,7 +457,7 @@ def _layer_spec(module: nn.Module, name: str, positions: tuple[int, int], unit: 
 def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelGraph) -> ModelGraph:
     """The graph with its units' channel steps confirmed (or pruning disabled) by trial pruning."""
     spec = graph.spec
-    units = verify_units(plain_copy(model, spec.routes).eval(), example_input, list(spec.units), graph.units)
+    units = verify_units(plain_copy(model, spec.routes, spec.folds).eval(), example_input, list(spec.units), graph.units)
     final_spec = ModelSpec(
         units=tuple(units),
         layers=_with_in_fixed(spec, units),
@@ -462,6 +466,7 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
         unsupported=spec.unsupported,
         total_params=spec.total_params,
         routes=spec.routes,
+        folds=spec.folds,
     )
     return ModelGraph(final_spec, graph.units)
 

@@ -59,7 +59,7 @@ class SearchModel:
         self.graph = graph
         self.spec = graph.spec
         self.calibration = list(calibration)
-        self.model = plain_copy(model, graph.spec.routes).eval()
+        self.model = plain_copy(model, graph.spec.routes, graph.spec.folds).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.quantizers: dict[str, ActivationQuantizer] = attach_activation_quantizers(

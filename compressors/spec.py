@@ -158,6 +158,8 @@ class ModelSpec:
         total_params: every parameter of the unpruned model.
         routes: Linears whose weights a parent module reads in its forward code, run through the
             layers in every private copy (``functional_reads``).
+        folds: layers that transform their own weight in forward (weight standardization), the
+            transform folded into the weight in every private copy (``folded_weights``).
     """
 
     units: tuple[UnitSpec, ...]
@@ -167,6 +169,7 @@ class ModelSpec:
     unsupported: tuple[tuple[str, str], ...] = ()
     total_params: int = 0
     routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    folds: tuple[tuple[str, tuple[int, ...]], ...] = ()
     fingerprint: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

@@ -34,6 +34,7 @@ from torch_pruning.pruner.function import InstanceNormPruner
 from metacompress.compressors import embedding_table, instance_norm
 from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
+from metacompress.compressors.folded_weights import Folds, fold
 from metacompress.compressors.functional_reads import Routes, route
 from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
@@ -344,7 +345,7 @@ def needs_plain_copy(model: nn.Module) -> bool:
     return bool(weight_reparametrizations(model)) or bool(rewritten_layers(model))
 
 
-def plain_copy(model: nn.Module, routes: Routes = ()) -> nn.Module:
+def plain_copy(model: nn.Module, routes: Routes = (), folds: Folds = ()) -> nn.Module:
     """A private deep copy of ``model`` every stage can read: weight norm folded, packed layers rewritten.
 
     Weight norm and spectral norm are training-time reparametrizations (locuslab's TCN,
@@ -363,7 +364,8 @@ def plain_copy(model: nn.Module, routes: Routes = ()) -> nn.Module:
     weight another module shares is not rewritten.
 
     ``routes`` (an analysis's ``ModelSpec.routes``) run the Linears whose weights a parent reads
-    in its forward code as layers (``functional_reads``).
+    in its forward code as layers (``functional_reads``); ``folds`` (``ModelSpec.folds``) store
+    the weight a layer computes from its own (weight standardization) as its weight (``folded_weights``).
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
     # refuses; the memo hands the copy a detached value (the next forward recomputes it)
@@ -391,7 +393,7 @@ def plain_copy(model: nn.Module, routes: Routes = ()) -> nn.Module:
     for module in copied.modules():
         if isinstance(module, nn.TransformerEncoder):  # its nested-tensor fast path runs packed attention weights only
             module.use_nested_tensor = False
-    return route(copied, routes)
+    return fold(route(copied, routes), folds)
 
 
 def _shared_parameters(model: nn.Module) -> set[int]:

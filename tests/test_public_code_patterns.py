@@ -523,3 +523,42 @@ def test_a_layer_whose_input_is_a_constant_keeps_its_activation_quantizer_in_onn
     # then held two initializers of that name, which the ONNX checker refused
     result = compresses_reloads_and_agrees_in_onnx(model, lambda: PositionBiasMLP().eval(), x, tmp_path)
     assert hasattr(result.model.position_mlp[0], "input_quantizer") and "position_mlp.0" in result.model.metacompress_weight_bits
+
+
+class StdConv2d(nn.Conv2d):
+    """timm's ``StdConv2d`` (BiT ResNetV2; transformers' BiT has the same ``WeightStandardizedConv2d``):
+    it standardizes its weight per output channel at every call and convolves with that."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                              eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class StandardizedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.norm = StdConv2d(1, 16, 3, padding=1), nn.GroupNorm(4, 16)
+        self.conv, self.head = StdConv2d(16, 24, 3, stride=2, padding=1), nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm(self.stem(x)))
+        return self.head(torch.relu(self.conv(h)).mean((2, 3)))
+
+
+def test_a_weight_standardized_conv_runs_its_quantized_weight_folded_not_a_standardization_of_it(tmp_path):
+    torch.manual_seed(0)
+    model, x = StandardizedNet().eval(), torch.randn(96, 1, 8, 8)
+    spec = mc.analyze(model, x[:8])
+    assert spec.folds == (("conv", (16, 8, 8)), ("stem", (1, 8, 8)))
+    with torch.no_grad():
+        expected = model(x)
+    export_agrees_with_search_mode(model, build_graph(model, x[:8]), x)
+    result = compresses_reloads_and_agrees_in_onnx(model, lambda: StandardizedNet().eval(), x, tmp_path, budget="bitops=0.3")
+    conv = result.model.conv
+    assert result.model.metacompress_weight_bits["conv"] < 8
+    assert torch.equal(conv.weight, conv.weight_scale[:, None, None, None] * torch.round(conv.weight / conv.weight_scale[:, None, None, None]))
+    h = torch.randn(4, conv.in_channels, 8, 8)
+    with torch.no_grad():  # the conv runs the stored weight (quantized, on its lattice), not a standardization of it
+        assert torch.allclose(conv(h), F.conv2d(conv.input_quantizer(h), conv.weight, conv.bias, conv.stride, conv.padding), atol=1e-5)
+        assert torch.equal(model(x), expected) and "forward" not in model.conv.__dict__
