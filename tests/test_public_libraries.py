@@ -2,10 +2,12 @@
 
 Each is built from a tiny config (offline, random weights; nothing is downloaded) and goes
 through the whole pipeline: analysis, a budgeted plan, export, save and reload, and ONNX.
-They pinned four gaps: GPT-2's input-major ``Conv1D`` projections stayed fp32, Torch-Pruning's
+They pinned six gaps: GPT-2's input-major ``Conv1D`` projections stayed fp32, Torch-Pruning's
 tracer crashed on GPT-2's cache output, BERT's fp32 embedding tables made size budgets
-below 0.80 infeasible, and Whisper's encoder, which reads its position table's
-``num_embeddings``, failed on the rewritten table.
+below 0.80 infeasible, Whisper's encoder, which reads its position table's
+``num_embeddings``, failed on the rewritten table, BiT's weight-standardized convs ran a
+standardization of their quantized weight, and a masked LM's decoder tied to its token table
+stayed fp32 with it.
 """
 
 from __future__ import annotations
@@ -72,16 +74,21 @@ FACTORIES = {
     "whisper": lambda: hf.WhisperForAudioClassification(hf.WhisperConfig(
         num_mel_bins=8, d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, max_source_positions=8,
         decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, **IMAGE)),
+    "bit": lambda: hf.BitForImageClassification(hf.BitConfig(embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1],
+                                                             layer_type="preactivation", num_groups=8, **IMAGE)),
+    "bert-mlm": lambda: hf.BertForMaskedLM(hf.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                         intermediate_size=64, max_position_embeddings=32)),
 }
 # layers a model builds but never runs (left alone and listed): the conformer's encoder keeps wav2vec2's
 # positional conv while its relative position embeddings replace it
 UNUSED = {"wav2vec2-conformer": {"wav2vec2_conformer.encoder.pos_conv_embed.conv"}}
+QUANTIZE_ONLY = {"bit"}  # a GroupNorm over the channels after every conv: removing a channel changes its group's statistics
 NOT_IN_ONNX = {"gpt2", "llama"}  # their forward code uses aten::diff (GPT-2's last-token search, Llama's rotary cache), which ONNX cannot express
 
 
 def inputs_for(name: str, samples: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama"):
+    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama", "bert-mlm"):
         return torch.randint(2, VOCAB, (samples, TOKENS), generator=generator)
     if name.startswith("wav2vec2"):
         return torch.randn(samples, 400, generator=generator)
@@ -98,12 +105,17 @@ def test_a_transformers_model_compresses_within_budget_reloads_exactly_and_match
     with torch.no_grad():
         labels = logits(model(x)).argmax(-1)
     spec = mc.analyze(model, x[:8])
-    assert {layer for layer, _ in spec.unsupported} == UNUSED.get(name, set()) and any(u.prunable for u in spec.units)
+    assert {layer for layer, _ in spec.unsupported} == UNUSED.get(name, set()) and any(u.prunable for u in spec.units) != (name in QUANTIZE_ONLY)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = mc.compress(model, x[:8], mc.splits_from_arrays(x.numpy(), labels.numpy()), hardware="m7-mcu",
                          budget="size=0.5", planner=HawqPlanner(), finetune_steps=2, seed=0)
     assert result.summary["within_budget"] and result.summary["untouched_layers"] == [f"{layer} (Conv1d)" for layer in UNUSED.get(name, ())]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    if name == "bit":  # its WeightStandardizedConv2d layers run their folded, quantized weight
+        assert {layer for layer, _ in spec.folds} == {layer.name for layer in spec.layers if layer.kind != "linear"}
+    if name == "bert-mlm":  # the MLM decoder tied to the token table: one tensor, the decoder's 8-bit codes
+        decoder = result.model.cls.predictions.decoder
+        assert decoder.weight is result.model.bert.embeddings.word_embeddings.weight and "cls.predictions.decoder" in result.model.metacompress_weight_bits
 
     mc.save_compressed(result.model, tmp_path / "model")
     again = mc.load_compressed(tmp_path / "model", FACTORIES[name]().eval())
