@@ -26,8 +26,7 @@ from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import attach_activation_quantizers, weight_codes
 from metacompress.compressors.metrics import Distillation
 from metacompress.compressors.recovery import calibrate, distill
-from metacompress.compressors.folded_weights import installed_folds
-from metacompress.compressors.functional_reads import installed_routes
+from metacompress.compressors.weight_reads import installed
 from metacompress.compressors.surgery import needs_plain_copy, plain_copy, prune_units
 from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
 
@@ -193,6 +192,7 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
             layer = model.get_submodule(owner)
             key, value = f"{owner}.weight_codes", weight_codes(value, layer.weight_scale, w_bits[owner])
         tensors[key] = value.detach().contiguous()
+    routes, folds = installed(model)
     structure = {
         "format": EXPORT_FORMAT,
         "metacompress_version": __version__,
@@ -201,8 +201,8 @@ def save_compressed(model: nn.Module, path: str | Path, builder: dict | None = N
         "weight_bits": w_bits,
         "shapes": _shape_attrs(model),
         "tied": tied,
-        "routes": [[reader, list(layers)] for reader, layers in installed_routes(model)],
-        "folds": [[layer, list(shape)] for layer, shape in installed_folds(model)],
+        "routes": [[reader, list(layers)] for reader, layers in routes],
+        "folds": [[layer, list(shape)] for layer, shape in folds],
     }
     with RunFolder(path, "model", overwrite).write() as tmp:
         save_file(tensors, str(tmp / "weights.safetensors"))

@@ -33,8 +33,7 @@ from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
 from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, untraced_group
-from metacompress.compressors.folded_weights import fold, weight_transforms
-from metacompress.compressors.functional_reads import functional_reads, route
+from metacompress.compressors.weight_reads import rewire, weight_reads
 from metacompress.compressors.surgery import (
     CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, rewritten_layers, verify_units,
 )
@@ -85,11 +84,11 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         positions, order, outputs = _trace_layers(work, example_input)
     except UnsupportedModel as exc:
         raise _copy_defect(model, example_input, exc) or exc
-    routes = functional_reads(work, example_input)
-    if routes:  # the layers a parent reads in its forward code now run, and are traced with the rest
-        positions, order, outputs = _trace_layers(route(work, routes), example_input)
-    folds = weight_transforms(work, example_input, order)
-    fold(work, folds)
+    routes, folds = weight_reads(work, example_input)
+    if folds:
+        folds = _equivalent_folds(model, work, example_input, folds)
+    if routes or folds:  # the layers a parent reads in its forward code now run, and are traced with the rest
+        positions, order, outputs = _trace_layers(rewire(work, routes, folds), example_input)
     tied, head_tables = _tied_weights(work)
     ran_in_eval = set(order)
     order = [name for name in order if name not in tied and name not in head_tables]
@@ -308,6 +307,16 @@ def _layers_behind(returned: list[torch.Tensor], produced: dict[str, list[torch.
         elif node.name().rstrip("0123456789").removesuffix("Backward") in OUTPUT_PASS_THROUGH:
             stack.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
     return found
+
+
+def _equivalent_folds(model: nn.Module, work: nn.Module, example_input: torch.Tensor, folds: tuple) -> tuple:
+    """``folds`` if folding them leaves the outputs as they were; none if a transform depended on the input (logged)."""
+    folded = rewire(plain_copy(model), folds=folds)
+    before, after = output_tensors(eval_output(work, example_input)), output_tensors(eval_output(folded, example_input))
+    if all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(before, after)):
+        return folds
+    log.warning("layers %s transform their weight with their input: left as they are", few_names([name for name, _ in folds]))
+    return ()
 
 
 def _training_only_layers(model: nn.Module, example_input: torch.Tensor, in_eval: set[str]) -> list[str]:

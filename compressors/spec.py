@@ -157,9 +157,9 @@ class ModelSpec:
         unsupported: ``(module path, type name)`` of parameterised modules left untouched.
         total_params: every parameter of the unpruned model.
         routes: Linears whose weights a parent module reads in its forward code, run through the
-            layers in every private copy (``functional_reads``).
+            layers in every private copy (``weight_reads``).
         folds: layers that transform their own weight in forward (weight standardization), the
-            transform folded into the weight in every private copy (``folded_weights``).
+            transform folded into the weight in every private copy (``weight_reads``).
     """
 
     units: tuple[UnitSpec, ...]

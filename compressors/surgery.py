@@ -34,8 +34,7 @@ from torch_pruning.pruner.function import InstanceNormPruner
 from metacompress.compressors import embedding_table, instance_norm
 from metacompress.compressors.attention import SplitAttention, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
-from metacompress.compressors.folded_weights import Folds, fold
-from metacompress.compressors.functional_reads import Routes, route
+from metacompress.compressors.weight_reads import Folds, Routes, rewire
 from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
@@ -364,8 +363,8 @@ def plain_copy(model: nn.Module, routes: Routes = (), folds: Folds = ()) -> nn.M
     weight another module shares is not rewritten.
 
     ``routes`` (an analysis's ``ModelSpec.routes``) run the Linears whose weights a parent reads
-    in its forward code as layers (``functional_reads``); ``folds`` (``ModelSpec.folds``) store
-    the weight a layer computes from its own (weight standardization) as its weight (``folded_weights``).
+    in its forward code as layers; ``folds`` (``ModelSpec.folds``) store the weight a layer
+    computes from its own (weight standardization) as its weight (``weight_reads``).
     """
     # the old hooks leave a non-leaf weight computed by the last forward, which deepcopy
     # refuses; the memo hands the copy a detached value (the next forward recomputes it)
@@ -393,7 +392,7 @@ def plain_copy(model: nn.Module, routes: Routes = (), folds: Folds = ()) -> nn.M
     for module in copied.modules():
         if isinstance(module, nn.TransformerEncoder):  # its nested-tensor fast path runs packed attention weights only
             module.use_nested_tensor = False
-    return fold(route(copied, routes), folds)
+    return rewire(copied, routes, folds)
 
 
 def _shared_parameters(model: nn.Module) -> set[int]:
