@@ -366,9 +366,10 @@ def _tied_weights(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]:
         if not isinstance(module, QUANTIZABLE + (nn.Embedding,)) or not others:  # a tied table is not rewritten, so still nn.Embedding
             continue
         sharers = [modules.get(path.rpartition(".")[0]) for path in others]
-        if type(module) is nn.Linear and len(sharers) == 1 and type(sharers[0]) is nn.Embedding and others[0].endswith(".weight"):
-            continue  # an LM head
-        if type(module) is nn.Embedding and len(sharers) == 1 and type(sharers[0]) is nn.Linear and others[0].endswith(".weight"):
+        pair = {type(module), type(sharers[0])} == {nn.Linear, nn.Embedding} and len(sharers) == 1 and others[0].endswith(".weight")
+        if pair and getattr(module, "max_norm", None) is None and getattr(sharers[0], "max_norm", None) is None:  # max_norm renorms rows in place
+            if type(module) is nn.Linear:
+                continue  # an LM head
             head_tables[name] = others[0].rpartition(".")[0]
             continue
         tied[name] = f"{type(module).__name__}, weight tied to {', '.join(others)}"
