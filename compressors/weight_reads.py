@@ -41,16 +41,53 @@ def _weight_argument(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return args[1] if len(args) > 1 else kwargs.get("weight")
 
 
+CONV_SETTINGS = ("stride", "padding", "dilation", "groups")
+MATMULS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)  # `w @ x` arrives as Tensor.matmul
+
+
+def _layer_call(func, args: tuple, kwargs: dict, by_weight: dict[int, nn.Module]) -> tuple[nn.Module, torch.Tensor, bool] | None:
+    """``(layer, its input, whether it is transposed)`` when this call computes what ``layer`` would.
+
+    ``F.linear`` or a conv handed a layer's weight (or a view of it of the same shape, as
+    transformers' Mamba passes ``conv1d.weight.squeeze(1).unsqueeze(1)``), a conv only with the
+    layer's own stride, padding, dilation, groups and bias; or ``weight @ x`` (Mamba's
+    ``dt_proj.weight @ time_step``), which is the layer on ``x`` transposed, without its bias.
+    """
+    if func in MATMULS and len(args) == 2 and isinstance(args[1], torch.Tensor) and args[1].dim() >= 2:
+        layer = by_weight.get(id(args[0]))
+        return (layer, args[1], True) if type(layer) is nn.Linear else None
+    if func not in LAYER_OPS:
+        return None
+    weight = _weight_argument(args, kwargs)
+    if weight is None:
+        return None
+    layer = by_weight.get(id(weight)) or by_weight.get(id(weight._base))
+    if layer is None or weight.shape != layer.weight.shape or (func is F.linear) != (type(layer) is nn.Linear):
+        return None
+    if func is not F.linear:
+        given = dict(zip(("bias", *CONV_SETTINGS), args[2:]), **kwargs)
+        defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+        own = {name: getattr(layer, name) for name in CONV_SETTINGS}
+        if given.get("bias") is not layer.bias or any(_as_tuple(given.get(k, defaults[k]), layer) != _as_tuple(own[k], layer)
+                                                      for k in CONV_SETTINGS):
+            return None
+    return layer, args[0] if args else kwargs["input"], False
+
+
+def _as_tuple(value, layer: nn.Module):
+    return value if isinstance(value, (tuple, str)) or value is None else (value,) * (layer.weight.dim() - 2)
+
+
 def weight_reads(model: nn.Module, example_input: torch.Tensor) -> tuple[Routes, Folds]:
     """The routes and folds of ``model``, from one forward pass on ``example_input``.
 
-    A route: ``F.linear`` handed the weight of a Linear that never runs as a module, while one
-    ancestor of it (the reader) is the innermost module running. A fold: a Conv/Linear's own
-    op handed a tensor of its weight's shape that is not its weight.
+    A route: a call computing what a Linear or conv that never runs as a module would
+    (``_layer_call``), while one ancestor of it (the reader) is the innermost module running. A
+    fold: a Conv/Linear's own op handed a tensor of its weight's shape that is not its weight.
     """
     modules = dict(model.named_modules())
     names = {module: name for name, module in modules.items()}
-    linears = {id(module.weight): name for name, module in modules.items() if type(module) is nn.Linear}
+    by_weight = {id(module.weight): module for module in modules.values() if type(module) in LAYERS}
     running: list[tuple[str, tuple[int, ...]]] = []  # (module path, the shape of one sample of its input)
     ran: set[str] = set()
     read: dict[str, set[str]] = {}
@@ -66,11 +103,11 @@ def weight_reads(model: nn.Module, example_input: torch.Tensor) -> tuple[Routes,
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
+            call = _layer_call(func, args, kwargs, by_weight) if running else None
+            if call is not None and names[call[0]] != running[-1][0]:
+                read.setdefault(names[call[0]], set()).add(running[-1][0])
             if func in LAYER_OPS and running:
                 weight, (inner, shape) = _weight_argument(args, kwargs), running[-1]
-                layer = linears.get(id(weight)) if func is F.linear else None
-                if layer is not None and layer != inner:
-                    read.setdefault(layer, set()).add(inner)
                 own = getattr(modules.get(inner), "weight", None) if isinstance(modules.get(inner), LAYERS) else None
                 if isinstance(own, torch.Tensor) and weight is not own and weight is not None and weight.shape == own.shape:
                     folds[inner] = shape
@@ -166,24 +203,31 @@ def _pinned_weights(layers: list[nn.Module]):
 
 
 class _ThroughLayers(TorchFunctionMode):
-    """Sends ``F.linear(x, layer.weight, bias)`` through ``layer`` (its hooks, its quantizer), ``bias`` in place of the layer's."""
+    """Sends a call that computes what a layer would (``_layer_call``) through the layer (its hooks, its quantizer).
 
-    def __init__(self, by_weight: dict[int, nn.Linear]) -> None:
+    ``F.linear``'s ``bias`` replaces the layer's; ``weight @ x`` takes none.
+    """
+
+    def __init__(self, by_weight: dict[int, nn.Module]) -> None:
         super().__init__()
         self.by_weight = by_weight
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        call = _layer_call(func, args, kwargs, self.by_weight)
+        if call is None:
+            return func(*args, **kwargs)
+        layer, x, transposed = call
+        if transposed:
+            out = layer(x.transpose(-1, -2))
+            return (out if layer.bias is None else out - layer.bias).transpose(-1, -2)
+        out = layer(x)
         if func is F.linear:
-            layer = self.by_weight.get(id(_weight_argument(args, kwargs)))
-            if layer is not None:
-                bias = args[2] if len(args) > 2 else kwargs.get("bias")
-                out = layer(args[0] if args else kwargs["input"])
-                if bias is not layer.bias:
-                    out = out if layer.bias is None else out - layer.bias
-                    out = out if bias is None else out + bias
-                return out
-        return func(*args, **kwargs)
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if bias is not layer.bias:
+                out = out if layer.bias is None else out - layer.bias
+                out = out if bias is None else out + bias
+        return out
 
 
 class _Capture(TorchFunctionMode):

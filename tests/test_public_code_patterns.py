@@ -469,6 +469,25 @@ class BeitAttention(nn.Module):
         return self.proj(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(n, t, c))
 
 
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """transformers' Mamba ``causal_conv1d_fn`` reference: the conv's weight handed in as a (C, K) view."""
+    return F.conv1d(x, weight.unsqueeze(1), bias, padding=weight.shape[-1] - 1, groups=x.shape[1])[:, :, : x.shape[-1]]
+
+
+class MambaLikeMixer(nn.Module):
+    """transformers' Mamba mixer's two reads: its depthwise conv's weight as a view, ``dt_proj.weight @ x``."""
+
+    def __init__(self, dim: int = 16, inner: int = 24, rank: int = 4) -> None:
+        super().__init__()
+        self.in_proj, self.conv1d = nn.Linear(dim, inner), nn.Conv1d(inner, inner, 3, groups=inner, padding=2)
+        self.x_proj, self.dt_proj, self.out_proj = nn.Linear(inner, rank), nn.Linear(rank, inner), nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = causal_depthwise_conv(self.in_proj(x).transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        gate = self.dt_proj.weight @ self.x_proj(h.transpose(1, 2)).transpose(1, 2)  # (N, inner, T)
+        return self.out_proj((F.silu(h) * torch.sigmoid(gate + self.dt_proj.bias[:, None])).transpose(1, 2))
+
+
 class PatchAttentionNet(nn.Module):
     def __init__(self, attention: type[nn.Module], dim: int = 16) -> None:
         super().__init__()
@@ -481,22 +500,23 @@ class PatchAttentionNet(nn.Module):
         return self.head((h + self.mlp(self.norm(h))).mean(1))
 
 
-@pytest.mark.parametrize("attention", [SwinAttention, BeitAttention], ids=["swin", "beit"])
-def test_linears_a_parent_reads_in_its_forward_are_quantized_as_layers_and_the_users_model_keeps_its_forward(tmp_path, attention):
+@pytest.mark.parametrize("attention", [SwinAttention, BeitAttention, MambaLikeMixer], ids=["swin", "beit", "mamba"])
+def test_layers_a_parent_reads_in_its_forward_are_quantized_as_layers_and_the_users_model_keeps_its_forward(tmp_path, attention):
     torch.manual_seed(0)
     model, x = PatchAttentionNet(attention).eval(), torch.randn(96, 1, 8, 8)
-    read = ("proj", "qkv") if attention is SwinAttention else ("qkv",)
+    read = {SwinAttention: ("proj", "qkv"), BeitAttention: ("qkv",), MambaLikeMixer: ("conv1d", "dt_proj")}[attention]
     spec = mc.analyze(model, x[:8])
     assert spec.routes == (("attn", read),) and not spec.unsupported
-    assert {"attn.qkv", "attn.proj"} <= {layer.name for layer in spec.layers}
+    assert {f"attn.{layer}" for layer in read} <= {layer.name for layer in spec.layers}
     assert "forward" not in model.attn.__dict__  # routed in private copies only
     with torch.no_grad():
         expected = model(x)
     export_agrees_with_search_mode(model, build_graph(model, x[:8]), x)
     result = compresses_reloads_and_agrees_in_onnx(model, lambda: PatchAttentionNet(attention).eval(), x, tmp_path)
-    assert result.plan.decisions[spec.units.index(next(u for u in spec.units if "attn.qkv" in u.layers))].w_bits < 8
-    qkv = result.model.attn.qkv
-    assert torch.equal(qkv.weight, qkv.weight_scale[:, None] * torch.round(qkv.weight / qkv.weight_scale[:, None]))  # on its lattice
+    bits = {layer: result.model.metacompress_weight_bits[f"attn.{layer}"] for layer in read}  # every one quantized
+    layer = result.model.attn.get_submodule(min(bits, key=bits.get))
+    scale = layer.weight_scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1))
+    assert torch.equal(layer.weight, scale * torch.round(layer.weight / scale))  # on its lattice
     with torch.no_grad():
         assert torch.equal(model(x), expected)
 
