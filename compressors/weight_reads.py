@@ -94,7 +94,10 @@ def weight_reads(model: nn.Module, example_input: torch.Tensor) -> tuple[Routes,
     folds: dict[str, tuple[int, ...]] = {}
 
     def enter(module, args):
-        running.append((names.get(module, ""), tuple(args[0].shape[1:]) if args and isinstance(args[0], torch.Tensor) else ()))
+        if module not in names:  # a module built on the fly (transformers' kernel wrappers): its caller stays the innermost
+            running.append(running[-1] if running else ("", ()))
+            return
+        running.append((names[module], tuple(args[0].shape[1:]) if args and isinstance(args[0], torch.Tensor) else ()))
         ran.add(running[-1][0])
 
     def leave(module, args, output):
