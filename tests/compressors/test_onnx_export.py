@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from metacompress import Plan, analyze, export
-from metacompress.compressors.onnx_export import export_onnx, layer_bits, onnx_agreement, onnx_logits, session, to_onnx
+from metacompress.compressors.onnx_export import _first_line, export_onnx, layer_bits, onnx_agreement, onnx_logits, session, to_onnx
 from metacompress.envs.zoo import Split, build_model, load_dataset
 from metacompress.envs.zoo.training import train_model
 from metacompress.errors import RunExists, UnsupportedLayer
@@ -167,3 +167,11 @@ def test_a_defaulted_forward_argument_is_a_constant_in_the_graph_not_an_input():
     with torch.no_grad():
         assert (onnx_logits(session(proto.SerializeToString(), optimize=False), x) - compressed(x)).abs().max() < 1e-5
     assert "forward" not in compressed.__dict__  # the export's own view of forward is gone afterwards
+
+
+def test_a_refusal_names_the_op_the_exporter_was_translating_when_its_own_error_does_not():
+    # torch's TorchScript exporter on transformers' MobileViTV2 at opset 18: the first line alone names nothing
+    failure = RuntimeError("'NoneType' object is not subscriptable \n(Occurred when translating col2im).")
+    assert _first_line(failure) == "'NoneType' object is not subscriptable (while translating col2im)"
+    assert _first_line(RuntimeError("Exporting the operator 'aten::diff' to ONNX opset version 17 is not supported.")) == (
+        "Exporting the operator 'aten::diff' to ONNX opset version 17 is not supported")
