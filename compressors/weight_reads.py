@@ -144,7 +144,7 @@ def rewire(model: nn.Module, routes: Routes = (), folds: Folds = ()) -> nn.Modul
             continue
         captured: list[torch.Tensor] = []
         with torch.no_grad(), _Capture(layer, captured):
-            type(layer).forward(layer, torch.zeros((1, *shape)))
+            type(layer).forward(layer, torch.zeros((1, *shape), device=layer.weight.device, dtype=layer.weight.dtype))
         layer.weight.data.copy_(captured[0])
         layer.forward = FoldedForward(layer, shape)
     return model

@@ -112,7 +112,7 @@ def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
         *tradeoff_lines(summary),
         "## Per-unit decisions",
         "",
-        decisions.drop(columns=["raw_prune", "raw_w_bits", "raw_a_bits", "note"], errors="ignore").to_markdown(index=False, floatfmt=".4g"),
+        decisions.drop(columns=["raw_prune", "raw_w_bits", "raw_a_bits", "note"]).to_markdown(index=False, floatfmt=".4g"),
         "",
         *unpruned_lines(decisions),
     ]
@@ -121,7 +121,7 @@ def markdown_report(summary: dict, decisions: pd.DataFrame) -> str:
 
 def unpruned_lines(decisions: pd.DataFrame) -> list[str]:
     """Why each unit the plan could not prune keeps its channels (a reason a user can act on: freeze less, rewrite a layer)."""
-    noted = decisions[decisions["note"].fillna("") != ""] if "note" in decisions else decisions.iloc[:0]
+    noted = decisions[decisions["note"] != ""]
     if noted.empty:
         return []
     return ["## Units kept whole, and why", "", *(f"- unit {row.unit} `{row.name}`: {row.note}" for row in noted.itertuples()), ""]
