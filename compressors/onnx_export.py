@@ -42,6 +42,7 @@ from torch.nn.utils import parametrize
 
 from metacompress._version import __version__
 from metacompress.compressors.io import write_bytes_atomic
+from metacompress.compressors.onnx_portable import PortableOps
 from metacompress.compressors.recovery import accuracy
 from metacompress.errors import MetacompressError, RunExists, UnsupportedLayer
 
@@ -106,43 +107,6 @@ def _read_head_codes(model: nn.Module, w_bits: dict[str, int]) -> None:
             setattr(model.get_submodule(parent) if parent else model, child, HeadTableLookup(module, heads[id(module.weight)]))
 
 
-ADAPTIVE_AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)  # by spatial rank
-
-
-class AdaptiveAvgPoolAsMatMul(nn.Module):
-    """An ``nn.AdaptiveAvgPool1d/2d/3d`` that traces to MatMuls where ONNX has no op for it.
-
-    The TorchScript exporter refuses adaptive average pooling whose output size does not
-    divide the input size, e.g. torchvision's AlexNet and VGG on 32-64 px inputs (a 1x1 map
-    pooled "up" to 6x6 or 7x7). At a traced size the pooling is a fixed linear map per
-    spatial axis (output ``i`` averages inputs ``floor(i n / m)`` to ``ceil((i + 1) n / m)``,
-    PyTorch's definition), so it is exported as one MatMul per axis with a constant matrix;
-    where the sizes divide, the ordinary pooling op is traced.
-    """
-
-    def __init__(self, pool: nn.Module) -> None:
-        super().__init__()
-        self.pool = pool
-        self.dims = ADAPTIVE_AVG_POOLS.index(type(pool)) + 1
-        size = pool.output_size
-        self.wanted = tuple(size) if isinstance(size, (tuple, list)) else (size,) * self.dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = self.dims
-        sizes = [int(n) for n in x.shape[-dims:]]
-        targets = [n if m is None else int(m) for n, m in zip(sizes, self.wanted)]
-        if all(n % m == 0 for n, m in zip(sizes, targets)):
-            return self.pool(x)
-        for axis, (n, m) in enumerate(zip(sizes, targets)):
-            weights = torch.zeros(m, n, dtype=x.dtype)
-            for i in range(m):
-                start, end = (i * n) // m, -((-(i + 1) * n) // m)
-                weights[i, start:end] = 1.0 / (end - start)
-            axis_dim, last = x.dim() - dims + axis, x.dim() - 1  # non-negative: ONNX Transpose takes no negative perm
-            x = torch.matmul(x.transpose(axis_dim, last), weights.T).transpose(axis_dim, last)
-        return x
-
-
 def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[str, int]]:
     """A copy of ``compressed`` whose fake quantizers trace to ONNX QDQ ops; its bits per layer."""
     w_bits: dict[str, int] | None = getattr(compressed, "metacompress_weight_bits", None)
@@ -158,15 +122,12 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
             a_bits[name] = int(quantizer.bits)
             layer.input_quantizer = ActivationQDQ(a_bits[name], float(quantizer.scale), int(quantizer.zero_point))
         parametrize.register_parametrization(layer, "weight", WeightQDQ(layer.weight_scale))
-    pools = [name for name, m in model.named_modules() if type(m) in ADAPTIVE_AVG_POOLS]
-    for name in pools:
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, AdaptiveAvgPoolAsMatMul(model.get_submodule(name)))
     return model, dict(w_bits), a_bits
 
 
 def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """``model`` as ONNX through the TorchScript exporter (exact op mapping, no onnxscript), batch dynamic.
+    """``model`` as ONNX through the TorchScript exporter (exact op mapping, no onnxscript), batch dynamic,
+    the ops it or onnxruntime refuse computed from ones they take (``onnx_portable``).
 
     Raises:
         Whatever the exporter raises for an op it cannot express (``to_onnx`` names the layer).
@@ -183,7 +144,7 @@ def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DE
     bound = model.forward
     model.forward = lambda x: bound(x)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        with warnings.catch_warnings(), torch.no_grad(), PortableOps(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
             torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
                               output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})

@@ -76,6 +76,8 @@ FACTORIES = {
         decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, **IMAGE)),
     "bit": lambda: hf.BitForImageClassification(hf.BitConfig(embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1],
                                                              layer_type="preactivation", num_groups=8, **IMAGE)),
+    "gpt2-lm": lambda: hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=32,
+                                                         use_cache=False)),  # its mask code: torch.diff, a boolean cumsum
     "bert-mlm": lambda: hf.BertForMaskedLM(hf.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                          intermediate_size=64, max_position_embeddings=32)),
 }
@@ -83,12 +85,11 @@ FACTORIES = {
 # positional conv while its relative position embeddings replace it
 UNUSED = {"wav2vec2-conformer": {"wav2vec2_conformer.encoder.pos_conv_embed.conv"}}
 QUANTIZE_ONLY = {"bit"}  # a GroupNorm over the channels after every conv: removing a channel changes its group's statistics
-NOT_IN_ONNX = {"gpt2", "llama"}  # their forward code uses aten::diff (GPT-2's last-token search, Llama's rotary cache), which ONNX cannot express
 
 
 def inputs_for(name: str, samples: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama", "bert-mlm"):
+    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama", "gpt2-lm", "bert-mlm"):
         return torch.randint(2, VOCAB, (samples, TOKENS), generator=generator)
     if name.startswith("wav2vec2"):
         return torch.randn(samples, 400, generator=generator)
@@ -122,10 +123,6 @@ def test_a_transformers_model_compresses_within_budget_reloads_exactly_and_match
     with torch.no_grad():
         expected = logits(result.model(x[:16]))
         assert torch.equal(logits(again(x[:16])), expected)
-        if name in NOT_IN_ONNX:
-            with pytest.raises(mc.errors.UnsupportedLayer, match="aten::diff"):
-                to_onnx(result.model, x[:8])
-            return
         graph = session(to_onnx(result.model, x[:8]).SerializeToString(), optimize=False)
         assert torch.allclose(onnx_logits(graph, x[:16]), expected, atol=1e-4)
 

@@ -123,29 +123,6 @@ def test_a_model_onnx_cannot_run_is_refused_with_its_reason_before_writing(tmp_p
     assert not (tmp_path / "model.onnx").exists()
 
 
-class _PooledUp(nn.Module):
-    """AlexNet/VGG on a small input: a 2x2 feature map adaptive-average-pooled "up" to 3x3, then flattened."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, stride=2, padding=1)
-        self.avgpool = nn.AdaptiveAvgPool2d((3, 3))
-        self.head = nn.Linear(8 * 9, 5)
-
-    def forward(self, x):
-        return self.head(self.avgpool(torch.relu(self.conv(x))).flatten(1))
-
-
-def test_adaptive_pooling_whose_sizes_do_not_divide_exports_as_matmuls():
-    model = trained_like(_PooledUp())
-    x = torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    compressed = export(model, Plan.uniform(analyze(model, x), w_bits=6, a_bits=6), x, [x])
-    proto = to_onnx(compressed, x[:4])  # the TorchScript exporter alone refuses 2x2 -> 3x3
-    assert "MatMul" in {n.op_type for n in proto.graph.node}
-    with torch.no_grad():
-        assert (onnx_logits(session(proto.SerializeToString(), optimize=False), x) - compressed(x)).abs().max() < 1e-5
-
-
 class _KeepsLastLogits(nn.Module):
     """A causal LM's head as transformers writes it: ``forward(x, logits_to_keep=0)`` slices the positions it scores."""
 
