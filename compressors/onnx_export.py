@@ -31,6 +31,7 @@ import io
 import json
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from torch.nn.utils import parametrize
 
 from metacompress._version import __version__
 from metacompress.compressors.io import write_bytes_atomic
+from metacompress.compressors.metrics import logits
 from metacompress.compressors.onnx_portable import PortableOps
 from metacompress.compressors.recovery import accuracy
 from metacompress.errors import MetacompressError, RunExists, UnsupportedLayer
@@ -125,9 +127,11 @@ def _qdq_module(compressed: nn.Module) -> tuple[nn.Module, dict[str, int], dict[
     return model, dict(w_bits), a_bits
 
 
-def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """``model`` as ONNX through the TorchScript exporter (exact op mapping, no onnxscript), batch dynamic,
-    the ops it or onnxruntime refuse computed from ones they take (``onnx_portable``).
+def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET,
+                  dynamic_dims: tuple[int, ...] = ()) -> onnx.ModelProto:
+    """``model`` as ONNX through the TorchScript exporter (exact op mapping, no onnxscript), the batch and
+    ``dynamic_dims`` of the input dynamic, the ops it or onnxruntime refuse computed from ones they take
+    (``onnx_portable``).
 
     Raises:
         Whatever the exporter raises for an op it cannot express (``to_onnx`` names the layer).
@@ -147,7 +151,8 @@ def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int = DE
         with warnings.catch_warnings(), torch.no_grad(), PortableOps(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings, its IR dumps
             torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                              output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch", **{d: f"input_dim{d}" for d in dynamic_dims}}, "logits": {0: "batch"}})
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         if own_forward is None:
@@ -260,23 +265,36 @@ def _drop_unused(graph: onnx.GraphProto) -> None:
         graph.node.remove(node)
 
 
-def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEFAULT_OPSET,
+            dynamic_dims: Sequence[int] = ()) -> onnx.ModelProto:
     """The QDQ ONNX graph of an exported model (see the module docstring for its layout).
 
     Args:
         compressed: a module from ``export`` or ``load_compressed``.
         example_input: a batch it accepts (the batch dimension is dynamic in the graph).
         opset: ONNX opset, 13 or newer (per-channel DequantizeLinear).
+        dynamic_dims: other dimensions of the input left free in the graph (1 for a sequence's
+            length in ``(N, T)`` token ids or ``(N, T, C)`` features, 2 and 3 for an image's
+            height and width); each is checked by running the graph with that dimension doubled
+            against the PyTorch model, since forward code can fix a size in the trace.
 
     Raises:
-        UnsupportedLayer: if a layer has no ONNX equivalent; the message names it.
-        MetacompressError: if ``compressed`` was not made by ``export``.
+        UnsupportedLayer: if a layer has no ONNX equivalent (the message names it), or the
+            graph does not compute the model at a size a dynamic dimension allows.
+        MetacompressError: if ``compressed`` was not made by ``export``, or a dynamic
+            dimension is not one of the input's (or is the batch, always dynamic).
     """
     if opset < 13:
         raise MetacompressError(f"opset {opset} is too old: per-channel DequantizeLinear needs opset 13 or newer; use --opset 17")
+    dynamic_dims = tuple(sorted(set(dynamic_dims)))
+    wrong = [d for d in dynamic_dims if not 1 <= d < example_input.dim()]
+    if wrong:
+        raise MetacompressError(f"dynamic dims {wrong} are not dimensions 1 to {example_input.dim() - 1} of the input "
+                                f"(shape {tuple(example_input.shape)}; dimension 0, the batch, is always dynamic); "
+                                f"pass --dynamic-dims among {list(range(1, example_input.dim()))}")
     model, w_bits, a_bits = _qdq_module(compressed)
     try:
-        proto = trace_to_onnx(model, example_input, opset)
+        proto = trace_to_onnx(model, example_input, opset, dynamic_dims)
     except Exception as exc:  # noqa: BLE001 (the exporter raises many types; all mean "cannot express")
         reason = _first_line(exc)
         name, kind = _culprit(model, example_input, opset, reason)
@@ -295,17 +313,55 @@ def to_onnx(compressed: nn.Module, example_input: torch.Tensor, opset: int = DEF
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     proto.producer_name, proto.producer_version = "metacompress", __version__
     onnx.checker.check_model(proto)
-    _check_runs(proto, example_input)
+    sess = _check_runs(proto, example_input)
+    for dim in dynamic_dims:
+        _check_dynamic(sess, model, example_input, dim)
     return proto
 
 
-def _check_runs(proto: onnx.ModelProto, example_input: torch.Tensor) -> None:
+def _check_dynamic(sess, model: nn.Module, example_input: torch.Tensor, dim: int) -> None:
+    """The graph computes what ``model`` computes on the example doubled along ``dim`` (repeated: valid data).
+
+    Why: forward code that reads a size into a Python number (``int(x.shape[1])``, a position
+    table sliced to the traced length) fixes it in the trace, and the graph then fails, or
+    silently computes something else, at any other size.
+
+    Raises:
+        MetacompressError: if ``model`` itself refuses the doubled input (the dimension is not free).
+        UnsupportedLayer: if the graph fails there or its output differs from ``model``'s.
+    """
+    traced = example_input.shape[dim]
+    stretched = torch.cat([example_input, example_input], dim=dim)
+    try:
+        with torch.no_grad():
+            expected = logits(model(stretched))
+    except Exception as exc:  # noqa: BLE001 (any failure: the model does not take that size)
+        raise MetacompressError(f"dynamic dim {dim}: the model itself refuses an input with it doubled ({traced} -> "
+                                f"{2 * traced}): {_first_line(exc)}; leave that dimension fixed") from exc
+    fixed = (f"dynamic dim {dim}: the graph traced at size {traced} does not compute the model at size {2 * traced}; "
+             "the forward code fixes that size in the trace (a size read into a Python number); leave the dimension "
+             "fixed, or make that code size-independent and compress again")
+    try:
+        got = onnx_logits(sess, stretched)
+    except Exception as exc:  # noqa: BLE001 (onnxruntime's own error types)
+        raise UnsupportedLayer(f"{fixed} (onnxruntime: {_first_line(exc)})") from exc
+    # a tolerance for 4-bit-and-below codes that round the other way at a tie; a fixed size errs by far more
+    tolerance = 0.05 * float(expected.abs().max()) + 1e-4
+    if got.shape != expected.shape or float((got - expected).abs().max()) > tolerance:
+        difference = "shape " + str(tuple(got.shape)) if got.shape != expected.shape else f"max difference {float((got - expected).abs().max()):.3g}"
+        raise UnsupportedLayer(f"{fixed} ({difference}, PyTorch {tuple(expected.shape)})")
+
+
+def _check_runs(proto: onnx.ModelProto, example_input: torch.Tensor):
     """onnxruntime loads ``proto`` and runs it at the traced batch size and at one more.
 
     Why: the exporter accepts graphs onnxruntime then refuses (a shape its kernels do not
     support), and forward code that reads ``x.shape[0]`` into Python numbers fixes the batch
     size in the trace (a Split of exactly that many rows); either way the file would fail at
     deployment, so it is refused here, before anything is written.
+
+    Returns:
+        The onnxruntime session (graph as written).
 
     Raises:
         UnsupportedLayer: naming onnxruntime's complaint (its node) and the batch size.
@@ -329,6 +385,7 @@ def _check_runs(proto: onnx.ModelProto, example_input: torch.Tensor) -> None:
                                    f"{_first_line(exc)}; {advice}") from exc
         if rows != len(batch):
             raise UnsupportedLayer(f"the exported graph returns {rows} rows for a batch of {len(batch)}: {batch_fixed}")
+    return sess
 
 
 def _first_line(exc: Exception) -> str:
@@ -342,7 +399,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def export_onnx(compressed: nn.Module, path: str | Path, example_input: torch.Tensor, opset: int = DEFAULT_OPSET,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, dynamic_dims: Sequence[int] = ()) -> Path:
     """Write ``to_onnx(compressed)`` to ``path`` atomically (temp file, then rename).
 
     Raises:
@@ -352,7 +409,7 @@ def export_onnx(compressed: nn.Module, path: str | Path, example_input: torch.Te
     path = Path(path)
     if path.exists() and not overwrite:
         raise RunExists(f"{path} already exists; choose another --out or pass --overwrite to replace it")
-    write_bytes_atomic(path, to_onnx(compressed, example_input, opset).SerializeToString())
+    write_bytes_atomic(path, to_onnx(compressed, example_input, opset, dynamic_dims).SerializeToString())
     return path
 
 

@@ -56,3 +56,8 @@ def test_export_writes_onnx_with_per_layer_bits_and_matching_accuracy(tmp_path, 
 def test_export_of_a_folder_without_a_model_names_the_fix(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "has no model/ folder; pass a run folder written by `metacompress apply`" in capsys.readouterr().err
+
+
+def test_export_refuses_the_batch_as_a_dynamic_dimension_before_loading(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "m.onnx"), "--dynamic-dims", "0"]) == 2
+    assert "dimension 0, the batch, is always dynamic; name dimensions from 1" in capsys.readouterr().err

@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="output format (default onnx)")
     parser.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 or newer (default 17)")
+    parser.add_argument("--dynamic-dims", type=int, nargs="+", default=[], metavar="DIM",
+                        help="input dimensions besides the batch left free in the graph, e.g. 1 for a sequence's length "
+                             "(N, T) or 2 3 for an image's height and width; checked at twice the traced size (default: none)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the accuracy check (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.set_defaults(handler=_export)
@@ -24,18 +27,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from metacompress.compressors.onnx_export import export_onnx, layer_bits, onnx_agreement
-    from metacompress.errors import RunExists
+    from metacompress.errors import MetacompressError, RunExists
     from metacompress.sources import load_run
 
     out = Path(args.out)
+    if any(d < 1 for d in args.dynamic_dims):  # the input's rank is known only after loading; this much is not
+        raise MetacompressError(f"--dynamic-dims {args.dynamic_dims}: dimension 0, the batch, is always dynamic; "
+                                "name dimensions from 1, e.g. --dynamic-dims 1 for a sequence's length")
     if out.exists() and not args.overwrite:  # before the minutes of loading
         raise RunExists(f"{out} already exists; choose another --out or pass --overwrite to replace it")
     compressed, data = load_run(args.run)
-    export_onnx(compressed, out, data.test.x[:1], opset=args.opset, overwrite=args.overwrite)
+    export_onnx(compressed, out, data.test.x[:1], opset=args.opset, overwrite=args.overwrite, dynamic_dims=args.dynamic_dims)
     w_bits, a_bits = layer_bits(out)
     low = sorted(name for name in w_bits if w_bits[name] < 8 or a_bits[name] < 8)
     check = onnx_agreement(compressed, out, data.test.x, data.test.y, threads=args.threads)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB, opset {args.opset}): {len(w_bits)} quantized layers, "
+    free = "".join(f", input dim {d} free" for d in sorted(set(args.dynamic_dims)))
+    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB, opset {args.opset}{free}): {len(w_bits)} quantized layers, "
           f"{len(w_bits) - len(low)} at W8A8 (int8 QDQ), {len(low)} below 8 bits on their lattice in int8/uint8 containers")
     if low:
         print("  below 8 bits: " + ", ".join(f"{n} W{w_bits[n]}A{a_bits[n]}" for n in low))

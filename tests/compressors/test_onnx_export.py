@@ -11,7 +11,7 @@ from metacompress import Plan, analyze, export
 from metacompress.compressors.onnx_export import _first_line, export_onnx, layer_bits, onnx_agreement, onnx_logits, session, to_onnx
 from metacompress.envs.zoo import Split, build_model, load_dataset
 from metacompress.envs.zoo.training import train_model
-from metacompress.errors import RunExists, UnsupportedLayer
+from metacompress.errors import MetacompressError, RunExists, UnsupportedLayer
 from tiny_models import TinyMLP, example_input, trained_like
 
 # (family, width, depth): every zoo family, small enough to train on digits in about a second
@@ -152,3 +152,50 @@ def test_a_refusal_names_the_op_the_exporter_was_translating_when_its_own_error_
     assert _first_line(failure) == "'NoneType' object is not subscriptable (while translating col2im)"
     assert _first_line(RuntimeError("Exporting the operator 'aten::diff' to ONNX opset version 17 is not supported.")) == (
         "Exporting the operator 'aten::diff' to ONNX opset version 17 is not supported")
+
+
+class _TokenConv(nn.Module):
+    """A text model whose length is free: embedding, a conv over time, a per-position head."""
+
+    def __init__(self, divide_by_traced_length: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+        self.divide_by_traced_length = divide_by_traced_length
+
+    def forward(self, ids):
+        h = torch.relu(self.conv(self.embed(ids).transpose(1, 2))).transpose(1, 2)
+        if self.divide_by_traced_length:  # len() is a Python number: the trace keeps the example's length
+            return self.head(h.sum(1) / len(h[0]))
+        return self.head(h)
+
+
+def _token_model(**kwargs):
+    model = trained_like(_TokenConv(**kwargs))
+    ids = torch.randint(0, 20, (16, 6), generator=torch.Generator().manual_seed(0))
+    return export(model, Plan.uniform(analyze(model, ids), w_bits=6, a_bits=6), ids, [ids]), ids
+
+
+def test_a_dynamic_dimension_is_free_in_the_graph_and_checked():
+    compressed, ids = _token_model()
+    graph = session(to_onnx(compressed, ids[:4], dynamic_dims=[1]).SerializeToString(), optimize=False)
+    longer = torch.randint(0, 20, (3, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (onnx_logits(graph, longer) - compressed(longer)).abs().max() < 1e-5
+    with pytest.raises(Exception, match="INVALID_ARGUMENT"):  # without it, the length is the traced one
+        onnx_logits(session(to_onnx(compressed, ids[:4]).SerializeToString(), optimize=False), longer)
+
+
+def test_a_length_the_forward_code_fixes_in_the_trace_is_refused_as_dynamic():
+    compressed, ids = _token_model(divide_by_traced_length=True)
+    with pytest.raises(UnsupportedLayer, match="dynamic dim 1: the graph traced at size 6 does not compute the model at size 12"):
+        to_onnx(compressed, ids[:4], dynamic_dims=[1])
+    to_onnx(compressed, ids[:4])  # at its traced length it is exact
+
+
+@pytest.mark.parametrize("dims", [[0], [2]], ids=["the-batch", "past-the-rank"])
+def test_a_dynamic_dimension_the_input_does_not_have_is_refused(dims):
+    compressed, ids = _token_model()
+    with pytest.raises(MetacompressError, match=r"dynamic dims \[\d\] are not dimensions 1 to 1 of the input \(shape \(4, 6\)"):
+        to_onnx(compressed, ids[:4], dynamic_dims=dims)
