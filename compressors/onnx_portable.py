@@ -17,6 +17,10 @@ rewrite answers a refusal met on public model code that the uncompressed model h
   a list of slices.
 - ``cumsum`` of booleans (the same LMs count sequence starts): torch sums them as int64, the
   exporter as booleans, which onnxruntime's CumSum refuses. The input is cast first.
+- a dilated convolution with ``padding="same"`` (braindecode's EEGNeX, dilated TCNs): the
+  exporter writes ONNX's ``auto_pad=SAME_UPPER``, which onnxruntime refuses with a dilation.
+  It is the explicit zero padding torch computes (``d*(k-1)`` per axis, the larger half after),
+  then the convolution without padding.
 - ``F.fold`` (MobileViT-V2 folds patches back into a map): ``col2im`` exists from opset 18
   only, and the exporter fails translating it there. It is a transposed convolution per
   channel whose kernel places each of the ``k*k`` patch positions (one-hot weights).
@@ -32,6 +36,7 @@ ADAPTIVE_AVG_POOLS = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_a
 DIFFS = (torch.diff, torch.Tensor.diff)
 TENSOR_SPLITS = (torch.tensor_split, torch.Tensor.tensor_split)
 CUMSUMS = (torch.cumsum, torch.Tensor.cumsum)
+CONVS = (F.conv1d, F.conv2d, F.conv3d)  # by spatial rank
 
 
 def _argument(args: tuple, kwargs: dict, index: int, name: str, default=None):
@@ -84,6 +89,17 @@ def tensor_split_as_slices(x: torch.Tensor, sections, dim: int = 0) -> tuple[tor
     return tuple(_along(x, dim, start, end) for start, end in zip(bounds[:-1], bounds[1:]))
 
 
+def same_padding_as_pad(func, x: torch.Tensor, weight: torch.Tensor, bias=None, stride=1, padding="same", dilation=1,
+                        groups: int = 1) -> torch.Tensor:
+    """``func(x, weight, ..., padding="same", dilation)`` as ``F.pad`` then ``func`` without padding."""
+    dims = CONVS.index(func) + 1
+    pads: list[int] = []
+    for size, d in reversed(list(zip(weight.shape[2:], _pair(dilation, dims)))):  # F.pad lists the last axis first
+        total = d * (size - 1)
+        pads += [total // 2, total - total // 2]
+    return func(F.pad(x, pads), weight, bias, stride, 0, dilation, groups)
+
+
 def fold_as_transposed_conv(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, stride=1) -> torch.Tensor:
     """``F.fold`` on a ``(N, C*kh*kw, L)`` or ``(C*kh*kw, L)`` input as a ``conv_transpose2d`` per channel."""
     (height, width), (kh, kw) = _pair(output_size, 2), _pair(kernel_size, 2)
@@ -125,6 +141,9 @@ class PortableOps(TorchFunctionMode):
             # torch sums integers and booleans as int64; the exporter keeps the input's type, which
             # onnxruntime's CumSum refuses for booleans
             return func(args[0].long(), *args[1:], **kwargs)
+        elif func in CONVS and _argument(args, kwargs, 4, "padding") == "same" and any(
+                d != 1 for d in _pair(_argument(args, kwargs, 5, "dilation", 1), CONVS.index(func) + 1)):
+            return same_padding_as_pad(func, *args, **kwargs)
         elif func is F.fold:
             return fold_as_transposed_conv(*args, **kwargs)
         return func(*args, **kwargs)

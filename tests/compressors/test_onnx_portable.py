@@ -27,6 +27,8 @@ CALLS = {  # name: a call of each rewritten op, as public model code makes it
     "tensor-split-sections": lambda: torch.tensor_split(_x(3, 5, 7), 3, dim=2),
     "tensor-split-points": lambda: torch.tensor_split(_x(3, 5, 7), [2, 5], dim=-1),
     "tensor-split-past-end": lambda: _x(3, 5, 7).tensor_split([1, 9], dim=1),
+    "conv-same-dilated-1d": lambda: F.conv1d(_x(2, 3, 16), _x(4, 3, 4), padding="same", dilation=3),
+    "conv-same-dilated-2d": lambda: F.conv2d(_x(2, 3, 5, 16), _x(4, 3, 1, 4), _x(4), padding="same", dilation=(1, 2)),
     "fold-patches": lambda: F.fold(_x(2, 3 * 4, 9), (6, 6), 2, stride=2),
     "fold-overlapping-padded": lambda: F.fold(_x(2, 3 * 9, 16), (7, 8), 3, padding=1, stride=2),
     "fold-dilated-unbatched": lambda: F.fold(_x(3 * 4, 6), (5, 9), 2, stride=(2, 3), dilation=(1, 2)),
@@ -82,6 +84,20 @@ class _FoldedPatches(nn.Module):
         return self.head(F.fold(patches, h.shape[-2:], 2, stride=2).mean((2, 3)))
 
 
+class _DilatedSame(nn.Module):
+    """braindecode's EEGNeX and dilated TCNs: ``padding="same"`` convolutions with a dilation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 6, 4, padding="same", dilation=2)
+        self.depthwise = nn.Conv2d(6, 6, (1, 3), padding="same", dilation=(1, 3), groups=6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.depthwise(torch.relu(self.conv(x)).unsqueeze(2)))
+        return self.head(h.mean((2, 3)))
+
+
 class _SplitAtLength(nn.Module):
     """transformers' Mamba: a sequence split at a point computed from its length."""
 
@@ -100,6 +116,7 @@ MODELS = {
     "packed-positions": (_PackedPositions, lambda: torch.randint(0, 20, (16, 6), generator=torch.Generator().manual_seed(0))),
     "folded-patches": (_FoldedPatches, lambda: _x(16, 1, 6, 6)),
     "split-at-length": (_SplitAtLength, lambda: _x(16, 2, 9)),
+    "dilated-same": (_DilatedSame, lambda: _x(16, 2, 12)),
     "pooled-up": (lambda: nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten(),
                                         nn.Linear(72, 5)), lambda: _x(16, 1, 4, 4)),  # AlexNet/VGG on a small input
 }
