@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from metacompress import Plan, UnsupportedModel, analyze, export
-from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, TwoHeads, example_input
+from tiny_models import TinyMLP, TinyMobileNet, TinyResNet, TinyTransformer, TwoHeads, example_input, trained_like
 
 
 def test_mlp_units_and_frozen_head():
@@ -225,3 +225,31 @@ def test_layers_run_only_in_training_mode_stop_pruning_so_the_fine_tune_still_ru
                for u in spec.units if not u.frozen)
     small = export(model, Plan.uniform(spec, prune=0.5, w_bits=4, a_bits=4), x, [x]).train()
     assert small(x)[1].shape == (len(x), 5)  # the auxiliary head still gets its 24 input features
+
+
+def test_grouping_derives_index_mappings_again_only_after_a_shape_changes(monkeypatch):
+    """The indexed group walk gives Torch-Pruning's own groups, and re-derives the mappings only when pruning changed a shape."""
+    import torch_pruning as tp
+    from torch_pruning.dependency import index_mapping
+
+    from metacompress.compressors import surgery
+
+    model = trained_like(TinyResNet())
+    graph = surgery.dependency_graph(model, example_input(model))
+    derived = []
+    update = index_mapping.update_index_mapping
+    monkeypatch.setattr(index_mapping, "update_index_mapping", lambda g: (derived.append(1), update(g)))
+
+    def described(group) -> list[tuple[str, list[int]]]:
+        return [(f"{item.dep.target.name}:{item.dep.handler.__name__}", list(item.idxs)) for item in group.items]
+
+    roots = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    ours = [described(graph.get_pruning_group(m, tp.prune_conv_out_channels, [0, 2])) for m in roots]
+    assert len(derived) == 1  # once for every group of the unchanged model
+    plain = [described(tp.DependencyGraph.get_pruning_group(graph, m, tp.prune_conv_out_channels, [0, 2])) for m in roots]
+    assert ours == plain  # Torch-Pruning's own walk (it derives the mappings every time)
+
+    graph.get_pruning_group(roots[0], tp.prune_conv_out_channels, [1]).prune()
+    derived.clear()
+    graph.get_pruning_group(roots[-1], tp.prune_conv_out_channels, [0])
+    assert len(derived) == 1  # a channel fewer: derived again
