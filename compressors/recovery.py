@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from metacompress.compressors.metrics import TOP1, Distillation, distillation_loss, logits, output_tensors  # noqa: F401  (re-exported)
-from metacompress.compressors.quant import ActivationQuantizer, quantize_weight
+from metacompress.compressors.quant import ActivationQuantizer, KeptValues, quantize_weight
 from metacompress.errors import MetacompressError
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -61,10 +61,14 @@ def calibrate(model: nn.Module, quantizers: dict[str, ActivationQuantizer], a_bi
     for q in quantizers.values():
         q.bits.fill_(0)
     recalibrate_batchnorm(model, batches)
+    budget = KeptValues()
     for q in quantizers.values():
-        q.start_observing()
+        q.start_observing(budget)
     for x in batches:
         model(x)
+    if any([q.end_observing() for q in quantizers.values()]):  # some saw too many inputs to keep: count them
+        for x in batches:
+            model(x)
     for name, q in quantizers.items():
         q.finish_observing(a_bits[name])
 

@@ -55,6 +55,25 @@ def test_batchnorm_recalibration_matches_the_calibration_statistics():
     assert torch.allclose(model.stem[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-2)
 
 
+def test_inputs_past_what_a_quantizer_keeps_are_counted_in_a_second_pass_to_the_same_ranges(monkeypatch):
+    from metacompress.compressors import quant
+
+    def ranges() -> dict[str, tuple[float, int]]:
+        torch.manual_seed(0)
+        model = trained_like(TinyResNet())
+        quantizers = attach_activation_quantizers(model, [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)])
+        batches = [example_input(model, batch=16, seed=seed) for seed in range(3)]
+        calibrate(model, quantizers, dict.fromkeys(quantizers, 3), batches)
+        return {name: (float(q.scale), int(q.zero_point)) for name, q in quantizers.items()}
+
+    kept = ranges()
+    monkeypatch.setattr(quant, "KEPT_VALUES", 500)  # every layer's inputs pass it within the first batch
+    passes = []
+    monkeypatch.setattr(ActivationQuantizer, "end_observing", lambda self, end=ActivationQuantizer.end_observing: passes.append(end(self)) or passes[-1])
+    assert ranges() == kept
+    assert passes and all(passes)  # every quantizer counted in the second pass
+
+
 def kl_to_teacher(student, teacher, x):
     return F.kl_div(F.log_softmax(student(x), -1), F.log_softmax(teacher(x), -1), log_target=True, reduction="batchmean").item()
 
