@@ -24,14 +24,14 @@ from metacompress.compressors.budget import DEFAULT_MAX_PRUNE, BudgetProjector, 
 from metacompress.compressors.metrics import (R2, LossFn, Metric, MetricFn, check_output_kind, default_metric, detect_output_kind, logits,
                                               resolve_metric)
 from metacompress.envs.context import TaskContext
-from metacompress.envs.evaluator import ModelEvaluator
+from metacompress.envs.evaluator import CALIBRATION_SAMPLES, PROXY_SAMPLES, ModelEvaluator
 from metacompress.envs.executor import Executor
 from metacompress.envs.probes import compute_probes
 from metacompress.compressors.budget import Budget
 from metacompress.envs.tasks import resolve_hardware
 from metacompress.envs.world import DEFAULT_SEARCH_FINETUNE_STEPS
 from metacompress.accuracy_target import MaxDrop, walk_budgets
-from metacompress.data import as_splits, check_data, move_splits, splits_from_arrays  # noqa: F401  (splits_from_arrays: public here)
+from metacompress.data import MIN_SPLIT_SAMPLES, as_splits, check_data, move_splits, splits_from_arrays  # noqa: F401  (splits_from_arrays: public here)
 from metacompress.devices import resolve_device
 from metacompress.errors import EvaluationBudgetError, MetacompressError
 from metacompress.report import decision_table
@@ -137,6 +137,8 @@ def compress(
     max_drop: str | float | MaxDrop | None = None,
     device: str | torch.device = "cpu",
     executor: Executor | None = None,
+    proxy_samples: int = PROXY_SAMPLES,
+    calibration_samples: int = CALIBRATION_SAMPLES,
 ) -> CompressionResult:
     """Compress ``model`` for ``hardware`` under ``budget`` with a learned policy.
 
@@ -183,6 +185,12 @@ def compress(
             run (the returned model is on the CPU).
         executor: where batches of the planner's evaluations run (``envs.executor``; default
             in-process). Same seed, same plan on every executor.
+        proxy_samples: search-split samples every proxy evaluation scores (a fixed seeded
+            subset). Evaluation time grows with it; fewer resolve plans more coarsely (the
+            default resolves 0.1 point of accuracy).
+        calibration_samples: train-split samples every evaluation calibrates BatchNorm and
+            activation ranges on (and the final model too). On a large model these two set
+            the time of the probes and of each planner evaluation.
 
     Raises:
         MetacompressError: bad input (its message names the problem and the fix),
@@ -203,6 +211,9 @@ def compress(
         raise MetacompressError(f"loss must be a callable loss(student_out, teacher_out) -> tensor, got {type(loss).__name__}")
     if few_shot < 0 or finetune_steps < 0:
         raise MetacompressError(f"few_shot and finetune_steps must be >= 0, got {few_shot} and {finetune_steps}")
+    if proxy_samples < MIN_SPLIT_SAMPLES["search"] or calibration_samples < 1:
+        raise MetacompressError(f"proxy_samples must be at least {MIN_SPLIT_SAMPLES['search']} and calibration_samples at least 1, "
+                                f"got {proxy_samples} and {calibration_samples}")
     if planner is not None and policy is not None:
         raise MetacompressError("pass a policy or a planner, not both: the planner would ignore the policy")
     planner = planner or load_planner(policy, few_shot)
@@ -223,8 +234,8 @@ def compress(
             work_data = move_splits(data, device)
             kind = output_kind or _detected_kind(work, work_data.train.x[:64])
             evaluator = ModelEvaluator(
-                work, work_data, frozen=tuple(frozen), search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS,
-                metric=score, output_kind=kind, loss=loss,
+                work, work_data, frozen=tuple(frozen), calibration_samples=calibration_samples, proxy_samples=proxy_samples,
+                search_finetune_steps=DEFAULT_SEARCH_FINETUNE_STEPS, metric=score, output_kind=kind, loss=loss,
             )
             if executor is not None:
                 evaluator.executor = executor

@@ -113,3 +113,20 @@ def test_integer_images_are_refused_naming_the_float_conversion():
     data = mc.splits_from_arrays(x.numpy(), (torch.arange(120) % 3).numpy(), seed=0)
     with pytest.raises(UnsupportedModel, match=r"The inputs are integers, .* pass float32 inputs, e.g. images as x.astype\('float32'\) / 255"):
         mc.compress(model, data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner())
+
+
+def test_the_proxy_scores_as_many_search_samples_as_asked(task):
+    model, data = task
+    result = mc.compress(model, data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", finetune_steps=0,
+                         planner=mc.agents.HawqPlanner(), proxy_samples=40, calibration_samples=16)
+    for key in ("search_accuracy_original", "search_accuracy_compressed"):
+        assert result.summary[key] * 40 == pytest.approx(round(result.summary[key] * 40))  # steps of 1/40
+    assert len(data.search.x) > 40
+
+
+@pytest.mark.parametrize("samples, message", [(dict(proxy_samples=19), "proxy_samples must be at least 20"),
+                                              (dict(calibration_samples=0), "calibration_samples at least 1")])
+def test_too_few_proxy_or_calibration_samples_are_refused_before_any_work(task, samples, message):
+    model, data = task
+    with pytest.raises(mc.errors.MetacompressError, match=message):
+        mc.compress(model, data.train.x[:8], data, hardware="m7-mcu", budget="size=0.5", planner=mc.agents.HawqPlanner(), **samples)

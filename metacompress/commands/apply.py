@@ -7,6 +7,7 @@ from pathlib import Path
 
 from metacompress.commands.executor_flags import add_executor_flags, check_executor_flags, executor_from
 from metacompress.compressors.budget import DEFAULT_MAX_PRUNE
+from metacompress.envs.evaluator import CALIBRATION_SAMPLES, PROXY_SAMPLES
 
 DEFAULT_MODEL = "mobilenetv2-w8-d1-digits"  # a held-out family: the agent never trained on it
 DEFAULT_HARDWARE = "bitfusion-edge"  # a held-out archetype
@@ -49,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-drop", default=None, type=_max_drop,
                         help="accuracy-target mode: the cheapest plan of --budget's kind whose recovered metric drops at most "
                              "this much: points (1.0 = one percentage point of accuracy) or relative (1%%); --budget's fraction is ignored")
+    parser.add_argument("--proxy-samples", type=_proxy_samples, default=PROXY_SAMPLES,
+                        help=f"search-split samples each proxy evaluation scores (default {PROXY_SAMPLES}; at least 20); "
+                             "with --calibration-samples it sets the time of every probe and evaluation on a large model")
+    parser.add_argument("--calibration-samples", type=_positive, default=CALIBRATION_SAMPLES,
+                        help=f"train-split samples each evaluation calibrates BatchNorm and activation ranges on (default {CALIBRATION_SAMPLES})")
     parser.add_argument("--device", default="cpu", type=_device,
                         help="where probes, evaluations and recovery run: cpu, cuda or auto (default cpu); "
                              "budgets are priced from the structure, never on the device")
@@ -78,6 +84,17 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _proxy_samples(text: str) -> int:
+    """At least as many as the search split must hold (its accuracy steps in 1/N), checked at parse time."""
+    from metacompress.data import MIN_SPLIT_SAMPLES
+
+    value = _positive(text)
+    if value < MIN_SPLIT_SAMPLES["search"]:
+        raise argparse.ArgumentTypeError(f"{text!r} is fewer than {MIN_SPLIT_SAMPLES['search']}: the proxy's accuracy would step in "
+                                         f"1/{value}; pass at least {MIN_SPLIT_SAMPLES['search']}")
     return value
 
 
@@ -140,6 +157,7 @@ def _apply(args: argparse.Namespace) -> int:
             model, data.train.x[:8], data, hardware=args.hardware, budget=args.budget, policy=args.policy, planner=planner,
             few_shot=few_shot, finetune_steps=finetune_steps, seed=args.seed, frozen=tuple(args.frozen), max_prune=args.max_prune,
             name=name, metric=metric, output_kind=args.output_kind, max_drop=args.max_drop, device=args.device, executor=executor,
+            proxy_samples=args.proxy_samples, calibration_samples=args.calibration_samples,
         )
     finally:
         executor.close()
