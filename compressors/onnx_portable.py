@@ -52,11 +52,15 @@ def _along(x: torch.Tensor, dim: int, start: int | None, end: int | None) -> tor
     return x[(slice(None),) * (dim % x.dim()) + (slice(start, end),)]
 
 
+def _pooled_sizes(x: torch.Tensor, output_size, dims: int) -> list[tuple[int, int]]:
+    """(input size, output size) per spatial axis of an adaptive pooling (``None`` keeps the axis)."""
+    sizes = [int(n) for n in x.shape[-dims:]]
+    return [(n, n if m is None else int(m)) for n, m in zip(sizes, _pair(output_size, dims))]
+
+
 def adaptive_avg_pool_as_matmuls(x: torch.Tensor, output_size, dims: int) -> torch.Tensor:
     """``F.adaptive_avg_poolNd(x, output_size)`` as one MatMul per spatial axis (any sizes)."""
-    sizes = [int(n) for n in x.shape[-dims:]]
-    targets = [n if m is None else int(m) for n, m in zip(sizes, _pair(output_size, dims))]
-    for axis, (n, m) in enumerate(zip(sizes, targets)):
+    for axis, (n, m) in enumerate(_pooled_sizes(x, output_size, dims)):
         weights = torch.zeros(m, n, dtype=x.dtype, device=x.device)
         for i in range(m):
             start, end = (i * n) // m, -((-(i + 1) * n) // m)
@@ -125,8 +129,7 @@ class PortableOps(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in ADAPTIVE_AVG_POOLS:
             x, size, dims = args[0], _argument(args, kwargs, 1, "output_size"), ADAPTIVE_AVG_POOLS.index(func) + 1
-            targets = [n if m is None else int(m) for n, m in zip(x.shape[-dims:], _pair(size, dims))]
-            if any(int(n) % m for n, m in zip(x.shape[-dims:], targets)):
+            if any(n % m for n, m in _pooled_sizes(x, size, dims)):  # where they divide, the op exports
                 return adaptive_avg_pool_as_matmuls(x, size, dims)
         elif func in DIFFS:
             return diff_as_slices(args[0], _argument(args, kwargs, 1, "n", 1), _argument(args, kwargs, 2, "dim", -1),
