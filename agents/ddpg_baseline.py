@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import DDPG
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.utils import update_learning_rate
 
@@ -210,5 +211,7 @@ class DDPGPlanner:
                 device="cpu",
                 verbose=0,
             )
+            # SB3's default logger makes an empty SB3-<date> folder in the temp dir on every learn()
+            model.set_logger(Logger(folder=None, output_formats=[]))
             model.learn(total_timesteps=evaluations * units)
         return book.result(warmup_episodes=warmup, noise_decay=decay, final_sigma=noise.sigma)

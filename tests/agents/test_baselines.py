@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -258,6 +259,14 @@ def test_native_prints_during_a_solve_are_silenced_and_ours_kept(capfd):
         os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
     print("after")
     assert capfd.readouterr().out == "before\nafter\n"
+
+
+def test_ddpg_leaves_nothing_in_the_temp_dir(context, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    planner, evaluations = PLANNERS["ddpg"]
+    planner.plan(context, evaluations, seed=3)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ddpg_schedule_matches_amc_at_400_episodes():
