@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -537,13 +538,16 @@ def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, uni
 def _finest_step(model: nn.Module, example_input: torch.Tensor, unit, unit_graph: UnitGraph):
     """The unit at the finest channel step that prunes consistently, or None (its graph ranked for that step).
 
-    A step that prunes consistently removes whole structural blocks (heads), so each of its
-    multiples does too. Every proper divisor of the width divides some ``width / p`` (p a
-    prime factor): after step 1, those few maximal steps are tried first, and finer steps
-    only below one that passed. A unit no step prunes costs two or three trials, not one per
-    divisor (HF MobileViT's nine attention units took 137 of its 170 trials).
+    A step that prunes consistently removes whole structural blocks (heads), so the steps
+    that pass are the multiples of the finest one, and the greatest common divisor of two
+    passing steps passes. After step 1, the maximal steps ``width / p`` (p a prime factor:
+    every proper divisor of the width divides one) are tried, then their common divisor, and
+    from a passing step ``g`` the search descends to a passing ``g / p`` until none passes.
+    A unit no step prunes costs two or three trials, an attention unit of ViT-B/16 (width 768,
+    heads of 64) six: 1, 384, 256, 128, 64, 32 (an ascending walk over the divisors took 14).
     """
     width = unit.channels // unit_graph.channel_groups
+    verdicts: dict[int, bool] = {}
 
     def at(step: int):
         trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
@@ -551,19 +555,23 @@ def _finest_step(model: nn.Module, example_input: torch.Tensor, unit, unit_graph
         return trial_unit
 
     def passes(step: int) -> bool:
-        trial_unit = at(step)
-        removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
-        return prunes_consistently(model, example_input, [unit_graph], [removed])
+        if step not in verdicts:
+            trial_unit = at(step)
+            removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
+            verdicts[step] = prunes_consistently(model, example_input, [unit_graph], [removed])
+        return verdicts[step]
 
     if width > 1 and passes(1):
         return at(1)
     passing = [step for step in sorted({width // p for p in _prime_factors(width)} - {1}) if passes(step)]
-    for step in _divisors(width)[1:-1]:
-        if step in passing:
-            return at(step)
-        if any(s % step == 0 for s in passing) and passes(step):
-            return at(step)
-    return None
+    if not passing:
+        return None
+    finest = math.gcd(*passing)
+    if not passes(finest):
+        finest = min(passing)
+    while (finer := next((finest // p for p in _prime_factors(finest) if passes(finest // p)), None)):
+        finest = finer
+    return at(finest)
 
 
 def _prime_factors(n: int) -> list[int]:
@@ -600,7 +608,3 @@ def rank_channels(model: nn.Module, graph: UnitGraph, channels: int, step: int) 
     order = torch.argsort(blocks, stable=True)
     within = order[:, None] * step + torch.arange(step)  # (blocks, step) positions in a group
     return (within[:, :, None] + width * torch.arange(groups)).flatten()
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]

@@ -183,9 +183,13 @@ def test_a_model_torch_pruning_cannot_trace_is_quantize_only_layer_by_layer_and_
         assert small(x).shape == model(x).shape
 
 
-@pytest.mark.parametrize("valid_every, expected_step, trials", [(4, 4, 4), (None, None, 3), (1, 1, 1), (6, 6, 5)])
-def test_the_finest_consistent_step_is_found_in_few_trials(monkeypatch, valid_every, expected_step, trials):
-    """Width 12: step 1 first, then the maximal steps 12/2 and 12/3, then finer ones only below a passing one."""
+@pytest.mark.parametrize("width, passing, expected_step, trials", [
+    (12, "multiples of 4", 4, 4), (12, "none", None, 3), (12, "multiples of 1", 1, 1), (12, "multiples of 6", 6, 5),
+    (768, "multiples of 64", 64, 6), (96, "multiples of 24", 24, 6),
+    (12, "4 or 6", 4, 4),  # passing steps whose common divisor fails: the finest passing maximal step stands
+])
+def test_the_finest_consistent_step_is_found_in_few_trials(monkeypatch, width, passing, expected_step, trials):
+    """Step 1 first, then the maximal steps width/2 and width/3, their common divisor, and a descent below it."""
     from metacompress.compressors import surgery
     from metacompress.compressors.spec import UnitSpec
 
@@ -194,11 +198,13 @@ def test_the_finest_consistent_step_is_found_in_few_trials(monkeypatch, valid_ev
     def consistent(model, example, graphs, removed):
         step = len(removed[0])
         tried.append(step)
-        return valid_every is not None and step % valid_every == 0
+        if passing.startswith("multiples of "):
+            return step % int(passing.removeprefix("multiples of ")) == 0
+        return passing == "4 or 6" and step in (4, 6)
 
     monkeypatch.setattr(surgery, "prunes_consistently", consistent)
     monkeypatch.setattr(surgery, "rank_channels", lambda model, graph, channels, step: torch.arange(channels))
-    unit = UnitSpec(index=0, name="u", layers=("u",), channels=12)
+    unit = UnitSpec(index=0, name="u", layers=("u",), channels=width)
     found = surgery._finest_step(None, None, unit, surgery.UnitGraph(root="u"))
     assert (found.channel_step if found else None) == expected_step and len(tried) == trials
 
