@@ -15,7 +15,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Generator
 
 import torch
 import torch.nn.functional as F
@@ -515,28 +515,62 @@ def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_grap
 def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, unit_graphs: list[UnitGraph]) -> list:
     """Trial-prune each prunable unit (``UnitSpec``) by one step; coarsen the step or disable pruning where it fails.
 
-    All units are tried together first (the common case: one trial); a unit that fails alone
-    is retried at coarser steps (attention q/k/v prune whole heads this way) and made
-    quantize-only, with the reason, if no step below all its channels works. Each unit's
-    ``removal_order`` is updated to the step found.
+    All units are tried together first (the common case: one trial). Otherwise each unit
+    searches its finest consistent step (``_step_search``: attention q/k/v prune whole heads
+    this way) and is made quantize-only, with the reason, if no step below all its channels
+    works. The searches advance in rounds: after step 1 (tried unit by unit), a round's steps
+    are tried together and only a failing round unit by unit, so ViT-B/16's twelve identical
+    attention units share five trials instead of sixty. Each unit's ``removal_order`` is
+    updated to the step found.
     """
     units = list(units)
     candidates = [(u, g) for u, g in zip(units, unit_graphs) if u.prunable]
     one_step = [g.removed_channels(u, u.channels - u.channel_step) for u, g in candidates]
     if prunes_consistently(model, example_input, [g for _, g in candidates], one_step):
         return units
+    searches = {u.index: _step_search(u.channels // g.channel_groups) for u, g in candidates}
+    asked: dict[int, int] = {}  # unit index -> the step its search asks about next
+    found: dict[int, int | None] = {}
+    for index, search in searches.items():
+        _advance(search, None, index, asked, found)
+    together = False  # step 1 already failed together
+    while asked:
+        trial = [(u, g, asked[u.index]) for u, g in candidates if u.index in asked]
+        removed = []
+        for unit, unit_graph, step in trial:
+            unit_graph.removal_order = rank_channels(model, unit_graph, unit.channels, step)
+            removed.append(unit_graph.removed_channels(unit, unit.channels - step * unit_graph.channel_groups))
+        if together and len(trial) > 1 and prunes_consistently(model, example_input, [g for _, g, _ in trial], removed):
+            verdicts = [True] * len(trial)
+        else:
+            verdicts = [prunes_consistently(model, example_input, [g], [r]) for (_, g, _), r in zip(trial, removed)]
+        together = True
+        for (unit, _, _), verdict in zip(trial, verdicts):
+            _advance(searches[unit.index], verdict, unit.index, asked, found)
     for unit, unit_graph in candidates:
-        found = _finest_step(model, example_input, unit, unit_graph)
-        if found is None:
+        step = found[unit.index]
+        if step is None:
             units[unit.index] = replace(unit, prunable=False, channel_step=1, reason="no channel step prunes it consistently")
             unit_graph.removal_order = torch.zeros(0, dtype=torch.long)
         else:
-            units[unit.index] = found
+            unit_graph.removal_order = rank_channels(model, unit_graph, unit.channels, step)
+            units[unit.index] = replace(unit, channel_step=step * unit_graph.channel_groups)
     return units
 
 
-def _finest_step(model: nn.Module, example_input: torch.Tensor, unit, unit_graph: UnitGraph):
-    """The unit at the finest channel step that prunes consistently, or None (its graph ranked for that step).
+def _advance(search: Generator[int, bool, int | None], verdict: bool | None, index: int,
+             asked: dict[int, int], found: dict[int, int | None]) -> None:
+    """Send a step search the verdict on its last step: its next step goes to ``asked``, its answer to ``found``."""
+    try:
+        asked[index] = search.send(verdict)
+    except StopIteration as finished:
+        asked.pop(index, None)
+        found[index] = finished.value
+
+
+def _step_search(width: int) -> Generator[int, bool, int | None]:
+    """The finest channel step (per channel group) that prunes consistently, or None: yields
+    each step to try and is sent whether it passed.
 
     A step that prunes consistently removes whole structural blocks (heads), so the steps
     that pass are the multiples of the finest one, and the greatest common divisor of two
@@ -546,32 +580,32 @@ def _finest_step(model: nn.Module, example_input: torch.Tensor, unit, unit_graph
     A unit no step prunes costs two or three trials, an attention unit of ViT-B/16 (width 768,
     heads of 64) six: 1, 384, 256, 128, 64, 32 (an ascending walk over the divisors took 14).
     """
-    width = unit.channels // unit_graph.channel_groups
     verdicts: dict[int, bool] = {}
 
-    def at(step: int):
-        trial_unit = replace(unit, channel_step=step * unit_graph.channel_groups)
-        unit_graph.removal_order = rank_channels(model, unit_graph, unit.channels, step)
-        return trial_unit
-
-    def passes(step: int) -> bool:
+    def passes(step: int) -> Generator[int, bool, bool]:
         if step not in verdicts:
-            trial_unit = at(step)
-            removed = unit_graph.removed_channels(trial_unit, unit.channels - trial_unit.channel_step)
-            verdicts[step] = prunes_consistently(model, example_input, [unit_graph], [removed])
+            verdicts[step] = yield step
         return verdicts[step]
 
-    if width > 1 and passes(1):
-        return at(1)
-    passing = [step for step in sorted({width // p for p in _prime_factors(width)} - {1}) if passes(step)]
+    if width > 1 and (yield from passes(1)):
+        return 1
+    passing = []
+    for step in sorted({width // p for p in _prime_factors(width)} - {1}):
+        if (yield from passes(step)):
+            passing.append(step)
     if not passing:
         return None
     finest = math.gcd(*passing)
-    if not passes(finest):
+    if not (yield from passes(finest)):
         finest = min(passing)
-    while (finer := next((finest // p for p in _prime_factors(finest) if passes(finest // p)), None)):
-        finest = finer
-    return at(finest)
+    descended = True
+    while descended:
+        descended = False
+        for p in _prime_factors(finest):
+            if (yield from passes(finest // p)):
+                finest, descended = finest // p, True
+                break
+    return finest
 
 
 def _prime_factors(n: int) -> list[int]:

@@ -183,30 +183,52 @@ def test_a_model_torch_pruning_cannot_trace_is_quantize_only_layer_by_layer_and_
         assert small(x).shape == model(x).shape
 
 
+def _passes(rule: str, step: int) -> bool:
+    """Whether a trial prune of ``step`` channels passes under ``rule`` ("multiples of N", "4 or 6", "none")."""
+    if rule.startswith("multiples of "):
+        return step % int(rule.removeprefix("multiples of ")) == 0
+    return rule == "4 or 6" and step in (4, 6)
+
+
 @pytest.mark.parametrize("width, passing, expected_step, trials", [
     (12, "multiples of 4", 4, 4), (12, "none", None, 3), (12, "multiples of 1", 1, 1), (12, "multiples of 6", 6, 5),
     (768, "multiples of 64", 64, 6), (96, "multiples of 24", 24, 6),
     (12, "4 or 6", 4, 4),  # passing steps whose common divisor fails: the finest passing maximal step stands
 ])
-def test_the_finest_consistent_step_is_found_in_few_trials(monkeypatch, width, passing, expected_step, trials):
+def test_the_finest_consistent_step_is_found_in_few_trials(width, passing, expected_step, trials):
     """Step 1 first, then the maximal steps width/2 and width/3, their common divisor, and a descent below it."""
+    from metacompress.compressors import surgery
+
+    search, tried, verdict = surgery._step_search(width), [], None
+    with pytest.raises(StopIteration) as finished:
+        while True:
+            tried.append(search.send(verdict))
+            verdict = _passes(passing, tried[-1])
+    assert finished.value.value == expected_step and len(tried) == trials and len(set(tried)) == trials
+
+
+def test_unit_searches_share_their_trials(monkeypatch):
+    """Four attention-like units (heads of 64 channels) and two that prune channel by channel:
+    step 1 unit by unit, then each round of the searches tried together, unit by unit only when it fails."""
     from metacompress.compressors import surgery
     from metacompress.compressors.spec import UnitSpec
 
-    tried = []
+    rules = {f"attn{i}": "multiples of 64" for i in range(4)} | {"mlp0": "multiples of 1", "mlp1": "multiples of 1"}
+    calls = []
 
     def consistent(model, example, graphs, removed):
-        step = len(removed[0])
-        tried.append(step)
-        if passing.startswith("multiples of "):
-            return step % int(passing.removeprefix("multiples of ")) == 0
-        return passing == "4 or 6" and step in (4, 6)
+        calls.append(len(graphs))
+        return all(_passes(rules[g.root], len(r)) for g, r in zip(graphs, removed))
 
     monkeypatch.setattr(surgery, "prunes_consistently", consistent)
     monkeypatch.setattr(surgery, "rank_channels", lambda model, graph, channels, step: torch.arange(channels))
-    unit = UnitSpec(index=0, name="u", layers=("u",), channels=width)
-    found = surgery._finest_step(None, None, unit, surgery.UnitGraph(root="u"))
-    assert (found.channel_step if found else None) == expected_step and len(tried) == trials
+    units = [UnitSpec(index=i, name=root, layers=(root,), channels=768 if root.startswith("attn") else 96)
+             for i, root in enumerate(rules)]
+    graphs = [surgery.UnitGraph(root=root, removal_order=torch.arange(u.channels)) for root, u in zip(rules, units)]
+    verified = surgery.verify_units(None, None, units, graphs)
+    assert [u.channel_step for u in verified] == [64, 64, 64, 64, 1, 1] and all(u.prunable for u in verified)
+    # all at step 1 together; each at step 1; 384, 256, 128, 64 together; 32 together, then each
+    assert calls == [6] + [1] * 6 + [4] * 5 + [1] * 4
 
 
 class _WithAuxHead(TinyMLP):
