@@ -15,7 +15,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable, Generator
+from typing import Callable, Generator, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -493,17 +493,46 @@ def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tu
             graph.get_pruning_group(root, pruner.prune_out_channels, unit_graph.root_channels(removed).tolist()).prune()
 
 
+def _masked_tensors(model: nn.Module, unit_graphs: list[UnitGraph]) -> list[torch.Tensor]:
+    """Every tensor ``mask_unit`` may write for these units (weights, biases, BatchNorm statistics)."""
+    tensors = {}
+    for unit_graph in unit_graphs:
+        for target in unit_graph.targets:
+            module = model.get_submodule(target.module)
+            for tensor in (_weight(module) if isinstance(module, QUANTIZABLE) else getattr(module, "weight", None),
+                           getattr(module, "bias", None), getattr(module, "running_mean", None), getattr(module, "running_var", None)):
+                if isinstance(tensor, torch.Tensor):
+                    tensors[id(tensor)] = tensor
+    return list(tensors.values())
+
+
+@contextlib.contextmanager
+def _restored(tensors: list[torch.Tensor]) -> Iterator[None]:
+    """Put ``tensors``' values back on the way out, whatever happened to them inside."""
+    saved = [t.detach().clone() for t in tensors]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(tensors, saved):
+                tensor.copy_(value)
+
+
 def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_graphs: list[UnitGraph], removed: list[torch.Tensor]) -> bool:
-    """Do masking and real pruning of these channels give the same outputs (every output tensor)?"""
-    masked = copy.deepcopy(model)
+    """Do masking and real pruning of these channels give the same outputs (every output tensor)?
+
+    ``model`` (a private copy: analysis's) is masked in place and restored, so a trial copies
+    the model once, for the pruning, and otherwise only the tensors the masking touches.
+    """
     pruned = copy.deepcopy(model)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _restored(_masked_tensors(model, unit_graphs)):
             for unit_graph, channels in zip(unit_graphs, removed):
-                mask_unit(masked, unit_graph, channels)
+                mask_unit(model, unit_graph, channels)
+            expected = output_tensors(model(example_input))
         prune_units(pruned, example_input, list(zip(unit_graphs, removed)))
         with torch.no_grad():
-            expected, actual = output_tensors(masked(example_input)), output_tensors(pruned(example_input))
+            actual = output_tensors(pruned(example_input))
     except Exception as exc:  # Torch-Pruning could not follow this group at this step
         log.debug("trial prune of %s failed: %s", [g.root for g in unit_graphs], exc)
         return False

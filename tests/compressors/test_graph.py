@@ -281,3 +281,21 @@ def test_grouping_derives_index_mappings_again_only_after_a_shape_changes(monkey
     derived.clear()
     graph.get_pruning_group(roots[-1], tp.prune_conv_out_channels, [0])
     assert len(derived) == 1  # a channel fewer: derived again
+
+
+@pytest.mark.parametrize("pruning_fails", [False, True], ids=["pruned", "pruning-fails"])
+def test_a_trial_prune_masks_analysis_copy_in_place_and_restores_it(monkeypatch, pruning_fails):
+    from metacompress.compressors import surgery
+    from metacompress.compressors.graph import build_graph
+
+    model = trained_like(TinyResNet())
+    x = example_input(model)
+    graph = build_graph(model, x)
+    work = surgery.plain_copy(model).eval()
+    before = {k: v.clone() for k, v in work.state_dict().items()}
+    if pruning_fails:
+        monkeypatch.setattr(surgery, "prune_units", lambda *args: 1 / 0)
+    units = [(u, g) for u, g in zip(graph.spec.units, graph.units) if u.prunable]
+    removed = [g.removed_channels(u, u.channels // 2) for u, g in units]
+    assert surgery.prunes_consistently(work, x, [g for _, g in units], removed) is not pruning_fails
+    assert all(torch.equal(before[k], v) for k, v in work.state_dict().items())
