@@ -548,9 +548,9 @@ def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, uni
     searches its finest consistent step (``_step_search``: attention q/k/v prune whole heads
     this way) and is made quantize-only, with the reason, if no step below all its channels
     works. The searches advance in rounds: after step 1 (tried unit by unit), a round's steps
-    are tried together and only a failing round unit by unit, so ViT-B/16's twelve identical
-    attention units share five trials instead of sixty. Each unit's ``removal_order`` is
-    updated to the step found.
+    are tried together and only a failing round unit by unit: ViT-B/16's twelve attention
+    units take 17 trials past step 1 instead of 60 (four rounds pass together; the last fails
+    together, then unit by unit). Each unit's ``removal_order`` is updated to the step found.
     """
     units = list(units)
     candidates = [(u, g) for u, g in zip(units, unit_graphs) if u.prunable]
