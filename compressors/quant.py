@@ -124,7 +124,9 @@ class ActivationQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing or self._counts is not None:
             values = x.detach().flatten()
-            values = values[values != 0]
+            nonzero = values != 0
+            if not bool(nonzero.all()):  # compacting costs more than the check where nothing is zero (GELU, LayerNorm)
+                values = values[nonzero]
             if self._counts is not None:
                 self._counts += _histogram(values.cpu(), self._low, self._high)
             else:
@@ -137,7 +139,8 @@ class ActivationQuantizer(nn.Module):
 
     def _observe(self, values: torch.Tensor) -> None:
         if values.numel():
-            self._low, self._high = min(self._low, float(values.min())), max(self._high, float(values.max()))
+            low, high = torch.aminmax(values)
+            self._low, self._high = min(self._low, float(low)), max(self._high, float(high))
         if self._values is not None and values.numel() > self._budget.left:
             self._budget.left += self._kept
             self._values, self._kept = None, 0
