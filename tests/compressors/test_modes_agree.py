@@ -59,6 +59,26 @@ def test_search_model_reuses_one_copy_and_restores_between_plans(tiny):
     assert torch.allclose(first, again(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("cache_values", [2**24, 40], ids=["cached", "cache-restarting"])
+def test_remembered_weight_scales_quantize_as_computed_ones(tiny, monkeypatch, cache_values):
+    """Plans sharing some units' masks and bits reuse their layers' scales: the same weights as a fresh copy's."""
+    from metacompress.compressors import masking
+
+    _, model, x = tiny
+    graph = build_graph(model, x)
+    monkeypatch.setattr(masking, "SCALE_CACHE_VALUES", cache_values)
+    search = SearchModel(model, graph, [x])
+    plans = [random_plan(graph.spec, seed) for seed in (0, 1, 0, 2, 1)]
+    plans.append(Plan.from_choices(graph.spec, [d.prune_ratio for d in plans[0].decisions],
+                                   [plans[1].decisions[i].w_bits if i % 2 else d.w_bits for i, d in enumerate(plans[0].decisions)],
+                                   [d.a_bits for d in plans[0].decisions]))  # plan 0 with every other unit's weight bits from plan 1
+    for plan in plans:
+        searched = snapshot(search.apply(plan))
+        fresh = snapshot(SearchModel(model, graph, [x]).apply(plan))
+        assert all(torch.equal(searched[k], fresh[k]) for k in fresh)
+    assert search._scale_values <= cache_values
+
+
 def test_uniform_half_width_halves_quadratic_macs():
     from tiny_models import TinyVGG, example_input
 
