@@ -499,7 +499,8 @@ def _masked_tensors(model: nn.Module, unit_graphs: list[UnitGraph]) -> list[torc
     for unit_graph in unit_graphs:
         for target in unit_graph.targets:
             module = model.get_submodule(target.module)
-            for tensor in (_weight(module) if isinstance(module, QUANTIZABLE) else getattr(module, "weight", None),
+            weight = getattr(module, "weight", None)
+            for tensor in (weight, _weight(module) if weight is not None else None,
                            getattr(module, "bias", None), getattr(module, "running_mean", None), getattr(module, "running_var", None)):
                 if isinstance(tensor, torch.Tensor):
                     tensors[id(tensor)] = tensor
