@@ -72,8 +72,11 @@ class SearchModel:
         self._snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
         self._removed: list[torch.Tensor] = []
         # a layer's masked weight is fixed by how many channels each unit masking it removes
-        self._masked_by = {layer.name: tuple(sorted({u for u, g in enumerate(graph.units) for t in g.targets if t.module == layer.name}))
-                           for layer in self.spec.layers}
+        masked_by: dict[str, set[int]] = {}
+        for index, unit_graph in enumerate(graph.units):
+            for target in unit_graph.targets:
+                masked_by.setdefault(target.module, set()).add(index)
+        self._masked_by = {layer.name: tuple(sorted(masked_by.get(layer.name, ()))) for layer in self.spec.layers}
         self._scales: dict[tuple, torch.Tensor] = {}
         self._scale_values = 0
 

@@ -563,7 +563,7 @@ def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, uni
     found: dict[int, int | None] = {}
     for index, search in searches.items():
         _advance(search, None, index, asked, found)
-    together = False  # step 1 already failed together
+    together = False  # the first round is step 1, which just failed together: it goes unit by unit
     while asked:
         trial = [(u, g, asked[u.index]) for u, g in candidates if u.index in asked]
         removed = []
