@@ -1,4 +1,5 @@
-"""``nn.MultiheadAttention`` as four Linears, so its projections can be quantized and pruned.
+"""Attention whose heads can be pruned: ``nn.MultiheadAttention`` as four Linears, and head
+counts that follow their pruned projections.
 
 PyTorch's MultiheadAttention (used by ``nn.Transformer*`` layers and torchvision's ViT) packs
 q/k/v into one ``in_proj_weight`` Parameter and calls ``out_proj`` functionally, so no
@@ -6,9 +7,19 @@ Linear of it ever runs a forward: analysis would leave the largest layers of a t
 in fp32. ``SplitAttention`` computes the same function from separate q, k, v and out
 Linears with explicit ops (which Torch-Pruning traces into whole-head groups). Every stage
 works on a private copy (``surgery.plain_copy``), so the user's model keeps its module.
+
+Most public attention code keeps its head count as an attribute it reshapes by (timm's
+``Attention``: ``qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)``, then
+``reshape(B, N, self.attn_dim)``; vit-pytorch's ``heads``; Whisper's ``n_head``; transformers'
+``num_attention_heads`` and ``all_head_size``, which its own ``prune_heads`` rewrites). Pruning
+whole heads from the projections leaves that count stale and the forward fails, so
+``follow_pruned_heads`` rewrites it after every physical prune, as Torch-Pruning's examples do
+by hand for timm. Analysis's trial prune checks the result against masking like any unit.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -94,3 +105,40 @@ def splittable(module: nn.Module) -> bool:
     ``add_zero_attn`` (learned or zero key/value rows appended inside the op).
     """
     return isinstance(module, nn.MultiheadAttention) and module.bias_k is None and not module.add_zero_attn
+
+
+HEAD_ATTRIBUTES = ("num_heads", "heads", "n_heads", "n_head", "num_attention_heads", "attn_dim", "all_head_size")
+"""Integer attributes of an attention module that count its heads, or their total width (heads x head width)."""
+
+
+def head_attributes(module: nn.Module) -> dict[str, int]:
+    """``module``'s own integer ``HEAD_ATTRIBUTES`` (instance attributes: ``SplitAttention``'s property is computed)."""
+    own = vars(module)
+    return {name: own[name] for name in HEAD_ATTRIBUTES if type(own.get(name)) is int}
+
+
+def projection_widths(model: nn.Module) -> dict[str, dict[str, int]]:
+    """For each module with head attributes, its child Linears' output widths (before a prune)."""
+    return {name: {child: layer.out_features for child, layer in module.named_children() if isinstance(layer, nn.Linear)}
+            for name, module in model.named_modules() if head_attributes(module)}
+
+
+def follow_pruned_heads(model: nn.Module, widths_before: dict[str, dict[str, int]]) -> None:
+    """Scale each head attribute by the fraction of rows pruning kept in its module's projections.
+
+    Pruning ``h`` of ``H`` whole heads keeps the same fraction ``(H - h) / H`` of every
+    projection it touches (q, k, v or a fused qkv, a gate), so that fraction of each count and
+    width is the pruned module's. A module whose projections kept different fractions (its
+    output projection pruned as well, by another unit) or for which a count would not stay
+    whole is left as it is: its forward then disagrees with masking, and analysis's trial
+    prune leaves such heads quantize-only.
+    """
+    for name, before in widths_before.items():
+        module = model.get_submodule(name)
+        kept = {Fraction(module.get_submodule(child).out_features, width) for child, width in before.items()} - {1}
+        if len(kept) != 1:
+            continue
+        fraction = kept.pop()
+        for attribute, value in head_attributes(module).items():
+            if (value * fraction).denominator == 1:
+                setattr(module, attribute, int(value * fraction))

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from metacompress._version import __version__
+from metacompress.compressors.attention import HEAD_ATTRIBUTES
 from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import layer_bits, quantize_weights
 from metacompress.compressors.plan import Plan
@@ -31,7 +32,8 @@ from metacompress.compressors.surgery import needs_plain_copy, plain_copy, prune
 from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
-SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "normalized_shape")
+SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "normalized_shape",
+               *HEAD_ATTRIBUTES)
 
 
 def export(
@@ -307,7 +309,7 @@ def _check_shapes(shapes: dict, where: Path) -> None:
 def _shape_attrs(model: nn.Module) -> dict[str, dict]:
     shapes = {}
     for name, module in model.named_modules():
-        attrs = {a: getattr(module, a) for a in SHAPE_ATTRS if hasattr(module, a)}
+        attrs = {a: vars(module)[a] for a in SHAPE_ATTRS if a in vars(module)}  # not properties: they cannot be set
         attrs = {a: list(v) if isinstance(v, tuple) else v for a, v in attrs.items() if isinstance(v, (int, tuple))}
         if attrs:
             shapes[name] = attrs

@@ -34,7 +34,7 @@ from torch_pruning.dependency import shape_infer as tp_shape_infer
 from torch_pruning.pruner.function import InstanceNormPruner
 
 from metacompress.compressors import embedding_table, instance_norm
-from metacompress.compressors.attention import SplitAttention, splittable
+from metacompress.compressors.attention import SplitAttention, follow_pruned_heads, projection_widths, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.weight_reads import Folds, Routes, rewire
 from metacompress.compressors.instance_norm import PlainInstanceNorm
@@ -482,15 +482,20 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
 
 
 def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[UnitGraph, torch.Tensor]]) -> None:
-    """Physically remove channels, in place: ``(unit graph, unit channel indices)`` per unit (no graph is built for none)."""
+    """Physically remove channels, in place: ``(unit graph, unit channel indices)`` per unit (no graph is built for none).
+
+    Attention modules' head counts follow their pruned projections (``follow_pruned_heads``).
+    """
     if not any(removed.numel() for _, removed in removals):
         return
+    widths = projection_widths(model)
     graph = dependency_graph(model, example_input)
     for unit_graph, removed in removals:
         if removed.numel():
             root = model.get_submodule(unit_graph.root)
             pruner = graph.get_pruner_of_module(root)
             graph.get_pruning_group(root, pruner.prune_out_channels, unit_graph.root_channels(removed).tolist()).prune()
+    follow_pruned_heads(model, widths)
 
 
 def _masked_tensors(model: nn.Module, unit_graphs: list[UnitGraph]) -> list[torch.Tensor]:

@@ -2,8 +2,9 @@
 embedding, a layer whose output never reaches the model output (WaveNet's last residual conv
 when only the skips are read), a PixelShuffle (ESPCN super-resolution) after a conv, 3-D
 convolutions (C3D / R(2+1)D video and volume classifiers) and transposed convolutions (U-Net
-decoders, Conv-TasNet's 1-D decoder), GPT-2's input-major ``Conv1D`` projections and a
-Conformer's GLU-gated convolution module."""
+decoders, Conv-TasNet's 1-D decoder), GPT-2's input-major ``Conv1D`` projections, a
+Conformer's GLU-gated convolution module and attention that stores its head count (timm,
+vit-pytorch, transformers)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import nn
 import metacompress as mc
 from metacompress.agents import HawqPlanner
 from metacompress.compressors import SearchModel, build_graph, count_params
+from metacompress.compressors.attention import follow_pruned_heads, projection_widths
 from metacompress.compressors.export import load_compressed
 from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose
@@ -582,3 +584,89 @@ def test_a_weight_standardized_conv_runs_its_quantized_weight_folded_not_a_stand
     with torch.no_grad():  # the conv runs the stored weight (quantized, on its lattice), not a standardization of it
         assert torch.allclose(conv(h), F.conv2d(conv.input_quantizer(h), conv.weight, conv.bias, conv.stride, conv.padding), atol=1e-5)
         assert torch.equal(model(x), expected) and "forward" not in model.conv.__dict__
+
+
+class TimmAttention(nn.Module):
+    """timm's ``Attention`` (ViT, DeiT, PiT): a fused qkv reshaped by its stored head count, fused SDPA,
+    the heads joined back to its stored ``attn_dim``."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.attn_dim = heads * self.head_dim
+        self.qkv, self.proj = nn.Linear(dim, 3 * self.attn_dim), nn.Linear(self.attn_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, _ = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, self.attn_dim))
+
+
+class ChunkedHeadsAttention(nn.Module):
+    """vit-pytorch's ``Attention``: ``to_qkv(x).chunk(3)``, each split into ``self.heads`` heads."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_qkv, self.to_out = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, _ = x.shape
+        q, k, v = (part.view(n, t, self.heads, -1).transpose(1, 2) for part in self.to_qkv(x).chunk(3, dim=-1))
+        out = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1) @ v
+        return self.to_out(out.transpose(1, 2).reshape(n, t, -1))
+
+
+class SeparateHeadsAttention(nn.Module):
+    """transformers' (v4) ``BertSelfAttention`` with its output projection: views by ``num_attention_heads``
+    and ``all_head_size``, which transformers' own ``prune_heads`` rewrites."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_attention_heads, self.attention_head_size = heads, dim // heads
+        self.all_head_size = heads * self.attention_head_size
+        self.query, self.key, self.value = (nn.Linear(dim, self.all_head_size) for _ in range(3))
+        self.dense = nn.Linear(self.all_head_size, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, _ = x.shape
+        q, k, v = (layer(x).view(n, t, self.num_attention_heads, self.attention_head_size).transpose(1, 2)
+                   for layer in (self.query, self.key, self.value))
+        out = ((q @ k.transpose(-2, -1)) / self.attention_head_size**0.5).softmax(-1) @ v
+        return self.dense(out.transpose(1, 2).reshape(n, t, self.all_head_size))
+
+
+HEAD_COUNTS = {TimmAttention: ("num_heads", "attn_dim"), ChunkedHeadsAttention: ("heads",),
+               SeparateHeadsAttention: ("num_attention_heads", "all_head_size")}
+
+
+@pytest.mark.parametrize("attention", list(HEAD_COUNTS), ids=["timm", "vit-pytorch", "transformers"])
+def test_heads_an_attention_counts_in_its_attributes_are_pruned_whole_and_its_counts_follow(tmp_path, attention):
+    torch.manual_seed(0)
+    make = lambda: PatchAttentionNet(lambda dim, heads: attention(dim, 4), dim=32).eval()  # noqa: E731: heads of 8
+    model, x = make(), torch.randn(96, 1, 8, 8)
+    graph = build_graph(model, x[:8])
+    heads_unit = next(u for u in graph.spec.units if u.name.startswith("attn."))
+    assert heads_unit.prunable and heads_unit.channels == 32 and heads_unit.channel_step == 8  # whole heads of 8
+    exported = export_agrees_with_search_mode(model, graph, x)
+    counts = HEAD_COUNTS[attention]
+    assert [getattr(exported.attn, a) for a in counts] == [getattr(model.attn, a) // 2 for a in counts]  # half the heads
+    assert all(getattr(model.attn, a) in (4, 32) for a in counts)  # the user's model keeps its own
+    mc.save_compressed(exported, tmp_path / "model")
+    reloaded = load_compressed(tmp_path / "model", make())
+    assert [getattr(reloaded.attn, a) for a in counts] == [getattr(exported.attn, a) for a in counts]
+    assert torch.allclose(reloaded(x), exported(x), atol=1e-6)
+    agreement = onnx_agreement(exported, export_onnx(exported, tmp_path / "m.onnx", x[:2]), x, exported(x).argmax(1))
+    assert agreement["difference_points"] == 0
+
+
+def test_a_module_whose_projections_keep_different_fractions_keeps_its_head_count():
+    attention = TimmAttention(16, 4)
+    widths = projection_widths(attention)
+    assert widths == {"": {"qkv": 48, "proj": 16}}
+    attention.qkv, attention.proj = nn.Linear(16, 24), nn.Linear(8, 12)  # half the heads, a quarter of the output width too
+    follow_pruned_heads(attention, widths)
+    assert (attention.num_heads, attention.attn_dim) == (4, 16)
+    attention.proj = nn.Linear(8, 16)
+    follow_pruned_heads(attention, widths)
+    assert (attention.num_heads, attention.attn_dim, attention.head_dim) == (2, 8, 4)
