@@ -470,7 +470,7 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
     units = verify_units(plain_copy(model, spec.routes, spec.folds).eval(), example_input, list(spec.units), graph.units)
     final_spec = ModelSpec(
         units=tuple(units),
-        layers=_with_in_fixed(spec, units),
+        layers=_with_fixed_channels(spec, units),
         input_shape=spec.input_shape,
         fixed_fp32_params=spec.fixed_fp32_params,
         unsupported=spec.unsupported,
@@ -481,10 +481,13 @@ def _verify_pruning(model: nn.Module, example_input: torch.Tensor, graph: ModelG
     return ModelGraph(final_spec, graph.units)
 
 
-def _with_in_fixed(spec: ModelSpec, units: list[UnitSpec]) -> tuple[LayerSpec, ...]:
-    """Fill each layer's ``in_fixed``: input features no unit prunes (e.g. image channels)."""
+def _with_fixed_channels(spec: ModelSpec, units: list[UnitSpec]) -> tuple[LayerSpec, ...]:
+    """Fill each layer's ``in_fixed`` and ``out_fixed``: input features and output channels no
+    unit prunes (an image's channels; the channels past a partial residual), so that every
+    count of the unpruned model is its real one."""
     out = []
     for layer in spec.layers:
         fed = sum(units[u].channels * k for u, k in layer.in_units)
-        out.append(replace(layer, in_fixed=layer.in_channels - fed))
+        owned = units[layer.unit].channels * layer.out_per_channel
+        out.append(replace(layer, in_fixed=layer.in_channels - fed, out_fixed=layer.out_channels - owned))
     return tuple(out)

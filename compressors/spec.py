@@ -46,6 +46,9 @@ class LayerSpec:
         transposed: a transposed conv: its kernel is applied at every *input* position.
         out_per_channel: output channels each channel of its unit owns (2 for the conv before
             a GLU, whose two halves gate each other; 1 otherwise).
+        out_fixed: output channels past its unit's, which no unit prunes (RexNet's widening
+            blocks add the residual to their first channels only:
+            ``cat([x[:, :C] + shortcut, x[:, C:]])``, so the unit is those C).
     """
 
     name: str
@@ -63,6 +66,7 @@ class LayerSpec:
     in_fixed: int = 0
     transposed: bool = False
     out_per_channel: int = 1
+    out_fixed: int = 0
 
     @property
     def is_lookup(self) -> bool:
@@ -79,7 +83,7 @@ class LayerSpec:
 
     def kept_out(self, kept: tuple[int, ...] | list[int]) -> int:
         """Output channels kept, given every unit's kept channel count (indexed by unit)."""
-        return kept[self.unit] * self.out_per_channel
+        return self.out_fixed + kept[self.unit] * self.out_per_channel
 
     def inputs_per_output(self, kept_in: int) -> int:
         """Input features each output channel reads (1 for depthwise, in/groups otherwise)."""
@@ -180,9 +184,10 @@ class ModelSpec:
         """A short hash of the structure: plans are bound to the model by it."""
         structure = {
             "units": [(u.name, u.layers, u.channels, u.channel_step, u.prunable, u.frozen) for u in self.units],
-            # ``transposed`` and ``out_per_channel`` only where not their default: the other models keep the
-            # fingerprints their saved plans carry
-            "layers": [{k: v for k, v in asdict(layer).items() if (k, v) not in (("transposed", False), ("out_per_channel", 1))}
+            # ``transposed``, ``out_per_channel`` and ``out_fixed`` only where not their default: the other
+            # models keep the fingerprints their saved plans carry
+            "layers": [{k: v for k, v in asdict(layer).items()
+                        if (k, v) not in (("transposed", False), ("out_per_channel", 1), ("out_fixed", 0))}
                        for layer in self.layers],
             "input_shape": list(self.input_shape),
         }

@@ -3,8 +3,8 @@ embedding, a layer whose output never reaches the model output (WaveNet's last r
 when only the skips are read), a PixelShuffle (ESPCN super-resolution) after a conv, 3-D
 convolutions (C3D / R(2+1)D video and volume classifiers) and transposed convolutions (U-Net
 decoders, Conv-TasNet's 1-D decoder), GPT-2's input-major ``Conv1D`` projections, a
-Conformer's GLU-gated convolution module and attention that stores its head count (timm,
-vit-pytorch, transformers)."""
+Conformer's GLU-gated convolution module, attention that stores its head count (timm,
+vit-pytorch, transformers) and ReXNet's partial residual."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import metacompress as mc
 from metacompress.agents import HawqPlanner
 from metacompress.compressors import SearchModel, build_graph, count_params
 from metacompress.compressors.attention import follow_pruned_heads, projection_widths
+from metacompress.compressors.cost import layer_shapes
 from metacompress.compressors.export import load_compressed
 from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose
@@ -670,3 +671,46 @@ def test_a_module_whose_projections_keep_different_fractions_keeps_its_head_coun
     attention.proj = nn.Linear(8, 16)
     follow_pruned_heads(attention, widths)
     assert (attention.num_heads, attention.attn_dim, attention.head_dim) == (2, 8, 4)
+
+
+class WideningBlock(nn.Module):
+    """ReXNet's widening inverted residual (Han et al. 2021): the shortcut is added to the first
+    ``cin`` of its ``cout`` channels only, ``cat([x[:, :cin] + shortcut, x[:, cin:]])``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.cin, hidden = cin, 4 * cin
+        self.expand = nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU())
+        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.dw(self.expand(x)))
+        return torch.cat([out[:, : self.cin] + x, out[:, self.cin :]], dim=1)
+
+
+class ReXNetLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.SiLU())
+        self.blocks = nn.Sequential(WideningBlock(16, 20), WideningBlock(20, 24))
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_a_partial_residual_counts_the_channels_past_its_unit_in_every_layer_shape(tmp_path):
+    torch.manual_seed(0)
+    model, x = ReXNetLike().eval(), torch.randn(96, 1, 8, 8)
+    graph = build_graph(model, x[:8])
+    spec = graph.spec
+    fixed = {layer.name: layer.out_fixed for layer in spec.layers if layer.out_fixed}
+    assert fixed == {"blocks.0.project.0": 4, "blocks.1.project.0": 8}  # past the stem's 16 channels the residuals carry
+    shapes = dict(zip((layer.name for layer in spec.layers), layer_shapes(spec, spec.full_kept)))
+    for name, (kept_in, kept_out) in shapes.items():  # every layer's unpruned shape as it is (MACs, latency, size)
+        layer = model.get_submodule(name)
+        assert (kept_in, kept_out) == (getattr(layer, "in_channels", getattr(layer, "in_features", None)),
+                                       getattr(layer, "out_channels", getattr(layer, "out_features", None)))
+    assert count_params(spec, spec.full_kept) == spec.total_params
+    export_agrees_with_search_mode(model, graph, x)  # the pruned model's parameters as counted, too
