@@ -17,7 +17,7 @@ from torch_pruning.dependency import graph as tp_graph
 
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.instance_norm import PlainInstanceNorm
-from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget
+from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget, own_rows
 
 # Normalisations of each channel on its own (MONAI's nets use affine InstanceNorm): a zeroed
 # channel with zeroed affine terms stays 0, exactly as if it were removed.
@@ -116,6 +116,8 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
             if is_out and name not in info.out_layers:
                 info.out_layers.append(name)
             info.targets.append(MaskTarget(name, "out" if is_out or depthwise else "in", indices))
+            if is_out and (own := own_rows(target)):  # fp32 rows pruned with the layer's (NF-Nets' gain)
+                info.fp32[name] = (set(idxs), sum(getattr(target, p)[0].numel() for p in own) * indices.shape[1])
         elif isinstance(target, MASKABLE_NORMS):
             info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
             info.targets.append(MaskTarget(name, "out", indices))

@@ -481,21 +481,45 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
             module.running_var[idx] = 1
 
 
+def own_rows(module: nn.Module) -> list[str]:
+    """A layer's own parameters, besides weight and bias, that hold one row per output channel.
+
+    NF-Nets' ``ScaledStdConv2d`` keeps a per-filter ``gain`` for its weight standardization,
+    which folding makes dead but leaves in the forward: Torch-Pruning prunes a layer's weight
+    and bias, so the gain kept its old rows and the forward failed on a pruned layer.
+    """
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        return []
+    out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+    return [name for name, p in module.named_parameters(recurse=False) if name not in ("weight", "bias") and p.dim() and len(p) == out]
+
+
 def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tuple[UnitGraph, torch.Tensor]]) -> None:
     """Physically remove channels, in place: ``(unit graph, unit channel indices)`` per unit (no graph is built for none).
 
-    Attention modules' head counts follow their pruned projections (``follow_pruned_heads``).
+    Attention modules' head counts follow their pruned projections (``follow_pruned_heads``),
+    and a layer's own per-channel parameters its pruned rows (``own_rows``).
     """
     if not any(removed.numel() for _, removed in removals):
         return
     widths = projection_widths(model)
+    rows = {name: (own, set()) for name, module in model.named_modules() if (own := own_rows(module))}
     graph = dependency_graph(model, example_input)
     for unit_graph, removed in removals:
         if removed.numel():
             root = model.get_submodule(unit_graph.root)
             pruner = graph.get_pruner_of_module(root)
             graph.get_pruning_group(root, pruner.prune_out_channels, unit_graph.root_channels(removed).tolist()).prune()
+            for target in unit_graph.targets:
+                if target.role == "out" and target.module in rows:
+                    rows[target.module][1].update(target.indices[removed].flatten().tolist())
     follow_pruned_heads(model, widths)
+    for name, (own, gone) in rows.items():
+        module = model.get_submodule(name)
+        for parameter_name in own:
+            old = getattr(module, parameter_name)
+            kept = [i for i in range(len(old)) if i not in gone]
+            setattr(module, parameter_name, nn.Parameter(old.detach()[kept].clone(), requires_grad=old.requires_grad))
 
 
 def _masked_tensors(model: nn.Module, unit_graphs: list[UnitGraph]) -> list[torch.Tensor]:

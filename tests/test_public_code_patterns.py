@@ -714,3 +714,38 @@ def test_a_partial_residual_counts_the_channels_past_its_unit_in_every_layer_sha
                                        getattr(layer, "out_channels", getattr(layer, "out_features", None)))
     assert count_params(spec, spec.full_kept) == spec.total_params
     export_agrees_with_search_mode(model, graph, x)  # the pruned model's parameters as counted, too
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    """timm's NF-Net conv (Brock et al. 2021): weights standardized per filter through ``F.batch_norm``,
+    times a learned per-filter ``gain`` the layer owns."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, **kwargs) -> None:
+        super().__init__(cin, cout, kernel, **kwargs)
+        self.gain = nn.Parameter(torch.rand(cout, 1, 1, 1) + 0.5)
+        self.scale = self.weight[0].numel() ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, weight=(self.gain * self.scale).view(-1),
+                              training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class NormFreeNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.conv = ScaledStdConv2d(1, 16, 3, padding=1), ScaledStdConv2d(16, 24, 3, stride=2, padding=1)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.gelu(self.conv(F.gelu(self.stem(x)))).mean((2, 3)))
+
+
+def test_a_standardized_conv_with_its_own_per_filter_gain_prunes_the_gain_with_its_filters(tmp_path):
+    torch.manual_seed(0)
+    model, x = NormFreeNet().eval(), torch.randn(96, 1, 8, 8)
+    graph = build_graph(model, x[:8])
+    assert [u.prunable for u in graph.spec.units] == [True, True, False]  # the head is the model output
+    exported = export_agrees_with_search_mode(model, graph, x)  # the parameters as counted, gains included
+    assert exported.conv.gain.shape == (12, 1, 1, 1) and model.conv.gain.shape == (24, 1, 1, 1)
+    compresses_reloads_and_agrees_in_onnx(model, lambda: NormFreeNet().eval(), x, tmp_path, budget="bitops=0.3")
