@@ -21,6 +21,10 @@ rewrite answers a refusal met on public model code that the uncompressed model h
   exporter writes ONNX's ``auto_pad=SAME_UPPER``, which onnxruntime refuses with a dilation.
   It is the explicit zero padding torch computes (``d*(k-1)`` per axis, the larger half after),
   then the convolution without padding.
+- ``Tensor.unfold`` (timm's HaloNet cuts overlapping key/value windows with two of them): the
+  exporter needs the unfolded axis's size, which a traced graph (the batch and spatial dims
+  are left free) does not give it. At a traced size the windows' positions are a constant:
+  one Gather, then a reshape.
 - ``F.fold`` (MobileViT-V2 folds patches back into a map): ``col2im`` exists from opset 18
   only, and the exporter fails translating it there. It is a transposed convolution per
   channel whose kernel places each of the ``k*k`` patch positions (one-hot weights).
@@ -37,6 +41,7 @@ DIFFS = (torch.diff, torch.Tensor.diff)
 TENSOR_SPLITS = (torch.tensor_split, torch.Tensor.tensor_split)
 CUMSUMS = (torch.cumsum, torch.Tensor.cumsum)
 CONVS = (F.conv1d, F.conv2d, F.conv3d)  # by spatial rank
+WINDOWS = (torch.Tensor.unfold,)
 
 
 def _argument(args: tuple, kwargs: dict, index: int, name: str, default=None):
@@ -104,6 +109,16 @@ def same_padding_as_pad(func, x: torch.Tensor, weight: torch.Tensor, bias=None, 
     return func(F.pad(x, pads), weight, bias, stride, 0, dilation, groups)
 
 
+def windows_as_gather(x: torch.Tensor, dim: int, size: int, step: int) -> torch.Tensor:
+    """``x.unfold(dim, size, step)``: window ``i`` is ``x[i*step : i*step + size]`` along ``dim``, on a new last
+    axis; one Gather of the windows' positions (a constant), then a reshape."""
+    dim %= x.dim()
+    count = (int(x.shape[dim]) - size) // step + 1
+    positions = (torch.arange(count)[:, None] * step + torch.arange(size)).flatten().to(x.device)
+    windows = x.index_select(dim, positions)
+    return windows.reshape(*x.shape[:dim], count, size, *x.shape[dim + 1:]).movedim(dim + 1, -1)
+
+
 def fold_as_transposed_conv(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, stride=1) -> torch.Tensor:
     """``F.fold`` on a ``(N, C*kh*kw, L)`` or ``(C*kh*kw, L)`` input as a ``conv_transpose2d`` per channel."""
     (height, width), (kh, kw) = _pair(output_size, 2), _pair(kernel_size, 2)
@@ -147,6 +162,9 @@ class PortableOps(TorchFunctionMode):
         elif func in CONVS and _argument(args, kwargs, 4, "padding") == "same" and any(
                 d != 1 for d in _pair(_argument(args, kwargs, 5, "dilation", 1), CONVS.index(func) + 1)):
             return same_padding_as_pad(func, *args, **kwargs)
+        elif func in WINDOWS and args[0].dim():
+            return windows_as_gather(args[0], _argument(args, kwargs, 1, "dimension"), _argument(args, kwargs, 2, "size"),
+                                     _argument(args, kwargs, 3, "step"))
         elif func is F.fold:
             return fold_as_transposed_conv(*args, **kwargs)
         return func(*args, **kwargs)

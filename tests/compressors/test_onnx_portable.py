@@ -32,6 +32,9 @@ CALLS = {  # name: a call of each rewritten op, as public model code makes it
     "fold-patches": lambda: F.fold(_x(2, 3 * 4, 9), (6, 6), 2, stride=2),
     "fold-overlapping-padded": lambda: F.fold(_x(2, 3 * 9, 16), (7, 8), 3, padding=1, stride=2),
     "fold-dilated-unbatched": lambda: F.fold(_x(3 * 4, 6), (5, 9), 2, stride=(2, 3), dilation=(1, 2)),
+    "windows-overlapping": lambda: _x(2, 3, 9, 8).unfold(2, 4, 2),
+    "windows-chained-last-dim": lambda: _x(2, 3, 8, 8).unfold(-1, 3, 3).unfold(2, 2, 1),
+    "windows-whole-axis": lambda: _x(5, 4).unfold(0, 5, 1),
     "pool-2d-up": lambda: F.adaptive_avg_pool2d(_x(2, 3, 2, 1), (6, 7)),
     "pool-1d-module": lambda: nn.AdaptiveAvgPool1d(5)(_x(3, 5, 7)),
     "pool-3d-none": lambda: F.adaptive_avg_pool3d(_x(1, 2, 3, 4, 5), (2, None, 3)),
@@ -84,6 +87,19 @@ class _FoldedPatches(nn.Module):
         return self.head(F.fold(patches, h.shape[-2:], 2, stride=2).mean((2, 3)))
 
 
+class _HaloWindows(nn.Module):
+    """timm's HaloNet: overlapping key/value windows of a padded map cut by two ``Tensor.unfold``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        windows = F.pad(torch.relu(self.conv(x)), [1, 1, 1, 1]).unfold(2, 4, 2).unfold(3, 4, 2)  # (N, C, 3, 3, 4, 4)
+        return self.head(windows.amax((-1, -2)).mean((2, 3)))
+
+
 class _DilatedSame(nn.Module):
     """braindecode's EEGNeX and dilated TCNs: ``padding="same"`` convolutions with a dilation."""
 
@@ -117,6 +133,7 @@ MODELS = {
     "folded-patches": (_FoldedPatches, lambda: _x(16, 1, 6, 6)),
     "split-at-length": (_SplitAtLength, lambda: _x(16, 2, 9)),
     "dilated-same": (_DilatedSame, lambda: _x(16, 2, 12)),
+    "halo-windows": (_HaloWindows, lambda: _x(16, 1, 6, 6)),
     "pooled-up": (lambda: nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten(),
                                         nn.Linear(72, 5)), lambda: _x(16, 1, 4, 4)),  # AlexNet/VGG on a small input
 }
