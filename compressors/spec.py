@@ -46,7 +46,7 @@ class LayerSpec:
         transposed: a transposed conv: its kernel is applied at every *input* position.
         out_per_channel: output channels each channel of its unit owns (2 for the conv before
             a GLU, whose two halves gate each other; 1 otherwise).
-        out_fixed: output channels past its unit's, which no unit prunes (RexNet's widening
+        out_fixed: output channels past its unit's, which no unit prunes (ReXNet's widening
             blocks add the residual to their first channels only:
             ``cat([x[:, :C] + shortcut, x[:, C:]])``, so the unit is those C).
     """
