@@ -309,7 +309,8 @@ def _check_shapes(shapes: dict, where: Path) -> None:
 def _shape_attrs(model: nn.Module) -> dict[str, dict]:
     shapes = {}
     for name, module in model.named_modules():
-        attrs = {a: vars(module)[a] for a in SHAPE_ATTRS if a in vars(module)}  # not properties: they cannot be set
+        own = vars(module)  # instance attributes, not properties: those cannot be set on reload
+        attrs = {a: own[a] for a in SHAPE_ATTRS if a in own}
         attrs = {a: list(v) if isinstance(v, tuple) else v for a, v in attrs.items() if isinstance(v, (int, tuple))}
         if attrs:
             shapes[name] = attrs
