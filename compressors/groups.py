@@ -2,8 +2,8 @@
 
 Torch-Pruning's group for a layer's output channels lists every module those channels
 touch and at which indices. This module turns one group into per-channel mask targets,
-records what makes it unprunable (a LayerNorm across its channels, a raw parameter, an
-index mapping Torch-Pruning lost), and makes sure every slice belongs to one unit only.
+records what makes it unprunable (a GroupNorm across its channels, an index mapping
+Torch-Pruning lost), and makes sure every slice belongs to one unit only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch_pruning.dependency import graph as tp_graph
 
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.instance_norm import PlainInstanceNorm
+from metacompress.compressors.layer_norm import MaskableLayerNorm
 from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget, own_rows
 
 # Normalisations of each channel on its own (MONAI's nets use affine InstanceNorm): a zeroed
@@ -85,15 +86,30 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     info.out_layers, info.targets = [], []
     grouped: set[int] = set()
     uneven, lost, mixing = [], [], []  # module names, summarised in one problem each
+    parameter_names = {p: n for n, p in graph.model.named_parameters()}
     for item in group.items:
         target = item.dep.target.module
-        if not isinstance(target, nn.Module) or target not in names:
-            if isinstance(target, nn.Parameter):
-                info.problems.append("it owns an unwrapped nn.Parameter")
-            continue
-        name = names[target]
         is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
         idxs = [int(i) for i in item.idxs]
+        if isinstance(target, nn.Parameter):
+            # a raw parameter on these channels (ViT's position table and class token, a layer scale):
+            # its zeroed slices act as removed ones, and Torch-Pruning prunes it along the same dimension
+            if target not in parameter_names:
+                info.problems.append("it owns an nn.Parameter the model does not register")
+                continue
+            name, dim = parameter_names[target], graph.module2node[target].pruning_dim
+            indices = _indices_per_channel(idxs, (id(target), is_out), channels, reach)
+            if indices is None:
+                uneven.append(name)
+            elif indices.numel() and int(indices.max()) >= target.shape[dim]:
+                lost.append(name)
+            else:
+                info.targets.append(MaskTarget(name, "param", indices, dim))
+                info.fp32[name] = (set(idxs), target.numel() // target.shape[dim] * indices.shape[1])
+            continue
+        if not isinstance(target, nn.Module) or target not in names:
+            continue
+        name = names[target]
         if not any(True for _ in target.parameters(recurse=False)) or (isinstance(target, nn.PReLU) and target.num_parameters == 1):
             continue
         indices = _indices_per_channel(idxs, (id(target), is_out), channels, reach)
@@ -120,6 +136,9 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
                 info.fp32[name] = (set(idxs), sum(getattr(target, p)[0].numel() for p in own) * indices.shape[1])
         elif isinstance(target, MASKABLE_NORMS):
             info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
+            info.targets.append(MaskTarget(name, "out", indices))
+        elif isinstance(target, MaskableLayerNorm):  # left out of its statistics when masked, as when removed
+            info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // target.normalized_shape[0] * indices.shape[1])
             info.targets.append(MaskTarget(name, "out", indices))
         elif isinstance(target, PER_CHANNEL_ACTIVATIONS):
             info.fp32[name] = (set(idxs), indices.shape[1])

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from metacompress.compressors.graph import ModelGraph
+from metacompress.compressors.layer_norm import clear_removed
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import ActivationQuantizer, attach_activation_quantizers, quantize_weight, weight_scales
 from metacompress.compressors.metrics import Distillation
@@ -90,6 +91,7 @@ class SearchModel:
         plan.check_model(self.spec)
         for key, value in self.model.state_dict().items():
             value.copy_(self._snapshot[key])
+        clear_removed(self.model)
         self._removed = [
             unit_graph.removed_channels(unit, decision.kept_channels)
             for unit, unit_graph, decision in zip(self.spec.units, self.graph.units, plan.decisions)

@@ -33,11 +33,12 @@ from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.dependency import shape_infer as tp_shape_infer
 from torch_pruning.pruner.function import InstanceNormPruner
 
-from metacompress.compressors import embedding_table, instance_norm
+from metacompress.compressors import embedding_table, instance_norm, layer_norm
 from metacompress.compressors.attention import SplitAttention, follow_pruned_heads, projection_widths, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.weight_reads import Folds, Routes, rewire
 from metacompress.compressors.instance_norm import PlainInstanceNorm
+from metacompress.compressors.layer_norm import MaskableLayerNorm, as_maskable, clear_removed
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
@@ -55,16 +56,20 @@ class MaskTarget:
     """The slice of one module's parameters that a unit's channels own.
 
     Args:
-        module: module path.
-        role: ``"out"`` (weight rows, bias, norm affine) or ``"in"`` (weight columns).
+        module: module path (for ``"param"``, the parameter's path).
+        role: ``"out"`` (weight rows, bias, norm affine), ``"in"`` (weight columns) or
+            ``"param"`` (slices of a raw ``nn.Parameter`` along ``dim``: a position table, a
+            class token, a layer scale).
         indices: (C, k) long tensor: the module indices fed by each of the unit's C channels
             (for a grouped conv's input: the column within its group, which is the same
             column in every group because such units remove channels group-symmetrically).
+        dim: the dimension of a ``"param"`` target its indices select (Torch-Pruning's).
     """
 
     module: str
     role: str
     indices: torch.Tensor
+    dim: int = 0
 
 
 @dataclass
@@ -96,7 +101,7 @@ class UnitGraph:
 def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: list[nn.Module] = ()) -> tp.DependencyGraph:
     """Torch-Pruning's graph of ``model`` (traced with autograd, so never under no_grad)."""
     with warnings.catch_warnings():
-        # raw nn.Parameters are handled: a group holding one is marked unprunable
+        # raw nn.Parameters are pruned along their last non-singleton dimension, which groups.group_of masks
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         with torch.enable_grad():
             # output_tensors: a transformers ModelOutput holds nested tuples and cache objects Torch-Pruning cannot walk;
@@ -374,6 +379,7 @@ REWRITES: tuple[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Modu
     (embedding_table.convertible, OutputMajorEmbedding),
     (is_transposed_linear, as_linear),
     (instance_norm.convertible, PlainInstanceNorm),
+    (layer_norm.convertible, as_maskable),
 )
 
 
@@ -402,8 +408,9 @@ def plain_copy(model: nn.Module, routes: Routes = (), folds: Folds = ()) -> nn.M
     channel first, as every stage reads a weight), an LSTM or GRU into ``UnrolledRNN``
     (Linears stepped over time), an ``nn.Embedding`` into ``OutputMajorEmbedding`` (its table
     stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``, an affine
-    ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` (so Torch-Pruning can follow it). A layer whose
-    weight another module shares is not rewritten.
+    ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` (so Torch-Pruning can follow it), an
+    ``nn.LayerNorm`` into a ``MaskableLayerNorm`` (so masking can leave channels out of its
+    statistics). A layer whose weight another module shares is not rewritten.
 
     ``routes`` (an analysis's ``ModelSpec.routes``) run the Linears whose weights a parent reads
     in its forward code as layers; ``folds`` (``ModelSpec.folds``) store the weight a layer
@@ -460,13 +467,18 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
 
     Zeroed output rows, biases and BatchNorm affine terms make those channels exactly 0,
     and zeroed input columns make downstream layers ignore them, which is what physical
-    removal computes.
+    removal computes; so do zeroed slices of a raw parameter (a position table added to the
+    channels). A LayerNorm leaves the channels out of its statistics (``layer_norm``);
+    ``clear_removed`` undoes that where the masked tensors are restored.
     """
     if removed.numel() == 0:
         return
     for target in unit_graph.targets:
-        module = model.get_submodule(target.module)
         idx = target.indices[removed].flatten()
+        if target.role == "param":
+            model.get_parameter(target.module).index_fill_(target.dim, idx.to(model.get_parameter(target.module).device), 0)
+            continue
+        module = model.get_submodule(target.module)
         if target.role == "in":
             _weight(module)[:, idx] = 0
             continue
@@ -479,6 +491,8 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
         if getattr(module, "running_mean", None) is not None:
             module.running_mean[idx] = 0
             module.running_var[idx] = 1
+        if isinstance(module, MaskableLayerNorm):
+            module.mark_removed(idx)
 
 
 def own_rows(module: nn.Module) -> list[str]:
@@ -527,6 +541,10 @@ def _masked_tensors(model: nn.Module, unit_graphs: list[UnitGraph]) -> list[torc
     tensors = {}
     for unit_graph in unit_graphs:
         for target in unit_graph.targets:
+            if target.role == "param":
+                parameter = model.get_parameter(target.module)
+                tensors[id(parameter)] = parameter
+                continue
             module = model.get_submodule(target.module)
             weight = getattr(module, "weight", None)
             for tensor in (weight, _weight(module) if weight is not None else None,
@@ -557,9 +575,12 @@ def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_grap
     pruned = copy.deepcopy(model)
     try:
         with torch.no_grad(), _restored(_masked_tensors(model, unit_graphs)):
-            for unit_graph, channels in zip(unit_graphs, removed):
-                mask_unit(model, unit_graph, channels)
-            expected = output_tensors(model(example_input))
+            try:
+                for unit_graph, channels in zip(unit_graphs, removed):
+                    mask_unit(model, unit_graph, channels)
+                expected = output_tensors(model(example_input))
+            finally:
+                clear_removed(model)
         prune_units(pruned, example_input, list(zip(unit_graphs, removed)))
         with torch.no_grad():
             actual = output_tensors(pruned(example_input))
