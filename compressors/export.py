@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from metacompress._version import __version__
+from metacompress.compressors import layer_norm
 from metacompress.compressors.attention import HEAD_ATTRIBUTES
 from metacompress.compressors.graph import ModelGraph, build_graph
 from metacompress.compressors.masking import layer_bits, quantize_weights
@@ -72,6 +73,7 @@ def export(
         for unit, unit_graph, decision in zip(spec.units, graph.units, plan.decisions)
     ]
     prune_units(compressed, example_input, removals)
+    layer_norm.as_plain(compressed)
     w_bits, a_bits = layer_bits(spec, plan)
     quantize_weights(compressed, w_bits, keep_scales=True)
     quantizers = attach_activation_quantizers(compressed, [layer.name for layer in spec.computing_layers])
@@ -248,6 +250,7 @@ def load_compressed(path: str | Path, base_model: nn.Module) -> nn.Module:
     routes = tuple((reader, tuple(layers)) for reader, layers in structure.get("routes", []))
     folds = tuple((layer, tuple(shape)) for layer, shape in structure.get("folds", []))
     model = (plain_copy(base_model, routes, folds) if needs_plain_copy(base_model) or routes or folds else base_model).eval()
+    layer_norm.as_plain(model)
     _check_shapes(structure.get("shapes"), Path(path) / "model.json")
     modules = dict(model.named_modules())
     missing = [name for name in structure["shapes"] if name not in modules]

@@ -54,6 +54,13 @@ def as_maskable(norm: nn.LayerNorm) -> MaskableLayerNorm:
     return norm
 
 
+def as_plain(model: nn.Module) -> None:
+    """Give a model no stage will mask (an export, a reloaded export) its ``nn.LayerNorm`` class back."""
+    for module in model.modules():
+        if type(module) is MaskableLayerNorm:
+            module.__class__ = nn.LayerNorm
+
+
 def clear_removed(model: nn.Module) -> None:
     """Forget every ``MaskableLayerNorm``'s removed channels: the masks were restored."""
     for module in model.modules():

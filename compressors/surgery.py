@@ -593,6 +593,37 @@ def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_grap
 
 
 def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, unit_graphs: list[UnitGraph]) -> list:
+    """``search_steps``, then each normalised stream's unit pruned alone by its step; the steps searched again without those that fail.
+
+    A LayerNorm-normalised stream is what attention reads its head width from
+    (``x.shape[-1] // heads``, torchvision's Swin), a read Torch-Pruning does not see: the
+    stream and the qkv unit then prune consistently together (a round of ``search_steps``)
+    but not one without the other, as a plan may choose. Such a stream is made quantize-only
+    and the other units' steps are searched again without it.
+    """
+    units = search_steps(model, example_input, units, unit_graphs)
+    coupled = [
+        unit.index for unit in units
+        if unit.prunable and _normalised(model, unit_graphs[unit.index])
+        and not prunes_consistently(model, example_input, [unit_graphs[unit.index]],
+                                    [unit_graphs[unit.index].removed_channels(unit, unit.channels - unit.channel_step)])
+    ]
+    if not coupled:
+        return units
+    for index in coupled:
+        units[index] = replace(units[index], prunable=False, channel_step=1,
+                               reason="pruning it alone breaks the forward: another unit's layers read its width (e.g. attention "
+                                      "computing its head width as x.shape[-1] // heads)")
+        unit_graphs[index].removal_order = torch.zeros(0, dtype=torch.long)
+    return search_steps(model, example_input, units, unit_graphs)
+
+
+def _normalised(model: nn.Module, unit_graph: UnitGraph) -> bool:
+    """Does a LayerNorm normalise the unit's channels, or a raw parameter hold them (a stream's position table)?"""
+    return any(t.role == "param" or isinstance(model.get_submodule(t.module), MaskableLayerNorm) for t in unit_graph.targets)
+
+
+def search_steps(model: nn.Module, example_input: torch.Tensor, units: list, unit_graphs: list[UnitGraph]) -> list:
     """Trial-prune each prunable unit (``UnitSpec``) by one step; coarsen the step or disable pruning where it fails.
 
     All units are tried together first (the common case: one trial). Otherwise each unit

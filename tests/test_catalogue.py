@@ -34,7 +34,7 @@ EXPECTED_UNITS = {
     "ghostnet": (6, 3),
     "regnetx": (7, 6),
     "resnext-se": (6, 5),
-    "convnext": (3, 1),
+    "convnext": (3, 2),  # the channels-last LayerNorm'd stream prunes with its layer scale (since v0.16)
     "mobilevit": (7, 4),
     "densenet": (5, 4),
     "conv-gru": (5, 1),  # the GRU's input and recurrent Linears are quantize-only units
@@ -43,7 +43,7 @@ EXPECTED_UNITS = {
     "conv1d": (2, 1),
     "tabular": (3, 2),
     "tuple-output": (4, 2),
-    "vit": (4, 2),  # q/k/v of the split nn.MultiheadAttention prune by heads; the stream is LayerNorm-bound
+    "vit": (4, 3),  # q/k/v of the split nn.MultiheadAttention prune by heads; the stream with its LayerNorms and tables
     "unet": (5, 4),  # the ConvTranspose2d is a unit of its own
     "r2plus1d": (3, 2),
     "yolov8-cls": (11, 10),  # C2f: the chunked 1x1 conv pairs channel c of each half, with the bottleneck stream on the second

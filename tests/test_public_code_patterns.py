@@ -512,6 +512,8 @@ def test_layers_a_parent_reads_in_its_forward_are_quantized_as_layers_and_the_us
     assert spec.routes == (("attn", read),) and not spec.unsupported
     assert {f"attn.{layer}" for layer in read} <= {layer.name for layer in spec.layers}
     assert "forward" not in model.attn.__dict__  # routed in private copies only
+    if attention is SwinAttention:  # its head width is x.shape[-1] // heads: the stream cannot be pruned without qkv
+        assert not spec.units[0].prunable and "another unit's layers read its width" in spec.units[0].reason
     with torch.no_grad():
         expected = model(x)
     export_agrees_with_search_mode(model, build_graph(model, x[:8]), x)

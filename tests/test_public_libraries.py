@@ -7,7 +7,8 @@ tracer crashed on GPT-2's cache output, BERT's fp32 embedding tables made size b
 below 0.80 infeasible, Whisper's encoder, which reads its position table's
 ``num_embeddings``, failed on the rewritten table, BiT's weight-standardized convs ran a
 standardization of their quantized weight, and a masked LM's decoder tied to its token table
-stayed fp32 with it.
+stayed fp32 with it. Their hidden width (LayerNorm-normalised, with position tables and a
+class token) was quantize-only until v0.16.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import transformers as hf
 
 import metacompress as mc
 from metacompress.agents import HawqPlanner
+from metacompress.compressors import SearchModel, build_graph, count_params
 from metacompress.compressors.metrics import logits
 from metacompress.compressors.onnx_export import onnx_logits, session, to_onnx
 
@@ -144,3 +146,21 @@ def test_the_conformer_convolution_module_prunes_through_its_glu():
     gated = next(u for u in spec.units if module + "pointwise_conv1" in u.layers)
     assert gated.prunable and gated.layers == (module + "pointwise_conv1", module + "depthwise_conv") and gated.channels == 16
     assert next(layer for layer in spec.layers if layer.name == module + "pointwise_conv1").out_per_channel == 2
+
+
+@pytest.mark.parametrize("name, embedding", [("bert", "bert.embeddings.word_embeddings"), ("gpt2", "transformer.wte"),
+                                             ("vit", "vit.embeddings.patch_embeddings.projection")])
+def test_the_hidden_width_prunes_with_its_layernorms_position_tables_and_class_token(name, embedding):
+    torch.manual_seed(0)
+    model, x = FACTORIES[name]().eval(), inputs_for(name, 32)
+    graph = build_graph(model, x[:8])
+    stream = next(u for u in graph.spec.units if embedding in u.layers)
+    assert stream.prunable and stream.channels == 32 and len(stream.layers) > 4  # the embedding and every block's writers
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
+    with torch.no_grad():
+        searched = logits(SearchModel(model, graph, [x]).apply(plan)(x))
+        exported = mc.export(model, plan, x[:8], [x], graph=graph)
+        assert (logits(exported(x)) - searched).abs().max() < 1e-5
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    norms = [m for m in exported.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(m.normalized_shape == (16,) for m in norms)  # every norm of the stream, the final one included

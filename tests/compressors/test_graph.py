@@ -47,15 +47,21 @@ def test_depthwise_follows_its_producer():
     assert dw.kind == "depthwise" and dw.in_units == ((unit.index, 1),)
 
 
-def test_attention_prunes_whole_heads_and_layernorm_stream_is_quantize_only():
+def test_attention_prunes_whole_heads_and_the_layernorm_stream_with_its_position_table():
     model = TinyTransformer(dim=16, head_dim=4)
-    spec = analyze(model, example_input(model))
+    x = example_input(model)
+    spec = analyze(model, x)
     heads = next(u for u in spec.units if "attn.q" in u.layers)
     assert set(heads.layers) == {"attn.q", "attn.k", "attn.v"} and heads.channel_step == 4
     stream = spec.units[0]
-    assert not stream.prunable and "LayerNorm" in stream.reason
+    assert stream.prunable and stream.layers == ("embed", "attn.o", "fc2") and stream.channel_step == 1
+    assert stream.fp32_per_channel == 4 + 2 + 2  # a position per token, two LayerNorms' weight and bias
     mlp = next(u for u in spec.units if u.layers == ("fc1",))
     assert mlp.prunable and mlp.channel_step == 1
+    plan = Plan.from_choices(spec, [0.5 if u.prunable else 0.0 for u in spec.units], [8] * len(spec.units), [8] * len(spec.units))
+    exported = export(model, plan, x, [x])
+    assert exported.pos.shape == (1, 4, 8) and exported.ln1.normalized_shape == (8,) and model.pos.shape == (1, 4, 16)
+    assert type(model.ln1) is nn.LayerNorm and type(exported.ln1) is nn.LayerNorm  # the private class never leaves
 
 
 def test_flatten_into_linear_maps_each_channel_to_its_positions():

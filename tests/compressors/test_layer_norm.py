@@ -1,0 +1,63 @@
+"""A LayerNorm over pruned channels: masked, it normalises over the kept channels as the pruned norm does."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metacompress import Plan, analyze
+from metacompress.compressors import SearchModel, build_graph
+from metacompress.compressors.layer_norm import MaskableLayerNorm, as_maskable, clear_removed
+from tiny_models import TinyTransformer, example_input
+
+
+def test_a_masked_layer_norm_computes_what_the_pruned_norm_computes_and_forgets_its_mask():
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(6)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.3), norm.bias.normal_(0, 0.3)
+    kept, removed = [0, 2, 3, 5], [1, 4]
+    pruned = nn.LayerNorm(4)
+    with torch.no_grad():
+        pruned.weight.copy_(norm.weight[kept]), pruned.bias.copy_(norm.bias[kept])
+    masked = as_maskable(copy.deepcopy(norm))
+    masked.mark_removed(torch.tensor(removed))
+    x = torch.randn(3, 5, 6, requires_grad=True)
+    out = masked(x)
+    assert torch.allclose(out[..., kept], pruned(x[..., kept]), atol=1e-6) and not out[..., removed].any()
+    assert not torch.allclose(out[..., kept], norm(x)[..., kept], atol=1e-3)  # the full norm's statistics differ
+    out.sum().backward()  # KD steps in search mode train through it
+    assert not x.grad[..., removed].any() and x.grad[..., kept].abs().sum() > 0
+    clear_removed(masked)
+    assert torch.equal(masked(x), norm(x))
+
+
+def test_a_search_model_forgets_the_last_plans_removed_stream_channels():
+    model = TinyTransformer(dim=16, head_dim=4).eval()
+    x = example_input(model, batch=16)
+    graph = build_graph(model, x)
+    search = SearchModel(model, graph, [x])
+    full = Plan.uniform(graph.spec)
+    first = search.apply(full)(x).clone()
+    assert any(isinstance(m, MaskableLayerNorm) and m.removed is None for m in search.model.modules())
+    search.apply(Plan.from_choices(graph.spec, [0.5, 0.0, 0.0, 0.0], [8] * 4, [8] * 4))  # half the stream
+    assert search.model.ln1.removed.sum() == 8
+    assert torch.equal(search.apply(full)(x), first) and search.model.ln1.removed is None
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's and ConvNeXt's channels-first LayerNorm: its own forward permutes around ``F.layer_norm``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+def test_a_layer_norm_subclass_with_its_own_forward_stays_quantize_only():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), LayerNorm2d(8), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    spec = analyze(model, torch.randn(4, 1, 8, 8))
+    assert not spec.units[0].prunable and "1 (LayerNorm2d) normalises across these channels" in spec.units[0].reason
+    assert spec.units[1].prunable
