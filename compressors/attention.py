@@ -117,28 +117,28 @@ def head_attributes(module: nn.Module) -> dict[str, int]:
     return {name: own[name] for name in HEAD_ATTRIBUTES if type(own.get(name)) is int}
 
 
-def projection_widths(model: nn.Module) -> dict[str, dict[str, int]]:
-    """For each module with head attributes, its child Linears' output widths (before a prune)."""
-    return {name: {child: layer.out_features for child, layer in module.named_children() if isinstance(layer, nn.Linear)}
-            for name, module in model.named_modules() if head_attributes(module)}
+def follow_pruned_heads(model: nn.Module, pruned: list[tuple[list[str], Fraction]]) -> None:
+    """Scale each head attribute by the fraction of channels kept by the unit that pruned its heads.
 
-
-def follow_pruned_heads(model: nn.Module, widths_before: dict[str, dict[str, int]]) -> None:
-    """Scale each head attribute by the fraction of rows pruning kept in its module's projections.
-
-    Pruning ``h`` of ``H`` whole heads keeps the same fraction ``(H - h) / H`` of every
-    projection it touches (q, k, v or a fused qkv, a gate), so that fraction of each count and
-    width is the pruned module's. A module whose projections kept different fractions (its
-    output projection pruned as well, by another unit) or for which a count would not stay
-    whole is left as it is: its forward then disagrees with masking, and analysis's trial
-    prune leaves such heads quantize-only.
+    ``pruned``: per pruned unit, the modules whose outputs it pruned and the fraction of its
+    channels it kept. A unit prunes a module's heads when every output it prunes lies inside
+    that module (q, k, v or a fused qkv, a gate): pruning ``h`` of ``H`` whole heads keeps
+    ``(H - h) / H`` of them. A residual stream also reaches inside (the output projection
+    writes it, the qkv reads it) but prunes outputs elsewhere too, so it never rescales a
+    count (before v0.16 the projections' widths decided, and a pruned stream passed for pruned
+    heads). A module two such units prune differently, or whose count would not stay whole,
+    is left as it is: its forward then disagrees with masking, and analysis's trial prune
+    leaves those heads quantize-only.
     """
-    for name, before in widths_before.items():
-        module = model.get_submodule(name)
-        kept = {Fraction(module.get_submodule(child).out_features, width) for child, width in before.items()} - {1}
-        if len(kept) != 1:
+    for name, module in model.named_modules():
+        counts = head_attributes(module)
+        if not counts:
             continue
-        fraction = kept.pop()
-        for attribute, value in head_attributes(module).items():
+        inside = name + "." if name else ""
+        fractions = {kept for outputs, kept in pruned if outputs and all(o.startswith(inside) for o in outputs)}
+        if len(fractions) != 1:
+            continue
+        fraction = fractions.pop()
+        for attribute, value in counts.items():
             if (value * fraction).denominator == 1:
                 setattr(module, attribute, int(value * fraction))

@@ -17,7 +17,7 @@ from torch_pruning.dependency import graph as tp_graph
 
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.instance_norm import PlainInstanceNorm
-from metacompress.compressors.layer_norm import MaskableLayerNorm
+from metacompress.compressors.layer_norm import maskable
 from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget, own_rows
 
 # Normalisations of each channel on its own (MONAI's nets use affine InstanceNorm): a zeroed
@@ -137,7 +137,7 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         elif isinstance(target, MASKABLE_NORMS):
             info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
             info.targets.append(MaskTarget(name, "out", indices))
-        elif isinstance(target, MaskableLayerNorm):  # left out of its statistics when masked, as when removed
+        elif maskable(target):  # a LayerNorm leaving masked channels out of its statistics, as removed ones
             info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // target.normalized_shape[0] * indices.shape[1])
             info.targets.append(MaskTarget(name, "out", indices))
         elif isinstance(target, PER_CHANNEL_ACTIVATIONS):

@@ -15,6 +15,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Callable, Generator, Iterator
 
 import torch
@@ -34,11 +35,11 @@ from torch_pruning.dependency import shape_infer as tp_shape_infer
 from torch_pruning.pruner.function import InstanceNormPruner
 
 from metacompress.compressors import embedding_table, instance_norm, layer_norm
-from metacompress.compressors.attention import SplitAttention, follow_pruned_heads, projection_widths, splittable
+from metacompress.compressors.attention import SplitAttention, follow_pruned_heads, splittable
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.weight_reads import Folds, Routes, rewire
 from metacompress.compressors.instance_norm import PlainInstanceNorm
-from metacompress.compressors.layer_norm import MaskableLayerNorm, as_maskable, clear_removed
+from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
@@ -409,8 +410,8 @@ def plain_copy(model: nn.Module, routes: Routes = (), folds: Folds = ()) -> nn.M
     (Linears stepped over time), an ``nn.Embedding`` into ``OutputMajorEmbedding`` (its table
     stored dimension first), GPT-2's input-major ``Conv1D`` into an ``nn.Linear``, an affine
     ``nn.InstanceNorm`` into a ``PlainInstanceNorm`` (so Torch-Pruning can follow it), an
-    ``nn.LayerNorm`` into a ``MaskableLayerNorm`` (so masking can leave channels out of its
-    statistics). A layer whose weight another module shares is not rewritten.
+    ``nn.LayerNorm``'s forward runs through ``LeaveOutRemoved`` (so masking can leave channels
+    out of its statistics). A layer whose weight another module shares is not rewritten.
 
     ``routes`` (an analysis's ``ModelSpec.routes``) run the Linears whose weights a parent reads
     in its forward code as layers; ``folds`` (``ModelSpec.folds``) store the weight a layer
@@ -491,8 +492,8 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
         if getattr(module, "running_mean", None) is not None:
             module.running_mean[idx] = 0
             module.running_var[idx] = 1
-        if isinstance(module, MaskableLayerNorm):
-            module.mark_removed(idx)
+        if maskable(module):
+            mark_removed(module, idx)
 
 
 def own_rows(module: nn.Module) -> list[str]:
@@ -516,18 +517,21 @@ def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tu
     """
     if not any(removed.numel() for _, removed in removals):
         return
-    widths = projection_widths(model)
     rows = {name: (own, set()) for name, module in model.named_modules() if (own := own_rows(module))}
     graph = dependency_graph(model, example_input)
+    pruned = []
     for unit_graph, removed in removals:
         if removed.numel():
             root = model.get_submodule(unit_graph.root)
             pruner = graph.get_pruner_of_module(root)
             graph.get_pruning_group(root, pruner.prune_out_channels, unit_graph.root_channels(removed).tolist()).prune()
+            outputs = [target.module for target in unit_graph.targets if target.role == "out"]
+            channels = len(unit_graph.targets[0].indices)  # every target has a row per unit channel
+            pruned.append((outputs, Fraction(channels - removed.numel(), channels)))
             for target in unit_graph.targets:
                 if target.role == "out" and target.module in rows:
                     rows[target.module][1].update(target.indices[removed].flatten().tolist())
-    follow_pruned_heads(model, widths)
+    follow_pruned_heads(model, pruned)
     for name, (own, gone) in rows.items():
         module = model.get_submodule(name)
         for parameter_name in own:
@@ -620,7 +624,7 @@ def verify_units(model: nn.Module, example_input: torch.Tensor, units: list, uni
 
 def _normalised(model: nn.Module, unit_graph: UnitGraph) -> bool:
     """Does a LayerNorm normalise the unit's channels, or a raw parameter hold them (a stream's position table)?"""
-    return any(t.role == "param" or isinstance(model.get_submodule(t.module), MaskableLayerNorm) for t in unit_graph.targets)
+    return any(t.role == "param" or maskable(model.get_submodule(t.module)) for t in unit_graph.targets)
 
 
 def search_steps(model: nn.Module, example_input: torch.Tensor, units: list, unit_graphs: list[UnitGraph]) -> list:

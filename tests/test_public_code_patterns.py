@@ -8,6 +8,8 @@ vit-pytorch, transformers) and ReXNet's partial residual."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import onnx
 import pytest
 import torch
@@ -17,7 +19,7 @@ from torch import nn
 import metacompress as mc
 from metacompress.agents import HawqPlanner
 from metacompress.compressors import SearchModel, build_graph, count_params
-from metacompress.compressors.attention import follow_pruned_heads, projection_widths
+from metacompress.compressors.attention import follow_pruned_heads
 from metacompress.compressors.cost import layer_shapes
 from metacompress.compressors.export import load_compressed
 from metacompress.compressors.onnx_export import export_onnx, onnx_agreement
@@ -663,16 +665,15 @@ def test_heads_an_attention_counts_in_its_attributes_are_pruned_whole_and_its_co
     assert agreement["difference_points"] == 0
 
 
-def test_a_module_whose_projections_keep_different_fractions_keeps_its_head_count():
-    attention = TimmAttention(16, 4)
-    widths = projection_widths(attention)
-    assert widths == {"": {"qkv": 48, "proj": 16}}
-    attention.qkv, attention.proj = nn.Linear(16, 24), nn.Linear(8, 12)  # half the heads, a quarter of the output width too
-    follow_pruned_heads(attention, widths)
-    assert (attention.num_heads, attention.attn_dim) == (4, 16)
-    attention.proj = nn.Linear(8, 16)
-    follow_pruned_heads(attention, widths)
-    assert (attention.num_heads, attention.attn_dim, attention.head_dim) == (2, 8, 4)
+def test_only_a_unit_pruning_outputs_inside_an_attention_module_rescales_its_head_count():
+    model = nn.Module()
+    model.attn = TimmAttention(16, 4)
+    follow_pruned_heads(model, [(["embed", "attn.proj", "mlp.fc2"], Fraction(1, 2))])  # the residual stream: writes outside too
+    assert (model.attn.num_heads, model.attn.attn_dim) == (4, 16)
+    follow_pruned_heads(model, [(["attn.qkv"], Fraction(1, 2)), (["embed", "attn.proj"], Fraction(3, 4))])  # half the heads, and the stream
+    assert (model.attn.num_heads, model.attn.attn_dim, model.attn.head_dim) == (2, 8, 4)
+    follow_pruned_heads(model, [(["attn.qkv"], Fraction(1, 2)), (["attn.proj"], Fraction(3, 4))])  # two units inside disagree
+    assert (model.attn.num_heads, model.attn.attn_dim) == (2, 8)
 
 
 class WideningBlock(nn.Module):

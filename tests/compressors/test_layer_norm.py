@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metacompress import Plan, analyze
+from metacompress import Plan, analyze, export
 from metacompress.compressors import SearchModel, build_graph
-from metacompress.compressors.layer_norm import MaskableLayerNorm, as_maskable, clear_removed
+from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable
 from tiny_models import TinyTransformer, example_input
 
 
@@ -24,7 +24,7 @@ def test_a_masked_layer_norm_computes_what_the_pruned_norm_computes_and_forgets_
     with torch.no_grad():
         pruned.weight.copy_(norm.weight[kept]), pruned.bias.copy_(norm.bias[kept])
     masked = as_maskable(copy.deepcopy(norm))
-    masked.mark_removed(torch.tensor(removed))
+    mark_removed(masked, torch.tensor(removed))
     x = torch.randn(3, 5, 6, requires_grad=True)
     out = masked(x)
     assert torch.allclose(out[..., kept], pruned(x[..., kept]), atol=1e-6) and not out[..., removed].any()
@@ -42,10 +42,10 @@ def test_a_search_model_forgets_the_last_plans_removed_stream_channels():
     search = SearchModel(model, graph, [x])
     full = Plan.uniform(graph.spec)
     first = search.apply(full)(x).clone()
-    assert any(isinstance(m, MaskableLayerNorm) and m.removed is None for m in search.model.modules())
+    assert maskable(search.model.ln1) and not maskable(model.ln1)  # the user's norms keep their forward
     search.apply(Plan.from_choices(graph.spec, [0.5, 0.0, 0.0, 0.0], [8] * 4, [8] * 4))  # half the stream
-    assert search.model.ln1.removed.sum() == 8
-    assert torch.equal(search.apply(full)(x), first) and search.model.ln1.removed is None
+    assert search.model.ln1.forward.removed.sum() == 8
+    assert torch.equal(search.apply(full)(x), first) and search.model.ln1.forward.removed is None
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -55,9 +55,34 @@ class LayerNorm2d(nn.LayerNorm):
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
 
 
-def test_a_layer_norm_subclass_with_its_own_forward_stays_quantize_only():
-    model = nn.Sequential(nn.Conv2d(1, 8, 3), LayerNorm2d(8), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 3)).eval()
-    spec = analyze(model, torch.randn(4, 1, 8, 8))
-    assert not spec.units[0].prunable and "1 (LayerNorm2d) normalises across these channels" in spec.units[0].reason
-    assert spec.units[1].prunable
+class HandWrittenLayerNorm2d(nn.Module):
+    """ConvNeXt's reference channels-first LayerNorm: its statistics computed by hand, no ``F.layer_norm``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt((x - mean).pow(2).mean(1, keepdim=True) + 1e-6)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def conv_norm_conv(norm: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3), norm, nn.Conv2d(8, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+
+
+def test_a_layer_norm_subclass_with_its_own_forward_prunes_through_its_layer_norm_call():
+    torch.manual_seed(0)
+    model, x = conv_norm_conv(LayerNorm2d(8)), torch.randn(16, 1, 8, 8)
+    graph = build_graph(model, x)
+    assert graph.spec.units[0].prunable and graph.spec.units[0].fp32_per_channel == 2
+    plan = Plan.from_choices(graph.spec, [0.5, 0.0, 0.0], [8] * 3, [8] * 3)
+    exported = export(model, plan, x, [x], graph=graph)
+    assert exported[1].normalized_shape == (4,) and not maskable(exported[1])
+    assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
+
+
+def test_a_norm_computing_its_statistics_by_hand_stays_quantize_only():
+    spec = analyze(conv_norm_conv(HandWrittenLayerNorm2d(8)), torch.randn(4, 1, 8, 8))
+    assert not spec.units[0].prunable and spec.units[1].prunable
