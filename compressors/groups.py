@@ -27,7 +27,8 @@ MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNor
 # removing the channel removes its slope (one slope shared by all channels stays as it is).
 PER_CHANNEL_ACTIVATIONS = (nn.PReLU,)
 # Normalisations over the channel dimension: removing a channel changes every other
-# channel's statistics, so masking (zeros) and pruning (removal) would disagree.
+# channel's statistics, so masking (zeros) and pruning (removal) would disagree, except for a
+# LayerNorm the private copy made maskable (``layer_norm``; not one over several dims or sharing its weight).
 CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
 KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS + PER_CHANNEL_ACTIVATIONS
 # A group reaches each node of the graph a few times (once per index set a concat or split
