@@ -121,12 +121,13 @@ def follow_pruned_heads(model: nn.Module, pruned: list[tuple[list[str], Fraction
     """Scale each head attribute by the fraction of channels kept by the unit that pruned its heads.
 
     ``pruned``: per pruned unit, the modules whose outputs it pruned and the fraction of its
-    channels it kept. A unit prunes a module's heads when every output it prunes lies inside
-    that module (q, k, v or a fused qkv, a gate): pruning ``h`` of ``H`` whole heads keeps
-    ``(H - h) / H`` of them. A residual stream also reaches inside (the output projection
-    writes it, the qkv reads it) but prunes outputs elsewhere too, so it never rescales a
-    count (before v0.16 the projections' widths decided, and a pruned stream passed for pruned
-    heads). A module two such units prune differently, or whose count would not stay whole,
+    channels it kept. A unit prunes a module's heads when every output it prunes is one of
+    that module's own layers (q, k, v or a fused qkv, a gate, a per-head norm): pruning ``h``
+    of ``H`` whole heads keeps ``(H - h) / H`` of them. A residual stream also reaches in (the
+    output projection writes it, the qkv reads it) but prunes outputs elsewhere too, and a
+    unit inside a submodule (timm's relative-position MLP) is not the heads', so neither
+    rescales a count (before v0.16 the projections' widths decided, and a pruned stream passed
+    for pruned heads). A module two such units prune differently, or whose count would not stay whole,
     is left as it is: its forward then disagrees with masking, and analysis's trial prune
     leaves those heads quantize-only.
     """
@@ -134,8 +135,7 @@ def follow_pruned_heads(model: nn.Module, pruned: list[tuple[list[str], Fraction
         counts = head_attributes(module)
         if not counts:
             continue
-        inside = name + "." if name else ""
-        fractions = {kept for outputs, kept in pruned if outputs and all(o.startswith(inside) for o in outputs)}
+        fractions = {kept for outputs, kept in pruned if outputs and all(o.rpartition(".")[0] == name for o in outputs)}
         if len(fractions) != 1:
             continue
         fraction = fractions.pop()

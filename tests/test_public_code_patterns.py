@@ -674,6 +674,8 @@ def test_only_a_unit_pruning_outputs_inside_an_attention_module_rescales_its_hea
     assert (model.attn.num_heads, model.attn.attn_dim, model.attn.head_dim) == (2, 8, 4)
     follow_pruned_heads(model, [(["attn.qkv"], Fraction(1, 2)), (["attn.proj"], Fraction(3, 4))])  # two units inside disagree
     assert (model.attn.num_heads, model.attn.attn_dim) == (2, 8)
+    follow_pruned_heads(model, [(["attn.rel_pos.mlp.fc1"], Fraction(1, 2))])  # timm's relative-position MLP: inside, not its heads
+    assert (model.attn.num_heads, model.attn.attn_dim) == (2, 8)
 
 
 class WideningBlock(nn.Module):
