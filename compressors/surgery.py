@@ -477,7 +477,8 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
     for target in unit_graph.targets:
         idx = target.indices[removed].flatten()
         if target.role == "param":
-            model.get_parameter(target.module).index_fill_(target.dim, idx.to(model.get_parameter(target.module).device), 0)
+            parameter = model.get_parameter(target.module)
+            parameter.index_fill_(target.dim, idx.to(parameter.device), 0)
             continue
         module = model.get_submodule(target.module)
         if target.role == "in":
