@@ -17,7 +17,7 @@ from torch_pruning.dependency import graph as tp_graph
 
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.instance_norm import PlainInstanceNorm
-from metacompress.compressors.layer_norm import maskable
+from metacompress.compressors.layer_norm import channel_count, maskable
 from metacompress.compressors.surgery import CONVS, QUANTIZABLE, MaskTarget, own_rows
 
 # Normalisations of each channel on its own (MONAI's nets use affine InstanceNorm): a zeroed
@@ -28,7 +28,7 @@ MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNor
 PER_CHANNEL_ACTIVATIONS = (nn.PReLU,)
 # Normalisations over the channel dimension: removing a channel changes every other
 # channel's statistics, so masking (zeros) and pruning (removal) would disagree, except for a
-# LayerNorm the private copy made maskable (``layer_norm``; not one over several dims or sharing its weight).
+# norm the private copy made maskable (``layer_norm``: a LayerNorm over one dim, a one-group GroupNorm).
 CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
 KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS + PER_CHANNEL_ACTIVATIONS
 # A group reaches each node of the graph a few times (once per index set a concat or split
@@ -139,7 +139,7 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
             info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
             info.targets.append(MaskTarget(name, "out", indices))
         elif maskable(target):  # a LayerNorm leaving masked channels out of its statistics, as removed ones
-            info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // target.normalized_shape[0] * indices.shape[1])
+            info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // channel_count(target) * indices.shape[1])
             info.targets.append(MaskTarget(name, "out", indices))
         elif isinstance(target, PER_CHANNEL_ACTIVATIONS):
             info.fp32[name] = (set(idxs), indices.shape[1])

@@ -8,9 +8,11 @@ over one dimension (subclasses included: timm's own ``LayerNorm``, its channels-
 ``LayerNorm2d``, which permute around ``F.layer_norm``) runs its own forward through
 ``LeaveOutRemoved``; ``mask_unit`` marks its removed channels, and its ``F.layer_norm`` call
 then normalises over the others and returns 0 for them: what the physically pruned norm
-computes on the channels it keeps. A norm that computes its statistics by hand (no
-``F.layer_norm`` call) is not changed: the trial prune finds the disagreement and its group
-stays quantize-only.
+computes on the channels it keeps. A GroupNorm with one group (PoolFormer's and the
+MetaFormers' norm: a LayerNorm over the channels and positions together) is treated the same
+way through its ``F.group_norm`` call. A norm that computes its statistics by hand is not
+changed: the trial prune finds the disagreement and its group stays quantize-only, as does a
+GroupNorm of several groups (removing channels would move them across groups).
 """
 
 from __future__ import annotations
@@ -22,52 +24,65 @@ from torch.overrides import TorchFunctionMode
 
 
 class LeaveOutRemoved:
-    """A LayerNorm's own forward, its ``F.layer_norm`` call left without the ``removed`` channels.
+    """A norm's own forward, its ``F.layer_norm`` (or one-group ``F.group_norm``) call left without the ``removed`` channels.
 
     ``removed`` (a bool per channel, or None) is search state: never saved, pruned or
     exported, and reset by ``clear_removed`` whenever the masks are restored. An instance
     ``forward`` (as ``weight_reads`` installs), so deep copies and pickles keep it.
     """
 
-    def __init__(self, norm: nn.LayerNorm) -> None:
+    def __init__(self, norm: nn.LayerNorm | nn.GroupNorm) -> None:
         self.norm = norm
         self.removed: torch.Tensor | None = None
 
     def __call__(self, *args, **kwargs):
         if self.removed is None:
             return type(self.norm).forward(self.norm, *args, **kwargs)
-        with _KeptChannels(self.norm.normalized_shape, self.removed):
+        with _KeptChannels(channel_count(self.norm), self.removed):
             return type(self.norm).forward(self.norm, *args, **kwargs)
 
 
 class _KeptChannels(TorchFunctionMode):
-    """``F.layer_norm`` over the kept channels of its last dimension; the removed ones are 0."""
+    """The norm's call over its kept channels (``F.layer_norm``'s last dim, ``F.group_norm``'s dim 1); the removed ones are 0."""
 
-    def __init__(self, shape: tuple[int, ...], removed: torch.Tensor) -> None:
+    def __init__(self, channels: int, removed: torch.Tensor) -> None:
         super().__init__()
-        self.shape, self.removed = tuple(shape), removed
+        self.channels, self.removed = channels, removed
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is not F.layer_norm:
+        if func is F.layer_norm:
+            x, shape, weight, bias, eps = _arguments(*args, **kwargs)
+            dim, matches = -1, tuple(shape) == (self.channels,)
+        elif func is F.group_norm:
+            x, groups, weight, bias, eps = _arguments(*args, **kwargs)
+            dim, matches = 1, groups == 1 and x.shape[1] == self.channels
+        else:
             return func(*args, **kwargs)
-        x, shape, weight, bias, eps = _layer_norm_arguments(*args, **kwargs)
-        if tuple(shape) != self.shape:
+        if not matches:
             return func(*args, **kwargs)
         kept = torch.nonzero(~self.removed).flatten().to(x.device)
         weight = None if weight is None else weight[kept]
         bias = None if bias is None else bias[kept]
-        normed = F.layer_norm(x.index_select(-1, kept), (len(kept),), weight, bias, eps)
-        return x.new_zeros(x.shape).index_copy(-1, kept, normed)
+        kept_x = x.index_select(dim, kept)
+        normed = F.layer_norm(kept_x, (len(kept),), weight, bias, eps) if dim == -1 else F.group_norm(kept_x, 1, weight, bias, eps)
+        return x.new_zeros(x.shape).index_copy(dim, kept, normed)
 
 
-def _layer_norm_arguments(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # noqa: A002 (F.layer_norm's names)
-    return input, normalized_shape, weight, bias, eps
+def _arguments(input, shape_or_groups, weight=None, bias=None, eps=1e-5):  # noqa: A002 (F.layer_norm's and F.group_norm's names)
+    return input, shape_or_groups, weight, bias, eps
 
 
 def convertible(module: nn.Module) -> bool:
-    """A LayerNorm over one dimension (the channels a group prunes), not yet running ``LeaveOutRemoved``."""
-    return isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1 and not maskable(module)
+    """A LayerNorm over one dimension (the channels a group prunes) or a one-group GroupNorm, not yet running ``LeaveOutRemoved``."""
+    one_dim = isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1
+    one_group = isinstance(module, nn.GroupNorm) and module.num_groups == 1
+    return (one_dim or one_group) and not maskable(module)
+
+
+def channel_count(norm: nn.Module) -> int:
+    """The channels a maskable norm normalises."""
+    return norm.num_channels if isinstance(norm, nn.GroupNorm) else norm.normalized_shape[0]
 
 
 def maskable(module: nn.Module) -> bool:
@@ -75,7 +90,7 @@ def maskable(module: nn.Module) -> bool:
     return isinstance(module.__dict__.get("forward"), LeaveOutRemoved)
 
 
-def as_maskable(norm: nn.LayerNorm) -> nn.LayerNorm:
+def as_maskable(norm: nn.Module) -> nn.Module:
     """The same module, its forward run through ``LeaveOutRemoved`` (``plain_copy`` calls this on its own copy only)."""
     norm.forward = LeaveOutRemoved(norm)
     return norm
@@ -85,7 +100,7 @@ def mark_removed(norm: nn.Module, channels: torch.Tensor) -> None:
     """Leave ``channels`` of a maskable norm out from now on (with those already left out)."""
     forward = norm.__dict__["forward"]
     if forward.removed is None:
-        forward.removed = torch.zeros(norm.normalized_shape[0], dtype=torch.bool)
+        forward.removed = torch.zeros(channel_count(norm), dtype=torch.bool)
     forward.removed[channels.cpu()] = True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,15 +73,33 @@ def conv_norm_conv(norm: nn.Module) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 8, 3), norm, nn.Conv2d(8, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
 
 
-def test_a_layer_norm_subclass_with_its_own_forward_prunes_through_its_layer_norm_call():
+class GroupNorm1(nn.GroupNorm):
+    """timm's PoolFormer norm: one group (statistics over channels and positions), its own forward."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(1, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+@pytest.mark.parametrize("norm", [LayerNorm2d, GroupNorm1])
+def test_a_norm_subclass_with_its_own_forward_prunes_through_its_norm_call(norm):
     torch.manual_seed(0)
-    model, x = conv_norm_conv(LayerNorm2d(8)), torch.randn(16, 1, 8, 8)
+    model, x = conv_norm_conv(norm(8)), torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        model[1].weight.normal_(1, 0.3), model[1].bias.normal_(0, 0.3)
     graph = build_graph(model, x)
     assert graph.spec.units[0].prunable and graph.spec.units[0].fp32_per_channel == 2
     plan = Plan.from_choices(graph.spec, [0.5, 0.0, 0.0], [8] * 3, [8] * 3)
     exported = export(model, plan, x, [x], graph=graph)
-    assert exported[1].normalized_shape == (4,) and not maskable(exported[1])
+    assert exported[1].weight.shape == (4,) and not maskable(exported[1])
     assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
+
+
+def test_a_group_norm_of_several_groups_stays_quantize_only():
+    spec = analyze(conv_norm_conv(nn.GroupNorm(2, 8)), torch.randn(4, 1, 8, 8))
+    assert not spec.units[0].prunable and "(GroupNorm) normalises across these channels" in spec.units[0].reason
 
 
 def test_a_norm_computing_its_statistics_by_hand_stays_quantize_only():
