@@ -17,6 +17,8 @@ GroupNorm of several groups (removing channels would move them across groups).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,14 +53,15 @@ class _KeptChannels(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.layer_norm:
-            x, shape, weight, bias, eps = _arguments(*args, **kwargs)
-            dim, matches = -1, tuple(shape) == (self.channels,)
-        elif func is F.group_norm:
-            x, groups, weight, bias, eps = _arguments(*args, **kwargs)
-            dim, matches = 1, groups == 1 and x.shape[1] == self.channels
-        else:
+        if func not in (F.layer_norm, F.group_norm):
             return func(*args, **kwargs)
+        call = inspect.signature(func).bind(*args, **kwargs)  # positional or by name, as the norm's code calls it
+        call.apply_defaults()
+        x, weight, bias, eps = (call.arguments[name] for name in ("input", "weight", "bias", "eps"))
+        if func is F.layer_norm:
+            dim, matches = -1, tuple(call.arguments["normalized_shape"]) == (self.channels,)
+        else:
+            dim, matches = 1, call.arguments["num_groups"] == 1 and x.shape[1] == self.channels
         if not matches:
             return func(*args, **kwargs)
         kept = torch.nonzero(~self.removed).flatten().to(x.device)
@@ -67,10 +70,6 @@ class _KeptChannels(TorchFunctionMode):
         kept_x = x.index_select(dim, kept)
         normed = F.layer_norm(kept_x, (len(kept),), weight, bias, eps) if dim == -1 else F.group_norm(kept_x, 1, weight, bias, eps)
         return x.new_zeros(x.shape).index_copy(dim, kept, normed)
-
-
-def _arguments(input, shape_or_groups, weight=None, bias=None, eps=1e-5):  # noqa: A002 (F.layer_norm's and F.group_norm's names)
-    return input, shape_or_groups, weight, bias, eps
 
 
 def convertible(module: nn.Module) -> bool:

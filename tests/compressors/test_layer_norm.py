@@ -80,7 +80,7 @@ class GroupNorm1(nn.GroupNorm):
         super().__init__(1, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return F.group_norm(x, num_groups=self.num_groups, weight=self.weight, bias=self.bias, eps=self.eps)  # by name
 
 
 @pytest.mark.parametrize("norm", [LayerNorm2d, GroupNorm1])
