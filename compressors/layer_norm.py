@@ -18,6 +18,7 @@ GroupNorm of several groups (removing channels would move them across groups).
 from __future__ import annotations
 
 import inspect
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -103,11 +104,15 @@ def mark_removed(norm: nn.Module, channels: torch.Tensor) -> None:
     forward.removed[channels.cpu()] = True
 
 
-def clear_removed(model: nn.Module) -> None:
-    """Forget every maskable norm's removed channels: the masks were restored."""
-    for module in model.modules():
-        if maskable(module):
-            module.forward.removed = None
+def maskable_norms(model: nn.Module) -> list[nn.Module]:
+    """The norms of ``model`` that run ``LeaveOutRemoved`` (found once: a search model resets them at every plan)."""
+    return [module for module in model.modules() if maskable(module)]
+
+
+def clear_removed(norms: Iterable[nn.Module]) -> None:
+    """Forget these maskable norms' removed channels: the masks were restored."""
+    for norm in norms:
+        norm.forward.removed = None
 
 
 def as_plain(model: nn.Module) -> None:

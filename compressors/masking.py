@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from metacompress.compressors.graph import ModelGraph
-from metacompress.compressors.layer_norm import clear_removed
+from metacompress.compressors.layer_norm import clear_removed, maskable_norms
 from metacompress.compressors.plan import Plan
 from metacompress.compressors.quant import ActivationQuantizer, attach_activation_quantizers, quantize_weight, weight_scales
 from metacompress.compressors.metrics import Distillation
@@ -71,6 +71,7 @@ class SearchModel:
             self.model, [layer.name for layer in self.spec.computing_layers]
         )
         self._snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self._norms = maskable_norms(self.model)  # their removed channels are search state outside the snapshot
         self._removed: list[torch.Tensor] = []
         # a layer's masked weight is fixed by how many channels each unit masking it removes
         masked_by: dict[str, set[int]] = {}
@@ -91,7 +92,7 @@ class SearchModel:
         plan.check_model(self.spec)
         for key, value in self.model.state_dict().items():
             value.copy_(self._snapshot[key])
-        clear_removed(self.model)
+        clear_removed(self._norms)
         self._removed = [
             unit_graph.removed_channels(unit, decision.kept_channels)
             for unit, unit_graph, decision in zip(self.spec.units, self.graph.units, plan.decisions)

@@ -39,7 +39,7 @@ from metacompress.compressors.attention import SplitAttention, follow_pruned_hea
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.weight_reads import Folds, Routes, rewire
 from metacompress.compressors.instance_norm import PlainInstanceNorm
-from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable
+from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable, maskable_norms
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
@@ -585,7 +585,7 @@ def prunes_consistently(model: nn.Module, example_input: torch.Tensor, unit_grap
                     mask_unit(model, unit_graph, channels)
                 expected = output_tensors(model(example_input))
             finally:
-                clear_removed(model)
+                clear_removed(maskable_norms(model))
         prune_units(pruned, example_input, list(zip(unit_graphs, removed)))
         with torch.no_grad():
             actual = output_tensors(pruned(example_input))

@@ -32,7 +32,7 @@ def test_a_masked_layer_norm_computes_what_the_pruned_norm_computes_and_forgets_
     assert not torch.allclose(out[..., kept], norm(x)[..., kept], atol=1e-3)  # the full norm's statistics differ
     out.sum().backward()  # KD steps in search mode train through it
     assert not x.grad[..., removed].any() and x.grad[..., kept].abs().sum() > 0
-    clear_removed(masked)
+    clear_removed([masked])
     assert torch.equal(masked(x), norm(x))
 
 
