@@ -28,8 +28,8 @@ MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNor
 PER_CHANNEL_ACTIVATIONS = (nn.PReLU,)
 # Normalisations over the channel dimension: removing a channel changes every other
 # channel's statistics, so masking (zeros) and pruning (removal) would disagree, except for a
-# norm the private copy made maskable (``layer_norm``: a LayerNorm over one dim, a one-group GroupNorm).
-CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
+# norm the private copy made maskable (``layer_norm``: a LayerNorm or RMSNorm over one dim, a one-group GroupNorm).
+CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS + PER_CHANNEL_ACTIVATIONS
 # A group reaches each node of the graph a few times (once per index set a concat or split
 # hands it). On some graphs Torch-Pruning's tracing never closes: TabNet's GLU slices and

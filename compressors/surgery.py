@@ -39,7 +39,7 @@ from metacompress.compressors.attention import SplitAttention, follow_pruned_hea
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.weight_reads import Folds, Routes, rewire
 from metacompress.compressors.instance_norm import PlainInstanceNorm
-from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable, maskable_norms
+from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable, maskable_norms, norm_pruners
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
@@ -112,7 +112,8 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor, ignored: lis
                                                            customized_pruners={OutputMajorConvTranspose: OutputMajorPruner(),
                                                                                UnrolledRNN: RecurrentPruner(),
                                                                                OutputMajorEmbedding: OutputMajorEmbeddingPruner(),
-                                                                               PlainInstanceNorm: InstanceNormPruner()})
+                                                                               PlainInstanceNorm: InstanceNormPruner(),
+                                                                               **norm_pruners(model)})
 
 
 class _MeasuredShapes(TorchFunctionMode):
@@ -469,7 +470,7 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
     Zeroed output rows, biases and BatchNorm affine terms make those channels exactly 0,
     and zeroed input columns make downstream layers ignore them, which is what physical
     removal computes; so do zeroed slices of a raw parameter (a position table added to the
-    channels). A LayerNorm leaves the channels out of its statistics (``layer_norm``);
+    channels). A LayerNorm or RMSNorm leaves the channels out of its statistics (``layer_norm``);
     ``clear_removed`` undoes that where the masked tensors are restored.
     """
     if removed.numel() == 0:
@@ -488,7 +489,7 @@ def mask_unit(model: nn.Module, unit_graph: UnitGraph, removed: torch.Tensor) ->
             _weight(module)[idx] = 0
         elif module.weight is not None:
             module.weight[idx] = 0
-        if module.bias is not None:
+        if getattr(module, "bias", None) is not None:  # nn.RMSNorm has no bias
             module.bias[idx] = 0
         if getattr(module, "running_mean", None) is not None:
             module.running_mean[idx] = 0

@@ -8,7 +8,7 @@ below 0.80 infeasible, Whisper's encoder, which reads its position table's
 ``num_embeddings``, failed on the rewritten table, BiT's weight-standardized convs ran a
 standardization of their quantized weight, and a masked LM's decoder tied to its token table
 stayed fp32 with it. Their hidden width (LayerNorm-normalised, with position tables and a
-class token) was quantize-only until v0.16.
+class token) was quantize-only until v0.16, Llama's (normalised by a hand-written RMSNorm) until v0.17.
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def test_the_conformer_convolution_module_prunes_through_its_glu():
 
 
 @pytest.mark.parametrize("name, embedding", [("bert", "bert.embeddings.word_embeddings"), ("gpt2", "transformer.wte"),
-                                             ("vit", "vit.embeddings.patch_embeddings.projection")])
-def test_the_hidden_width_prunes_with_its_layernorms_position_tables_and_class_token(name, embedding):
+                                             ("vit", "vit.embeddings.patch_embeddings.projection"), ("llama", "model.embed_tokens")])
+def test_the_hidden_width_prunes_with_its_norms_position_tables_and_class_token(name, embedding):
     torch.manual_seed(0)
     model, x = FACTORIES[name]().eval(), inputs_for(name, 32)
     graph = build_graph(model, x[:8])
@@ -162,5 +162,6 @@ def test_the_hidden_width_prunes_with_its_layernorms_position_tables_and_class_t
         exported = mc.export(model, plan, x[:8], [x], graph=graph)
         assert (logits(exported(x)) - searched).abs().max() < 1e-5
     assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
-    norms = [m for m in exported.modules() if isinstance(m, torch.nn.LayerNorm)]
-    assert norms and all(m.normalized_shape == (16,) for m in norms)  # every norm of the stream, the final one included
+    # every norm of the stream, the final one included; Llama's RMSNorm is hand-written (its own weight and variance_epsilon)
+    norms = [m for m in exported.modules() if isinstance(m, torch.nn.LayerNorm) or type(m).__name__ == "LlamaRMSNorm"]
+    assert norms and all(m.weight.shape == (16,) for m in norms)

@@ -1,4 +1,4 @@
-"""A LayerNorm over pruned channels: masked, it normalises over the kept channels as the pruned norm does."""
+"""A LayerNorm or RMSNorm over pruned channels: masked, it normalises over the kept channels as the pruned norm does."""
 
 from __future__ import annotations
 
@@ -11,19 +11,20 @@ from torch import nn
 
 from metacompress import Plan, analyze, export
 from metacompress.compressors import SearchModel, build_graph
-from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable
+from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable, standard_form
 from tiny_models import TinyTransformer, example_input
 
 
-def test_a_masked_layer_norm_computes_what_the_pruned_norm_computes_and_forgets_its_mask():
+@pytest.mark.parametrize("kind", [nn.LayerNorm, nn.RMSNorm])
+def test_a_masked_norm_computes_what_the_pruned_norm_computes_and_forgets_its_mask(kind):
     torch.manual_seed(0)
-    norm = nn.LayerNorm(6)
-    with torch.no_grad():
-        norm.weight.normal_(1, 0.3), norm.bias.normal_(0, 0.3)
+    norm = kind(6)
     kept, removed = [0, 2, 3, 5], [1, 4]
-    pruned = nn.LayerNorm(4)
-    with torch.no_grad():
-        pruned.weight.copy_(norm.weight[kept]), pruned.bias.copy_(norm.bias[kept])
+    pruned = kind(4)
+    for name, _ in norm.named_parameters():
+        with torch.no_grad():
+            getattr(norm, name).normal_(float(name == "weight"), 0.3)
+            getattr(pruned, name).copy_(getattr(norm, name)[kept])
     masked = as_maskable(copy.deepcopy(norm))
     mark_removed(masked, torch.tensor(removed))
     x = torch.randn(3, 5, 6, requires_grad=True)
@@ -69,6 +70,61 @@ class HandWrittenLayerNorm2d(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
+class ChannelsFirstLayerNorm(HandWrittenLayerNorm2d):
+    """ConvNeXt's reference LayerNorm as published: the same statistics, its epsilon an attribute."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__(channels)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt((x - mean).pow(2).mean(1, keepdim=True) + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class LlamaRMSNorm(nn.Module):
+    """Llama's, Mistral's and Qwen's RMSNorm (transformers), by hand: no ``F.rms_norm``, its epsilon under its own name."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight, self.variance_epsilon = nn.Parameter(torch.ones(channels)), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x
+
+
+class RmsNorm2d(nn.Module):
+    """timm's channels-first RmsNorm, by hand, with a ``normalized_shape`` it reads only the length of."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight, self.eps, self.normalized_shape = nn.Parameter(torch.ones(channels)), 1e-5, (channels,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert len(self.normalized_shape) == 1
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps) * self.weight.reshape(1, -1, 1, 1)
+
+
+class GemmaRMSNorm(LlamaRMSNorm):
+    """Gemma's RMSNorm scales by ``1 + weight``: not a standard norm of its own weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) / self.weight * (1 + self.weight)
+
+
+class ChannelsLast(nn.Module):
+    """Runs a norm over the channels of a (N, C, H, W) map moved last, as a transformer's stream is laid out."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+
+
 def conv_norm_conv(norm: nn.Module) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 8, 3), norm, nn.Conv2d(8, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
 
@@ -83,17 +139,21 @@ class GroupNorm1(nn.GroupNorm):
         return F.group_norm(x, num_groups=self.num_groups, weight=self.weight, bias=self.bias, eps=self.eps)  # by name
 
 
-@pytest.mark.parametrize("norm", [LayerNorm2d, GroupNorm1])
-def test_a_norm_subclass_with_its_own_forward_prunes_through_its_norm_call(norm):
+@pytest.mark.parametrize("norm, affine", [(LayerNorm2d, 2), (GroupNorm1, 2), (ChannelsFirstLayerNorm, 2),
+                                          (lambda c: ChannelsLast(nn.RMSNorm(c)), 1), (lambda c: ChannelsLast(LlamaRMSNorm(c)), 1),
+                                          (RmsNorm2d, 1)])
+def test_a_norm_with_its_own_forward_prunes_through_its_norm_call_or_what_it_computes(norm, affine):
     torch.manual_seed(0)
     model, x = conv_norm_conv(norm(8)), torch.randn(16, 1, 8, 8)
-    with torch.no_grad():
-        model[1].weight.normal_(1, 0.3), model[1].bias.normal_(0, 0.3)
+    for p in model[1].parameters():
+        with torch.no_grad():
+            p.normal_(0.5, 0.3)
     graph = build_graph(model, x)
-    assert graph.spec.units[0].prunable and graph.spec.units[0].fp32_per_channel == 2
+    assert graph.spec.units[0].prunable and graph.spec.units[0].fp32_per_channel == affine
     plan = Plan.from_choices(graph.spec, [0.5, 0.0, 0.0], [8] * 3, [8] * 3)
     exported = export(model, plan, x, [x], graph=graph)
-    assert exported[1].weight.shape == (4,) and not maskable(exported[1])
+    normed = next(m for m in exported[1].modules() if "weight" in m._parameters)
+    assert normed.weight.shape == (4,) and getattr(normed, "normalized_shape", (4,)) == (4,) and not maskable(normed)
     assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
 
 
@@ -102,6 +162,17 @@ def test_a_group_norm_of_several_groups_stays_quantize_only():
     assert not spec.units[0].prunable and "(GroupNorm) normalises across these channels" in spec.units[0].reason
 
 
-def test_a_norm_computing_its_statistics_by_hand_stays_quantize_only():
-    spec = analyze(conv_norm_conv(HandWrittenLayerNorm2d(8)), torch.randn(4, 1, 8, 8))
+@pytest.mark.parametrize("norm", [HandWrittenLayerNorm2d, lambda c: ChannelsLast(GemmaRMSNorm(c))])
+def test_a_hand_written_norm_that_is_no_standard_norm_of_its_own_parameters_stays_quantize_only(norm):
+    """A hard-coded epsilon, a ``1 + weight`` scale: the trial prune finds masking and pruning disagree."""
+    spec = analyze(conv_norm_conv(norm(8)), torch.randn(4, 1, 8, 8))
     assert not spec.units[0].prunable and spec.units[1].prunable
+
+
+def test_recognising_a_hand_written_norm_runs_it_without_touching_the_users_module():
+    batch_norm = nn.BatchNorm1d(8).train()  # a weight, a bias and an eps, but running statistics a call would update
+    assert standard_form(batch_norm) is None and not batch_norm.num_batches_tracked
+    llama = LlamaRMSNorm(8)
+    before = llama.weight.detach().clone()
+    assert standard_form(llama) is not None and torch.equal(llama.weight, before)
+    assert standard_form(GemmaRMSNorm(8)) is None and standard_form(LlamaRMSNorm(8, eps=1e-6).float()) is not None
