@@ -33,8 +33,8 @@ from metacompress.compressors.surgery import needs_plain_copy, plain_copy, prune
 from metacompress.errors import CorruptFile, InvalidCalibration, MetacompressError, PlanMismatch
 
 EXPORT_FORMAT = 1
-SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "num_channels", "normalized_shape",
-               *HEAD_ATTRIBUTES)
+SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "num_channels", "num_groups",
+               "normalized_shape", *HEAD_ATTRIBUTES)
 
 
 def export(

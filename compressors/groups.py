@@ -28,7 +28,7 @@ MASKABLE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNor
 PER_CHANNEL_ACTIVATIONS = (nn.PReLU,)
 # Normalisations over the channel dimension: removing a channel changes every other
 # channel's statistics, so masking (zeros) and pruning (removal) would disagree, except for a
-# norm the private copy made maskable (``layer_norm``: a LayerNorm or RMSNorm over one dim, a one-group GroupNorm).
+# norm the private copy made maskable (``layer_norm``: a LayerNorm or RMSNorm over one dim, a GroupNorm).
 CHANNEL_MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 KNOWN_PARAMETERISED = QUANTIZABLE + MASKABLE_NORMS + CHANNEL_MIXING_NORMS + PER_CHANNEL_ACTIVATIONS
 # A group reaches each node of the graph a few times (once per index set a concat or split
@@ -139,6 +139,11 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
             info.fp32[name] = (set(idxs), 2 * indices.shape[1] if target.affine else 0)
             info.targets.append(MaskTarget(name, "out", indices))
         elif maskable(target):  # a LayerNorm leaving masked channels out of its statistics, as removed ones
+            if isinstance(target, nn.GroupNorm) and 1 < target.num_groups < target.num_channels:
+                if sorted(indices.flatten().tolist()) != list(range(target.num_channels)):  # its groups would be cut unevenly
+                    mixing.append(f"{name} ({type(target).__name__}, partly)")
+                    continue
+                grouped.add(target.num_groups)  # pruned group-symmetrically, each channel stays in its group
             info.fp32[name] = (set(idxs), sum(p.numel() for p in target.parameters(recurse=False)) // channel_count(target) * indices.shape[1])
             info.targets.append(MaskTarget(name, "out", indices))
         elif isinstance(target, PER_CHANNEL_ACTIVATIONS):
@@ -155,7 +160,7 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     if lost:
         info.problems.append(f"Torch-Pruning maps its channels past the size of {few_names(lost)} (lost through a transpose or reshape)")
     if len(grouped) > 1 or (grouped and channels % max(grouped)):
-        info.problems.append(f"grouped convs with {sorted(grouped)} groups share these {channels} channels")
+        info.problems.append(f"grouped convs or GroupNorms with {sorted(grouped)} groups share these {channels} channels")
     elif grouped:
         info.channel_groups = grouped.pop()
     return info

@@ -8,9 +8,14 @@ over one dimension (subclasses included: timm's own ``LayerNorm``, its channels-
 ``LayerNorm2d``, which permute around ``F.layer_norm``) runs its own forward through
 ``LeaveOutRemoved``; ``mask_unit`` marks its removed channels, and its ``F.layer_norm`` call
 then normalises over the others and returns 0 for them: what the physically pruned norm
-computes on the channels it keeps. A GroupNorm with one group (PoolFormer's and the
-MetaFormers' norm: a LayerNorm over the channels and positions together) is treated the same
-way through its ``F.group_norm`` call, and ``nn.RMSNorm`` through ``F.rms_norm``.
+computes on the channels it keeps. ``nn.RMSNorm`` is treated the same way through its
+``F.rms_norm`` call, and a GroupNorm through ``F.group_norm``: with one group (PoolFormer's
+and the MetaFormers' norm) it is a LayerNorm over the channels and positions together; with G
+groups (BiT, GroupNorm ResNets, MONAI's SegResNet, diffusion U-Nets) each group is
+normalised over its kept channels, which the unit removes in equal numbers from every group
+(``groups.group_of`` gives it G channel groups, as a grouped conv's), so that every channel
+stays in its group after the physical prune; with one channel per group (an instance norm
+written as a GroupNorm, a narrow BiT bottleneck) any channel goes, and its group with it.
 
 Many libraries compute the norm by hand: Llama's, Mistral's, Qwen's and T5's RMSNorm
 (``x * rsqrt(x.pow(2).mean(-1) + eps) * weight``), ConvNeXt's reference channels-first
@@ -19,8 +24,7 @@ equals a standard norm's, with its own ``weight`` (and ``bias``) and its own ``e
 probe inputs and a probe weight. When channels are removed, that standard norm runs over the
 kept ones in its place; otherwise, and in every export, its own forward runs. A module that
 computes something else (Gemma's ``(1 + weight)`` scale, a hard-coded ``eps``) is not
-changed: the trial prune finds the disagreement and its group stays quantize-only, as does a
-GroupNorm of several groups (removing channels would move them across groups).
+changed: the trial prune finds the disagreement and its group stays quantize-only.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ StandardForm = Callable[[nn.Module, torch.Tensor, float], torch.Tensor]
 
 
 class LeaveOutRemoved:
-    """A norm's own forward, its ``F.layer_norm`` (one-group ``F.group_norm``, ``F.rms_norm``) call left without the ``removed`` channels.
+    """A norm's own forward, its ``F.layer_norm`` (``F.group_norm``, ``F.rms_norm``) call left without the ``removed`` channels.
 
     A hand-written norm (``form`` set: the standard norm it computes) runs that standard norm
     instead while channels are removed. ``removed`` (a bool per channel, or None) is search
@@ -78,7 +82,7 @@ class _KeptChannels(TorchFunctionMode):
         call.apply_defaults()
         x, weight, bias, eps = (call.arguments.get(name) for name in ("input", "weight", "bias", "eps"))
         if func is F.group_norm:
-            dim, matches = 1, call.arguments["num_groups"] == 1 and x.shape[1] == self.channels
+            dim, matches = 1, x.shape[1] == self.channels
         else:
             dim, matches = -1, tuple(call.arguments["normalized_shape"]) == (self.channels,)
         if not matches:
@@ -88,7 +92,8 @@ class _KeptChannels(TorchFunctionMode):
         bias = None if bias is None else bias[kept]
         kept_x = x.index_select(dim, kept)
         if func is F.group_norm:
-            normed = F.group_norm(kept_x, 1, weight, bias, eps)
+            groups = call.arguments["num_groups"]
+            normed = F.group_norm(kept_x, len(kept) if groups == self.channels else groups, weight, bias, eps)
         elif func is F.rms_norm:
             normed = F.rms_norm(kept_x, (len(kept),), weight, eps)
         else:
@@ -97,15 +102,13 @@ class _KeptChannels(TorchFunctionMode):
 
 
 def convertible(module: nn.Module) -> bool:
-    """A LayerNorm or RMSNorm over one dimension (the channels a group prunes), a one-group GroupNorm or a
+    """A LayerNorm or RMSNorm over one dimension (the channels a group prunes), a GroupNorm or a
     hand-written norm computing one of these (``standard_form``), not yet running ``LeaveOutRemoved``."""
     if maskable(module):
         return False
     if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
         return len(module.normalized_shape) == 1
-    if isinstance(module, nn.GroupNorm):
-        return module.num_groups == 1
-    return standard_form(module) is not None
+    return isinstance(module, nn.GroupNorm) or standard_form(module) is not None
 
 
 def channel_count(norm: nn.Module) -> int:
@@ -219,10 +222,25 @@ class NormPruner(tp.pruner.function.BasePruningFunc):
     get_in_channels = get_out_channels
 
 
-def norm_pruners(model: nn.Module) -> dict[type, NormPruner]:
-    """``NormPruner`` for ``nn.RMSNorm`` and for the class of each hand-written norm the private copy made maskable."""
+class GroupNormPruner(tp.pruner.function.GroupNormPruner):
+    """Torch-Pruning's GroupNorm pruner, except that a norm of one channel per group keeps one group per channel."""
+
+    def prune_out_channels(self, layer: nn.GroupNorm, idxs: Sequence[int]) -> nn.Module:
+        per_channel = layer.num_groups == layer.num_channels
+        super().prune_out_channels(layer, idxs)
+        if per_channel:
+            layer.num_groups = layer.num_channels
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+
+def norm_pruners(model: nn.Module) -> dict[type, tp.pruner.function.BasePruningFunc]:
+    """``NormPruner`` for ``nn.RMSNorm`` and for the class of each hand-written norm the private copy made
+    maskable; ``GroupNormPruner`` for each GroupNorm class (Torch-Pruning picks a pruner by exact class)."""
     hand_written = {type(m) for m in model.modules() if maskable(m) and m.forward.form is not None}
-    return {kind: NormPruner() for kind in {nn.RMSNorm, *hand_written}}
+    group_norms = {type(m) for m in model.modules() if isinstance(m, nn.GroupNorm)}
+    return {nn.RMSNorm: NormPruner(), **{kind: NormPruner() for kind in hand_written}, **{kind: GroupNormPruner() for kind in group_norms}}
 
 
 def mark_removed(norm: nn.Module, channels: torch.Tensor) -> None:

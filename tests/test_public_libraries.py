@@ -8,7 +8,8 @@ below 0.80 infeasible, Whisper's encoder, which reads its position table's
 ``num_embeddings``, failed on the rewritten table, BiT's weight-standardized convs ran a
 standardization of their quantized weight, and a masked LM's decoder tied to its token table
 stayed fp32 with it. Their hidden width (LayerNorm-normalised, with position tables and a
-class token) was quantize-only until v0.16, Llama's (normalised by a hand-written RMSNorm) until v0.17.
+class token) was quantize-only until v0.16, Llama's (normalised by a hand-written RMSNorm) until v0.17, and so
+was every unit of BiT (a GroupNorm of 8 groups after every conv).
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ FACTORIES = {
 # layers a model builds but never runs (left alone and listed): the conformer's encoder keeps wav2vec2's
 # positional conv while its relative position embeddings replace it
 UNUSED = {"wav2vec2-conformer": {"wav2vec2_conformer.encoder.pos_conv_embed.conv"}}
-QUANTIZE_ONLY = {"bit"}  # a GroupNorm over the channels after every conv: removing a channel changes its group's statistics
 
 
 def inputs_for(name: str, samples: int) -> torch.Tensor:
@@ -108,7 +108,7 @@ def test_a_transformers_model_compresses_within_budget_reloads_exactly_and_match
     with torch.no_grad():
         labels = logits(model(x)).argmax(-1)
     spec = mc.analyze(model, x[:8])
-    assert {layer for layer, _ in spec.unsupported} == UNUSED.get(name, set()) and any(u.prunable for u in spec.units) != (name in QUANTIZE_ONLY)
+    assert {layer for layer, _ in spec.unsupported} == UNUSED.get(name, set()) and any(u.prunable for u in spec.units)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = mc.compress(model, x[:8], mc.splits_from_arrays(x.numpy(), labels.numpy()), hardware="m7-mcu",
                          budget="size=0.5", planner=HawqPlanner(), finetune_steps=2, seed=0)
@@ -127,6 +127,22 @@ def test_a_transformers_model_compresses_within_budget_reloads_exactly_and_match
         assert torch.equal(logits(again(x[:16])), expected)
         graph = session(to_onnx(result.model, x[:8]).SerializeToString(), optimize=False)
         assert torch.allclose(onnx_logits(graph, x[:16]), expected, atol=1e-4)
+
+
+def test_bit_prunes_its_convs_group_norms_keeping_every_group_whole():
+    torch.manual_seed(0)
+    model, x = FACTORIES["bit"]().eval(), inputs_for("bit", 16)
+    graph = build_graph(model, x[:8])
+    assert sum(u.prunable for u in graph.spec.units) == len(graph.spec.units) - 1  # all but the classifier
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=6, a_bits=6)
+    with torch.no_grad():
+        exported = mc.export(model, plan, x[:8], [x], graph=graph)
+        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    norms = [m for m in exported.modules() if isinstance(m, torch.nn.GroupNorm)]
+    # 8 groups kept whole, or one channel per group (the first stage's 8-wide bottleneck) and one group per kept channel
+    assert norms and all(m.num_groups == 8 and m.num_channels % 8 == 0 or m.num_groups == m.num_channels < 8 for m in norms)
+    assert any(m.num_channels < o.num_channels for m, o in zip(norms, (m for m in model.modules() if isinstance(m, torch.nn.GroupNorm))))
 
 
 def test_bert_embedding_tables_are_quantized_with_the_rest():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metacompress import Plan, analyze, export
+from metacompress import Plan, analyze, export, load_compressed, save_compressed
 from metacompress.compressors import SearchModel, build_graph
 from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable, standard_form
 from tiny_models import TinyTransformer, example_input
@@ -157,9 +157,50 @@ def test_a_norm_with_its_own_forward_prunes_through_its_norm_call_or_what_it_com
     assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
 
 
-def test_a_group_norm_of_several_groups_stays_quantize_only():
-    spec = analyze(conv_norm_conv(nn.GroupNorm(2, 8)), torch.randn(4, 1, 8, 8))
-    assert not spec.units[0].prunable and "(GroupNorm) normalises across these channels" in spec.units[0].reason
+def test_a_group_norm_of_several_groups_loses_as_many_channels_in_every_group():
+    torch.manual_seed(0)
+    model, x = conv_norm_conv(nn.GroupNorm(2, 8)), torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        model[1].weight.normal_(1, 0.3), model[1].bias.normal_(0, 0.3)
+    graph = build_graph(model, x)
+    unit = graph.spec.units[0]
+    assert unit.prunable and unit.channel_step == 2 and graph.units[0].channel_groups == 2
+    removed = graph.units[0].removed_channels(unit, 4)
+    assert sorted((removed < 4).tolist()) == [False, False, True, True]  # two from each group of four
+    plan = Plan.from_choices(graph.spec, [0.5, 0.0, 0.0], [8] * 3, [8] * 3)
+    exported = export(model, plan, x, [x], graph=graph)
+    assert (exported[1].num_groups, exported[1].num_channels) == (2, 4)
+    assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
+
+
+def test_a_group_norm_of_one_channel_per_group_loses_any_channel_with_its_group_and_reloads(tmp_path):
+    torch.manual_seed(0)
+    model, x = conv_norm_conv(nn.GroupNorm(8, 8)), torch.randn(16, 1, 8, 8)
+    graph = build_graph(model, x)
+    assert graph.spec.units[0].prunable and graph.spec.units[0].channel_step == 1
+    plan = Plan.from_choices(graph.spec, [0.375, 0.0, 0.0], [8] * 3, [8] * 3)
+    exported = export(model, plan, x, [x], graph=graph)
+    assert (exported[1].num_groups, exported[1].num_channels) == (5, 5)
+    assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
+    save_compressed(exported, tmp_path / "model")
+    assert torch.equal(load_compressed(tmp_path / "model", conv_norm_conv(nn.GroupNorm(8, 8)))(x), exported(x))
+
+
+class TwoBranchesOneGroupNorm(nn.Module):
+    """Two convs concatenated under one GroupNorm: each unit holds half its channels, and pruning one alone would cut its groups unevenly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.norm, self.head = nn.Conv2d(1, 8, 3), nn.Conv2d(1, 8, 3), nn.GroupNorm(4, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.norm(torch.cat([self.a(x), self.b(x)], 1))).mean((2, 3)))
+
+
+def test_a_group_norm_a_unit_holds_only_part_of_stays_quantize_only():
+    spec = analyze(TwoBranchesOneGroupNorm().eval(), torch.randn(4, 1, 8, 8))
+    assert [u.prunable for u in spec.units[:2]] == [False, False]
+    assert "norm (GroupNorm, partly) normalises across these channels" in spec.units[0].reason
 
 
 @pytest.mark.parametrize("norm", [HandWrittenLayerNorm2d, lambda c: ChannelsLast(GemmaRMSNorm(c))])
