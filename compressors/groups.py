@@ -111,7 +111,8 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         if not isinstance(target, nn.Module) or target not in names:
             continue
         name = names[target]
-        if not any(True for _ in target.parameters(recurse=False)) or (isinstance(target, nn.PReLU) and target.num_parameters == 1):
+        # a parameter-free layer has nothing to slice, except a norm whose statistics leave removed channels out
+        if (not any(True for _ in target.parameters(recurse=False)) and not maskable(target)) or (isinstance(target, nn.PReLU) and target.num_parameters == 1):
             continue
         indices = _indices_per_channel(idxs, (id(target), is_out), channels, reach)
         if indices is None:
@@ -271,6 +272,8 @@ def _channel_count(module: nn.Module, is_out: bool) -> int:
         return module.out_features if is_out else module.in_features
     if isinstance(module, CONVS + (OutputMajorEmbedding,)):
         return module.out_channels if is_out or module.groups == module.in_channels else module.in_channels
+    if maskable(module):  # a norm, perhaps without affine parameters
+        return channel_count(module)
     return sum(p.numel() for p in module.parameters(recurse=False))
 
 

@@ -157,6 +157,32 @@ def test_a_norm_with_its_own_forward_prunes_through_its_norm_call_or_what_it_com
     assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
 
 
+class ResidualStream(nn.Module):
+    """A stream of 16 channels, normalised before the block that writes back into it."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.embed, self.norm, self.up, self.down, self.head = nn.Linear(8, 16), norm, nn.Linear(16, 32), nn.Linear(32, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        return self.head(h + self.down(torch.relu(self.up(self.norm(h)))))
+
+
+@pytest.mark.parametrize("norm", [nn.LayerNorm(16, elementwise_affine=False), nn.RMSNorm(16, elementwise_affine=False),
+                                  nn.GroupNorm(1, 16, affine=False), nn.GroupNorm(4, 16, affine=False)], ids=repr)
+def test_a_norm_without_affine_parameters_prunes_with_its_stream(norm):
+    """Nothing of it to slice, but its statistics must still leave the removed channels out (it was quantize-only)."""
+    torch.manual_seed(0)
+    model, x = ResidualStream(norm).eval(), torch.randn(32, 8)
+    graph = build_graph(model, x)
+    stream = graph.spec.units[0]
+    assert stream.prunable and stream.fp32_per_channel == 0 and "norm" in {t.module for t in graph.units[0].targets}
+    plan = Plan.from_choices(graph.spec, [0.5, 0.0, 0.0], [8] * 3, [8] * 3)
+    exported = export(model, plan, x, [x], graph=graph)
+    assert torch.allclose(exported(x), SearchModel(model, graph, [x]).apply(plan)(x), atol=1e-5)
+
+
 def test_a_group_norm_of_several_groups_loses_as_many_channels_in_every_group():
     torch.manual_seed(0)
     model, x = conv_norm_conv(nn.GroupNorm(2, 8)), torch.randn(16, 1, 8, 8)
