@@ -121,6 +121,11 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         if indices.numel() and int(indices.max()) >= _channel_count(target, is_out):
             lost.append(name)
             continue
+        if isinstance(target, nn.Embedding):  # a table subclass with its own forward (Gemma's scaled, OPT's offset positions)
+            # stays an fp32 table, its columns (the stream's channels) pruned with the stream, as a raw parameter's
+            info.targets.append(MaskTarget(f"{name}.weight", "param", indices, 1))
+            info.fp32[name] = (set(idxs), target.num_embeddings * indices.shape[1])
+            continue
         if isinstance(target, QUANTIZABLE):
             is_conv = isinstance(target, CONVS)
             depthwise = is_conv and target.groups == target.out_channels == target.in_channels and target.groups > 1
@@ -274,6 +279,8 @@ def _channel_count(module: nn.Module, is_out: bool) -> int:
         return module.out_channels if is_out or module.groups == module.in_channels else module.in_channels
     if maskable(module):  # a norm, perhaps without affine parameters
         return channel_count(module)
+    if isinstance(module, nn.Embedding):
+        return module.embedding_dim
     return sum(p.numel() for p in module.parameters(recurse=False))
 
 

@@ -18,12 +18,13 @@ stays in its group after the physical prune; with one channel per group (an inst
 written as a GroupNorm, a narrow BiT bottleneck) any channel goes, and its group with it.
 
 Many libraries compute the norm by hand: Llama's, Mistral's, Qwen's and T5's RMSNorm
-(``x * rsqrt(x.pow(2).mean(-1) + eps) * weight``), ConvNeXt's reference channels-first
-LayerNorm. Such a module is recognised by what it computes (``standard_form``): its output
+(``x * rsqrt(x.pow(2).mean(-1) + eps) * weight``), Gemma's (``* (1 + weight)``), ConvNeXt's
+reference channels-first LayerNorm. Such a module is recognised by what it computes (``standard_form``): its output
 equals a standard norm's, with its own ``weight`` (and ``bias``) and its own ``eps``, on
 probe inputs and a probe weight. When channels are removed, that standard norm runs over the
 kept ones in its place; otherwise, and in every export, its own forward runs. A module that
-computes something else (Gemma's ``(1 + weight)`` scale, a hard-coded ``eps``) is not
+computes something else (timm's ``SimpleNorm``, which divides by the standard deviation
+without centring; a hard-coded ``eps``) is not
 changed: the trial prune finds the disagreement and its group stays quantize-only.
 """
 
@@ -122,6 +123,11 @@ def _rms_norm(norm: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x, (len(norm.weight),), norm.weight, eps)
 
 
+def _unit_offset_rms_norm(norm: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gemma's RMSNorm: its weight stores the scale's offset from 1."""
+    return F.rms_norm(x, (len(norm.weight),), 1 + norm.weight, eps)
+
+
 def _channels_first_rms_norm(norm: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
     return _rms_norm(norm, x.movedim(1, -1), eps).movedim(-1, 1)
 
@@ -136,7 +142,7 @@ def _channels_first_layer_norm(norm: nn.Module, x: torch.Tensor, eps: float) -> 
 
 # the standard norms a hand-written one may compute, by its parameters, with the probe input's channel dimension
 STANDARD_FORMS: dict[tuple[str, ...], tuple[tuple[StandardForm, int], ...]] = {
-    ("weight",): ((_rms_norm, -1), (_channels_first_rms_norm, 1)),
+    ("weight",): ((_rms_norm, -1), (_channels_first_rms_norm, 1), (_unit_offset_rms_norm, -1)),
     ("bias", "weight"): ((_layer_norm, -1), (_channels_first_layer_norm, 1)),
 }
 

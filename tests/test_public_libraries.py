@@ -79,6 +79,9 @@ FACTORIES = {
         decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, **IMAGE)),
     "bit": lambda: hf.BitForImageClassification(hf.BitConfig(embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1],
                                                              layer_type="preactivation", num_groups=8, **IMAGE)),
+    "gemma": lambda: hf.GemmaForSequenceClassification(hf.GemmaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                                      num_key_value_heads=2, head_dim=16, intermediate_size=64,
+                                                                      max_position_embeddings=32, pad_token_id=0, use_cache=False, **TEXT)),
     "gpt2-lm": lambda: hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=32,
                                                          use_cache=False)),  # its mask code: torch.diff, a boolean cumsum
     "bert-mlm": lambda: hf.BertForMaskedLM(hf.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -86,12 +89,16 @@ FACTORIES = {
 }
 # layers a model builds but never runs (left alone and listed): the conformer's encoder keeps wav2vec2's
 # positional conv while its relative position embeddings replace it
+# OPT's compressed ONNX graph flips one 8-bit code on random weights (1e-3 on one logit): checked without ONNX below
+OPT = lambda: hf.OPTForSequenceClassification(hf.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64,  # noqa: E731
+                                                           word_embed_proj_dim=32, max_position_embeddings=32, pad_token_id=0,
+                                                           use_cache=False, **TEXT))
 UNUSED = {"wav2vec2-conformer": {"wav2vec2_conformer.encoder.pos_conv_embed.conv"}}
 
 
 def inputs_for(name: str, samples: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama", "gpt2-lm", "bert-mlm"):
+    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama", "gemma", "opt", "gpt2-lm", "bert-mlm"):
         return torch.randint(2, VOCAB, (samples, TOKENS), generator=generator)
     if name.startswith("wav2vec2"):
         return torch.randn(samples, 400, generator=generator)
@@ -143,6 +150,24 @@ def test_bit_prunes_its_convs_group_norms_keeping_every_group_whole():
     # 8 groups kept whole, or one channel per group (the first stage's 8-wide bottleneck) and one group per kept channel
     assert norms and all(m.num_groups == 8 and m.num_channels % 8 == 0 or m.num_groups == m.num_channels < 8 for m in norms)
     assert any(m.num_channels < o.num_channels for m, o in zip(norms, (m for m in model.modules() if isinstance(m, torch.nn.GroupNorm))))
+
+
+@pytest.mark.parametrize("name, factory, table", [("gemma", FACTORIES["gemma"], "model.embed_tokens"),
+                                                  ("opt", OPT, "model.decoder.embed_positions")])
+def test_an_embedding_table_subclass_stays_fp32_and_its_columns_prune_with_the_stream(name, factory, table):
+    """Gemma scales its token table's rows, OPT offsets its position ids: their own forwards, so the tables stay
+    fp32 tables, and until v0.17 their stream (normalised by Gemma's ``1 + weight`` RMSNorm) was quantize-only."""
+    torch.manual_seed(0)
+    model, x = factory().eval(), inputs_for(name, 32)
+    graph = build_graph(model, x[:8])
+    stream = next(u for u, g in zip(graph.spec.units, graph.units) if any(t.module == f"{table}.weight" for t in g.targets))
+    assert stream.prunable and stream.channels == 32 and table not in stream.layers
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
+    with torch.no_grad():
+        exported = mc.export(model, plan, x[:8], [x], graph=graph)
+        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    assert exported.get_submodule(table).weight.shape[1] == 16 and exported.get_submodule(table).weight.dtype == torch.float32
 
 
 def test_bert_embedding_tables_are_quantized_with_the_rest():

@@ -108,10 +108,17 @@ class RmsNorm2d(nn.Module):
 
 
 class GemmaRMSNorm(LlamaRMSNorm):
-    """Gemma's RMSNorm scales by ``1 + weight``: not a standard norm of its own weight."""
+    """Gemma's RMSNorm: its weight stores the scale's offset from 1."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) / self.weight * (1 + self.weight)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon) * (1 + self.weight)
+
+
+class SimpleNorm(LlamaRMSNorm):
+    """timm's ``SimpleNorm``: divides by the (unbiased) standard deviation without centring, a standard norm of nothing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.var(-1, keepdim=True) + self.variance_epsilon) * self.weight
 
 
 class ChannelsLast(nn.Module):
@@ -141,7 +148,7 @@ class GroupNorm1(nn.GroupNorm):
 
 @pytest.mark.parametrize("norm, affine", [(LayerNorm2d, 2), (GroupNorm1, 2), (ChannelsFirstLayerNorm, 2),
                                           (lambda c: ChannelsLast(nn.RMSNorm(c)), 1), (lambda c: ChannelsLast(LlamaRMSNorm(c)), 1),
-                                          (RmsNorm2d, 1)])
+                                          (RmsNorm2d, 1), (lambda c: ChannelsLast(GemmaRMSNorm(c)), 1)])
 def test_a_norm_with_its_own_forward_prunes_through_its_norm_call_or_what_it_computes(norm, affine):
     torch.manual_seed(0)
     model, x = conv_norm_conv(norm(8)), torch.randn(16, 1, 8, 8)
@@ -229,9 +236,9 @@ def test_a_group_norm_a_unit_holds_only_part_of_stays_quantize_only():
     assert "norm (GroupNorm, partly) normalises across these channels" in spec.units[0].reason
 
 
-@pytest.mark.parametrize("norm", [HandWrittenLayerNorm2d, lambda c: ChannelsLast(GemmaRMSNorm(c))])
+@pytest.mark.parametrize("norm", [HandWrittenLayerNorm2d, lambda c: ChannelsLast(SimpleNorm(c))])
 def test_a_hand_written_norm_that_is_no_standard_norm_of_its_own_parameters_stays_quantize_only(norm):
-    """A hard-coded epsilon, a ``1 + weight`` scale: the trial prune finds masking and pruning disagree."""
+    """A hard-coded epsilon, a standard deviation without centring: the trial prune finds masking and pruning disagree."""
     spec = analyze(conv_norm_conv(norm(8)), torch.randn(4, 1, 8, 8))
     assert not spec.units[0].prunable and spec.units[1].prunable
 
@@ -242,4 +249,4 @@ def test_recognising_a_hand_written_norm_runs_it_without_touching_the_users_modu
     llama = LlamaRMSNorm(8)
     before = llama.weight.detach().clone()
     assert standard_form(llama) is not None and torch.equal(llama.weight, before)
-    assert standard_form(GemmaRMSNorm(8)) is None and standard_form(LlamaRMSNorm(8, eps=1e-6).float()) is not None
+    assert standard_form(SimpleNorm(8)) is None and standard_form(GemmaRMSNorm(8)) is not None
