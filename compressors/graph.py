@@ -427,7 +427,7 @@ def _make_unit(index: int, name: str, info: GroupInfo, frozen: set[str], outputs
         reason="; ".join(reasons),
         fp32_per_channel=info.fp32_per_channel,
     )
-    graph = UnitGraph(root=name, targets=info.targets, channel_groups=info.channel_groups)
+    graph = UnitGraph(root=name, targets=info.targets, channel_groups=info.channel_groups, per_head_norms=tuple(info.per_head_norms))
     if prunable:
         graph.removal_order = rank_channels(model, graph, info.channels, 1)
     return unit, graph

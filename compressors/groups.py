@@ -53,6 +53,7 @@ class GroupInfo:
     # norm module -> (its channel indices, fp32 parameters per channel of the group)
     fp32: dict[str, tuple[set[int], int]] = field(default_factory=dict)
     channel_groups: int = 1
+    per_head_norms: list[str] = field(default_factory=list)  # see ``UnitGraph.per_head_norms``
 
     @property
     def fp32_per_channel(self) -> int:
@@ -119,7 +120,10 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
             uneven.append(name)
             continue
         if indices.numel() and int(indices.max()) >= _channel_count(target, is_out):
-            lost.append(name)
+            if _per_head(target, channels):
+                info.per_head_norms.append(name)
+            else:
+                lost.append(name)
             continue
         if isinstance(target, nn.Embedding):  # a table subclass with its own forward (Gemma's scaled, OPT's offset positions)
             # stays an fp32 table, its columns (the stream's channels) pruned with the stream, as a raw parameter's
@@ -269,6 +273,17 @@ def few_names(names: list[str], shown: int = 3) -> str:
     """Up to ``shown`` names, then "and N more": a problem message stays one readable line."""
     names = list(dict.fromkeys(names))
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _per_head(norm: nn.Module, channels: int) -> bool:
+    """Could ``norm`` normalise each head of these channels on its own (a qk-norm over the head width)?
+
+    Torch-Pruning maps the group's channels straight onto it, past its width; whether whole
+    heads really leave it whole is what the trial prune then checks (search mode leaves it
+    unmasked, export unsliced).
+    """
+    width = channel_count(norm) if maskable(norm) else 0
+    return 1 < width < channels and channels % width == 0
 
 
 def _channel_count(module: nn.Module, is_out: bool) -> int:

@@ -84,6 +84,9 @@ class UnitGraph:
     # the channels form this many equal groups (a grouped conv's) and go symmetrically: the
     # same position in every group at once, which is how Torch-Pruning prunes grouped convs
     channel_groups: int = 1
+    # norms that normalise each attention head on its own (qk-norm: Qwen3's, Gemma 3's, timm's
+    # ``qk_norm``): whole heads leave them whole, so Torch-Pruning must not slice them
+    per_head_norms: tuple[str, ...] = ()
 
     def removed_channels(self, unit, kept: int) -> torch.Tensor:
         """The channel indices a plan keeping ``kept`` channels of ``unit`` (a ``UnitSpec``) removes."""
@@ -520,7 +523,8 @@ def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tu
     if not any(removed.numel() for _, removed in removals):
         return
     rows = {name: (own, set()) for name, module in model.named_modules() if (own := own_rows(module))}
-    graph = dependency_graph(model, example_input)
+    per_head = {name for unit_graph, removed in removals if removed.numel() for name in unit_graph.per_head_norms}
+    graph = dependency_graph(model, example_input, [model.get_submodule(name) for name in sorted(per_head)])
     pruned = []
     for unit_graph, removed in removals:
         if removed.numel():

@@ -607,6 +607,21 @@ class TimmAttention(nn.Module):
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, self.attn_dim))
 
 
+class QKNormAttention(TimmAttention):
+    """timm's ``Attention(qk_norm=True)`` (Qwen3's and Gemma 3's attention do the same with an RMSNorm): a LayerNorm
+    over the head width normalises each head of q and k on its own, so whole heads leave it whole."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__(dim, heads)
+        self.q_norm, self.k_norm = nn.LayerNorm(self.head_dim), nn.LayerNorm(self.head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, _ = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        return self.proj(out.transpose(1, 2).reshape(n, t, self.attn_dim))
+
+
 class ChunkedHeadsAttention(nn.Module):
     """vit-pytorch's ``Attention``: ``to_qkv(x).chunk(3)``, each split into ``self.heads`` heads."""
 
@@ -642,10 +657,10 @@ class SeparateHeadsAttention(nn.Module):
 
 
 HEAD_COUNTS = {TimmAttention: ("num_heads", "attn_dim"), ChunkedHeadsAttention: ("heads",),
-               SeparateHeadsAttention: ("num_attention_heads", "all_head_size")}
+               SeparateHeadsAttention: ("num_attention_heads", "all_head_size"), QKNormAttention: ("num_heads", "attn_dim")}
 
 
-@pytest.mark.parametrize("attention", list(HEAD_COUNTS), ids=["timm", "vit-pytorch", "transformers"])
+@pytest.mark.parametrize("attention", list(HEAD_COUNTS), ids=["timm", "vit-pytorch", "transformers", "timm-qk-norm"])
 def test_heads_an_attention_counts_in_its_attributes_are_pruned_whole_and_its_counts_follow(tmp_path, attention):
     torch.manual_seed(0)
     make = lambda: PatchAttentionNet(lambda dim, heads: attention(dim, 4), dim=32).eval()  # noqa: E731: heads of 8
@@ -657,6 +672,7 @@ def test_heads_an_attention_counts_in_its_attributes_are_pruned_whole_and_its_co
     counts = HEAD_COUNTS[attention]
     assert [getattr(exported.attn, a) for a in counts] == [getattr(model.attn, a) // 2 for a in counts]  # half the heads
     assert all(getattr(model.attn, a) in (4, 32) for a in counts)  # the user's model keeps its own
+    assert all(norm.weight.shape == (8,) for norm in (getattr(exported.attn, n, None) for n in ("q_norm", "k_norm")) if norm)  # per head
     mc.save_compressed(exported, tmp_path / "model")
     reloaded = load_compressed(tmp_path / "model", make())
     assert [getattr(reloaded.attn, a) for a in counts] == [getattr(exported.attn, a) for a in counts]

@@ -82,6 +82,9 @@ FACTORIES = {
     "gemma": lambda: hf.GemmaForSequenceClassification(hf.GemmaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                                       num_key_value_heads=2, head_dim=16, intermediate_size=64,
                                                                       max_position_embeddings=32, pad_token_id=0, use_cache=False, **TEXT)),
+    "qwen3": lambda: hf.Qwen3ForSequenceClassification(hf.Qwen3Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                                      num_key_value_heads=2, head_dim=16, intermediate_size=64,
+                                                                      max_position_embeddings=32, pad_token_id=0, use_cache=False, **TEXT)),
     "gpt2-lm": lambda: hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=32,
                                                          use_cache=False)),  # its mask code: torch.diff, a boolean cumsum
     "bert-mlm": lambda: hf.BertForMaskedLM(hf.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -98,7 +101,7 @@ UNUSED = {"wav2vec2-conformer": {"wav2vec2_conformer.encoder.pos_conv_embed.conv
 
 def inputs_for(name: str, samples: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama", "gemma", "opt", "gpt2-lm", "bert-mlm"):
+    if name in ("gpt2", "bert", "distilbert", "albert", "electra", "mobilebert", "llama", "gemma", "opt", "qwen3", "gpt2-lm", "bert-mlm"):
         return torch.randint(2, VOCAB, (samples, TOKENS), generator=generator)
     if name.startswith("wav2vec2"):
         return torch.randn(samples, 400, generator=generator)
@@ -168,6 +171,24 @@ def test_an_embedding_table_subclass_stays_fp32_and_its_columns_prune_with_the_s
         assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
     assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
     assert exported.get_submodule(table).weight.shape[1] == 16 and exported.get_submodule(table).weight.dtype == torch.float32
+
+
+def test_qwen3_prunes_whole_heads_past_its_per_head_qk_norms():
+    """Qwen3's q_norm and k_norm are RMSNorms over the head width: Torch-Pruning maps the heads' channels onto them
+    past their size, and until v0.17 the attention was quantize-only."""
+    torch.manual_seed(0)
+    model, x = FACTORIES["qwen3"]().eval(), inputs_for("qwen3", 32)
+    graph = build_graph(model, x[:8])
+    attention = "model.layers.0.self_attn."
+    unit, unit_graph = next((u, g) for u, g in zip(graph.spec.units, graph.units) if u.name.startswith(attention + "q_proj"))
+    assert unit.prunable and unit.channel_step == 16 and unit_graph.per_head_norms == (attention + "q_norm", attention + "k_norm")
+    plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
+    with torch.no_grad():
+        exported = mc.export(model, plan, x[:8], [x], graph=graph)
+        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    layer = exported.model.layers[0].self_attn
+    assert layer.q_proj.out_features == 16 and layer.q_norm.weight.shape == (16,)  # one head of two, the norm whole
 
 
 def test_bert_embedding_tables_are_quantized_with_the_rest():
