@@ -30,6 +30,7 @@ changed: the trial prune finds the disagreement and its group stays quantize-onl
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Callable, Iterable, Sequence
 
@@ -153,9 +154,9 @@ def standard_form(module: nn.Module) -> tuple[StandardForm, float] | None:
     A leaf module without buffers (nothing a probe call could update: a BatchNorm's running
     statistics) with a 1-D ``weight`` (and ``bias``) and a float epsilon attribute whose
     output equals the standard norm's, to 1e-5, on probe inputs of small variance (so that the
-    epsilon counts) with its own weight and with a random one (so that ``1 + weight`` and
-    other rescalings fail). Runs the module under ``torch.func.functional_call``: the module's
-    own parameters are never touched.
+    epsilon counts) with its own weight and with a random one (so that a rescaled weight
+    fails, unless the rescaling is a standard form: Gemma's ``1 + weight``). The probes run
+    on a copy of the module: the user's is never called or touched.
     """
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or next(module.children(), None) is not None:
         return None
@@ -168,27 +169,27 @@ def standard_form(module: nn.Module) -> tuple[StandardForm, float] | None:
         return None
     channels = len(parameters["weight"])
     generator = torch.Generator().manual_seed(0)
-    probe_parameters = {name: torch.randn(channels, generator=generator) for name in parameters}
+    own, probe = copy.deepcopy(module), copy.deepcopy(module)
+    with torch.no_grad():
+        for parameter in probe.parameters():
+            parameter.copy_(torch.randn(channels, generator=generator))
     for compute, dim in forms:
         shape = [2, 3, 3]
         shape.insert(dim % 4, channels)
         x = torch.randn(shape, generator=generator) * 1e-2 + 1e-2
-        if all(_computes(module, compute, eps, x, values) for values in (dict(parameters), probe_parameters)):
+        if _computes(own, compute, eps, x) and _computes(probe, compute, eps, x):
             return compute, eps
     return None
 
 
-def _computes(module: nn.Module, compute: StandardForm, eps: float, x: torch.Tensor, parameters: dict[str, torch.Tensor]) -> bool:
-    probe = nn.Module()
-    for name, value in parameters.items():
-        setattr(probe, name, value.detach().float())
+def _computes(norm: nn.Module, compute: StandardForm, eps: float, x: torch.Tensor) -> bool:
+    """Does ``norm`` (a probe copy) compute ``compute`` on ``x``?"""
     try:
         with torch.no_grad():
-            out = torch.func.functional_call(module, parameters, (x,))
+            out, expected = norm(x), compute(norm, x, eps)
     except Exception:  # a forward taking other arguments, or other shapes: not a norm of these
         return False
-    expected = compute(probe, x, eps)
-    return isinstance(out, torch.Tensor) and out.shape == expected.shape and torch.allclose(out.float(), expected, rtol=1e-4, atol=1e-5)
+    return isinstance(out, torch.Tensor) and out.shape == expected.shape and torch.allclose(out.float(), expected.float(), rtol=1e-4, atol=1e-5)
 
 
 def maskable(module: nn.Module) -> bool:
