@@ -107,7 +107,7 @@ def splittable(module: nn.Module) -> bool:
     return isinstance(module, nn.MultiheadAttention) and module.bias_k is None and not module.add_zero_attn
 
 
-HEAD_ATTRIBUTES = ("num_heads", "heads", "n_heads", "n_head", "num_attention_heads", "attn_dim", "all_head_size")
+HEAD_ATTRIBUTES = ("num_heads", "heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads", "attn_dim", "all_head_size")
 """Integer attributes of an attention module that count its heads, or their total width (heads x head width)."""
 
 
@@ -142,3 +142,25 @@ def follow_pruned_heads(model: nn.Module, pruned: list[tuple[list[str], Fraction
         for attribute, value in counts.items():
             if (value * fraction).denominator == 1:
                 setattr(module, attribute, int(value * fraction))
+
+
+def grouped_query_attention(model: nn.Module) -> dict[str, str]:
+    """Layer name -> attention module name, for every attention whose key/value heads each serve several query heads.
+
+    Grouped-query attention (Llama, Mistral, Qwen2/3 and Gemma with fewer key/value heads than
+    query heads: transformers' ``q_proj``/``k_proj``/``v_proj``/``o_proj`` with
+    ``num_key_value_groups`` and ``head_dim``) repeats each key/value head for ``n`` query
+    heads. Torch-Pruning couples query and key channels one to one, past the keys' width, so
+    such attention was quantize-only; ``groups.grouped_query_group`` builds its unit instead.
+    """
+    found = {}
+    for name, module in model.named_modules():
+        layers = [getattr(module, layer, None) for layer in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        repeats, head_dim = getattr(module, "num_key_value_groups", None), getattr(module, "head_dim", None)
+        if not all(isinstance(layer, nn.Linear) for layer in layers) or type(repeats) is not int or type(head_dim) is not int:
+            continue
+        q, k, v, o = layers
+        if repeats > 1 and k.out_features == v.out_features and q.out_features == repeats * k.out_features == o.in_features \
+                and k.out_features % head_dim == 0:
+            found.update({f"{name}.{layer}": name for layer in ("q_proj", "k_proj", "v_proj")})
+    return found

@@ -29,10 +29,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from metacompress.compressors.attention import grouped_query_attention
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
-from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, untraced_group
+from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, grouped_query_group, untraced_group
 from metacompress.compressors.weight_reads import rewire, weight_reads
 from metacompress.compressors.surgery import (
     CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, rewritten_layers, verify_units,
@@ -122,12 +123,18 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     out_per_channel: dict[str, int] = {}
     claimed: dict[tuple[str, str], tuple[set[int], int]] = {}
     fp32_in_units = 0
+    grouped_query = grouped_query_attention(work)
     for name in order:
         if name in layer_unit:
             continue
         index = len(units)
         module = work.get_submodule(name)
-        group_info = group_of(graph, module, name, names) if graph is not None else untraced_group(module, name, untraced)
+        if graph is None:
+            group_info = untraced_group(module, name, untraced)
+        elif name in grouped_query:
+            group_info = grouped_query_group(work, grouped_query[name])
+        else:
+            group_info = group_of(graph, module, name, names)
         untying = sorted({t.module for t in group_info.targets if t.module in head_tables.values() and t.role == "in"})
         if untying:  # the table and its head would lose their columns as two tensors
             group_info.problems.append(f"its channels are the columns of an embedding table tied to {', '.join(untying)}")
@@ -427,7 +434,8 @@ def _make_unit(index: int, name: str, info: GroupInfo, frozen: set[str], outputs
         reason="; ".join(reasons),
         fp32_per_channel=info.fp32_per_channel,
     )
-    graph = UnitGraph(root=name, targets=info.targets, channel_groups=info.channel_groups, per_head_norms=tuple(info.per_head_norms))
+    graph = UnitGraph(root=name, targets=info.targets, channel_groups=info.channel_groups, per_head_norms=tuple(info.per_head_norms),
+                      pruned_as_listed=info.pruned_as_listed)
     if prunable:
         graph.removal_order = rank_channels(model, graph, info.channels, 1)
     return unit, graph

@@ -54,6 +54,7 @@ class GroupInfo:
     fp32: dict[str, tuple[set[int], int]] = field(default_factory=dict)
     channel_groups: int = 1
     per_head_norms: list[str] = field(default_factory=list)  # see ``UnitGraph.per_head_norms``
+    pruned_as_listed: bool = False  # see ``UnitGraph.pruned_as_listed``
 
     @property
     def fp32_per_channel(self) -> int:
@@ -173,6 +174,28 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
         info.problems.append(f"grouped convs or GroupNorms with {sorted(grouped)} groups share these {channels} channels")
     elif grouped:
         info.channel_groups = grouped.pop()
+    return info
+
+
+def grouped_query_group(model: nn.Module, attention: str) -> GroupInfo:
+    """The unit of a grouped-query attention (``attention.grouped_query_attention``): its key/value channels.
+
+    Channel ``c`` of key/value head ``j`` owns channel ``c`` of every query head it serves
+    (``j * n + r`` for ``r < n``) and the output projection's columns reading them. Listed
+    target by target (``UnitGraph.pruned_as_listed``): Torch-Pruning's group would pair query
+    and key channels one to one. Norms of one head's width among its children (Qwen3's
+    qk-norm) are per head.
+    """
+    module = model.get_submodule(attention)
+    repeats, head_dim, channels = module.num_key_value_groups, module.head_dim, module.k_proj.out_features
+    kv = torch.arange(channels)
+    head, offset = kv // head_dim, kv % head_dim
+    queries = ((head[:, None] * repeats + torch.arange(repeats)) * head_dim + offset[:, None])  # (channels, repeats)
+    names = {layer: f"{attention}.{layer}" for layer in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    targets = [MaskTarget(names["q_proj"], "out", queries), MaskTarget(names["k_proj"], "out", kv[:, None]),
+               MaskTarget(names["v_proj"], "out", kv[:, None]), MaskTarget(names["o_proj"], "in", queries)]
+    info = GroupInfo([names["q_proj"], names["k_proj"], names["v_proj"]], targets, [], channels, pruned_as_listed=True)
+    info.per_head_norms = [f"{attention}.{name}" for name, child in module.named_children() if maskable(child) and channel_count(child) == head_dim]
     return info
 
 

@@ -87,6 +87,9 @@ class UnitGraph:
     # norms that normalise each attention head on its own (qk-norm: Qwen3's, Gemma 3's, timm's
     # ``qk_norm``): whole heads leave them whole, so Torch-Pruning must not slice them
     per_head_norms: tuple[str, ...] = ()
+    # the targets are the whole unit (grouped-query attention's, which Torch-Pruning pairs one
+    # to one): pruned target by target, not through Torch-Pruning's group
+    pruned_as_listed: bool = False
 
     def removed_channels(self, unit, kept: int) -> torch.Tensor:
         """The channel indices a plan keeping ``kept`` channels of ``unit`` (a ``UnitSpec``) removes."""
@@ -527,16 +530,22 @@ def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tu
     graph = dependency_graph(model, example_input, [model.get_submodule(name) for name in sorted(per_head)])
     pruned = []
     for unit_graph, removed in removals:
-        if removed.numel():
+        if not removed.numel():
+            continue
+        if unit_graph.pruned_as_listed:  # Linears only (grouped-query attention's projections)
+            for target in unit_graph.targets:
+                prune = tp.prune_linear_out_channels if target.role == "out" else tp.prune_linear_in_channels
+                prune(model.get_submodule(target.module), target.indices[removed].flatten().tolist())
+        else:
             root = model.get_submodule(unit_graph.root)
             pruner = graph.get_pruner_of_module(root)
             graph.get_pruning_group(root, pruner.prune_out_channels, unit_graph.root_channels(removed).tolist()).prune()
-            outputs = [target.module for target in unit_graph.targets if target.role == "out"]
-            channels = len(unit_graph.targets[0].indices)  # every target has a row per unit channel
-            pruned.append((outputs, Fraction(channels - removed.numel(), channels)))
-            for target in unit_graph.targets:
-                if target.role == "out" and target.module in rows:
-                    rows[target.module][1].update(target.indices[removed].flatten().tolist())
+        outputs = [target.module for target in unit_graph.targets if target.role == "out"]
+        channels = len(unit_graph.targets[0].indices)  # every target has a row per unit channel
+        pruned.append((outputs, Fraction(channels - removed.numel(), channels)))
+        for target in unit_graph.targets:
+            if target.role == "out" and target.module in rows:
+                rows[target.module][1].update(target.indices[removed].flatten().tolist())
     follow_pruned_heads(model, pruned)
     for name, (own, gone) in rows.items():
         module = model.get_submodule(name)

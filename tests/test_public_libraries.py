@@ -191,6 +191,28 @@ def test_qwen3_prunes_whole_heads_past_its_per_head_qk_norms():
     assert layer.q_proj.out_features == 16 and layer.q_norm.weight.shape == (16,)  # one head of two, the norm whole
 
 
+@pytest.mark.parametrize("family", ["Llama", "Qwen3"])
+def test_grouped_query_attention_prunes_whole_key_value_groups_with_their_query_heads(family):
+    """Two key/value heads of 8 serving four query heads: each kv channel owns a channel of two query heads and
+    the output projection's columns reading them (until v0.17 such attention was quantize-only)."""
+    torch.manual_seed(0)
+    config = getattr(hf, f"{family}Config")(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                            intermediate_size=64, max_position_embeddings=32, pad_token_id=0, use_cache=False, **TEXT)
+    model, x = getattr(hf, f"{family}ForSequenceClassification")(config).eval(), inputs_for("llama", 32)
+    graph = build_graph(model, x[:8])
+    attention = "model.layers.0.self_attn."
+    unit = next(u for u in graph.spec.units if attention + "k_proj" in u.layers)
+    assert unit.prunable and unit.channels == 16 and unit.channel_step == 8 and set(unit.layers) == {attention + p for p in ("q_proj", "k_proj", "v_proj")}
+    plan = mc.Plan.from_choices(graph.spec, [0.5 if u is unit else 0.0 for u in graph.spec.units], [8] * len(graph.spec.units),
+                                [8] * len(graph.spec.units))
+    with torch.no_grad():
+        exported = mc.export(model, plan, x[:8], [x], graph=graph)
+        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    layer = exported.model.layers[0].self_attn
+    assert (layer.q_proj.out_features, layer.k_proj.out_features, layer.v_proj.out_features, layer.o_proj.in_features) == (16, 8, 8, 16)
+
+
 def test_bert_embedding_tables_are_quantized_with_the_rest():
     model = FACTORIES["bert"]().eval()
     spec = mc.analyze(model, inputs_for("bert", 8))
