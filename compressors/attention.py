@@ -144,23 +144,27 @@ def follow_pruned_heads(model: nn.Module, pruned: list[tuple[list[str], Fraction
                 setattr(module, attribute, int(value * fraction))
 
 
-def grouped_query_attention(model: nn.Module) -> dict[str, str]:
-    """Layer name -> attention module name, for every attention whose key/value heads each serve several query heads.
+def key_value_projections(module: nn.Module) -> tuple[str, str, str, str] | None:
+    """The (query, key, value, output) Linears' names of a transformers-style attention whose key/value heads each serve
+    ``num_key_value_groups`` query heads of ``head_dim`` channels, or None.
 
     Grouped-query attention (Llama, Mistral, Qwen2/3 and Gemma with fewer key/value heads than
-    query heads: transformers' ``q_proj``/``k_proj``/``v_proj``/``o_proj`` with
-    ``num_key_value_groups`` and ``head_dim``) repeats each key/value head for ``n`` query
-    heads. Torch-Pruning couples query and key channels one to one, past the keys' width, so
-    such attention was quantize-only; ``groups.grouped_query_group`` builds its unit instead.
+    query heads) repeats each key/value head for ``n`` query heads, which Torch-Pruning's one-to-one
+    pairing of query and key channels cannot express (past the keys' width: quantize-only);
+    with ``n = 1`` (Phi's and StableLM's attention) its trace loops on their partial rotary
+    embedding. ``groups.grouped_query_group`` builds the unit of either.
     """
-    found = {}
-    for name, module in model.named_modules():
-        layers = [getattr(module, layer, None) for layer in ("q_proj", "k_proj", "v_proj", "o_proj")]
-        repeats, head_dim = getattr(module, "num_key_value_groups", None), getattr(module, "head_dim", None)
-        if not all(isinstance(layer, nn.Linear) for layer in layers) or type(repeats) is not int or type(head_dim) is not int:
-            continue
-        q, k, v, o = layers
-        if repeats > 1 and k.out_features == v.out_features and q.out_features == repeats * k.out_features == o.in_features \
-                and k.out_features % head_dim == 0:
-            found.update({f"{name}.{layer}": name for layer in ("q_proj", "k_proj", "v_proj")})
-    return found
+    out = next((name for name in ("o_proj", "dense") if isinstance(getattr(module, name, None), nn.Linear)), None)
+    names = ("q_proj", "k_proj", "v_proj", out)
+    repeats, head_dim = getattr(module, "num_key_value_groups", None), getattr(module, "head_dim", None)
+    if out is None or not all(isinstance(getattr(module, n, None), nn.Linear) for n in names) or type(repeats) is not int or type(head_dim) is not int:
+        return None
+    q, k, v, o = (getattr(module, n) for n in names)
+    fits = k.out_features == v.out_features and q.out_features == repeats * k.out_features == o.in_features
+    return names if repeats >= 1 and fits and k.out_features % head_dim == 0 else None
+
+
+def grouped_query_attention(model: nn.Module) -> dict[str, str]:
+    """Query, key and value layer names -> their attention module's name, for every ``key_value_projections`` attention."""
+    return {f"{name}.{layer}": name for name, module in model.named_modules()
+            if (layers := key_value_projections(module)) for layer in layers[:3]}

@@ -15,6 +15,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import graph as tp_graph
 
+from metacompress.compressors.attention import key_value_projections
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.layer_norm import channel_count, maskable
@@ -178,7 +179,7 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
 
 
 def grouped_query_group(model: nn.Module, attention: str) -> GroupInfo:
-    """The unit of a grouped-query attention (``attention.grouped_query_attention``): its key/value channels.
+    """The unit of a grouped-query attention (``attention.key_value_projections``): its key/value channels.
 
     Channel ``c`` of key/value head ``j`` owns channel ``c`` of every query head it serves
     (``j * n + r`` for ``r < n``) and the output projection's columns reading them. Listed
@@ -187,14 +188,13 @@ def grouped_query_group(model: nn.Module, attention: str) -> GroupInfo:
     qk-norm) are per head.
     """
     module = model.get_submodule(attention)
+    q, k, v, out = (f"{attention}.{layer}" for layer in key_value_projections(module))
     repeats, head_dim, channels = module.num_key_value_groups, module.head_dim, module.k_proj.out_features
     kv = torch.arange(channels)
     head, offset = kv // head_dim, kv % head_dim
     queries = ((head[:, None] * repeats + torch.arange(repeats)) * head_dim + offset[:, None])  # (channels, repeats)
-    names = {layer: f"{attention}.{layer}" for layer in ("q_proj", "k_proj", "v_proj", "o_proj")}
-    targets = [MaskTarget(names["q_proj"], "out", queries), MaskTarget(names["k_proj"], "out", kv[:, None]),
-               MaskTarget(names["v_proj"], "out", kv[:, None]), MaskTarget(names["o_proj"], "in", queries)]
-    info = GroupInfo([names["q_proj"], names["k_proj"], names["v_proj"]], targets, [], channels, pruned_as_listed=True)
+    targets = [MaskTarget(q, "out", queries), MaskTarget(k, "out", kv[:, None]), MaskTarget(v, "out", kv[:, None]), MaskTarget(out, "in", queries)]
+    info = GroupInfo([q, k, v], targets, [], channels, pruned_as_listed=True)
     info.per_head_norms = [f"{attention}.{name}" for name, child in module.named_children() if maskable(child) and channel_count(child) == head_dim]
     return info
 

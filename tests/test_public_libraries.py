@@ -191,18 +191,21 @@ def test_qwen3_prunes_whole_heads_past_its_per_head_qk_norms():
     assert layer.q_proj.out_features == 16 and layer.q_norm.weight.shape == (16,)  # one head of two, the norm whole
 
 
-@pytest.mark.parametrize("family", ["Llama", "Qwen3"])
-def test_grouped_query_attention_prunes_whole_key_value_groups_with_their_query_heads(family):
-    """Two key/value heads of 8 serving four query heads: each kv channel owns a channel of two query heads and
-    the output projection's columns reading them (until v0.17 such attention was quantize-only)."""
+@pytest.mark.parametrize("family, kv_heads, out", [("Llama", 2, "o_proj"), ("Qwen3", 2, "o_proj"), ("Phi", 4, "dense")])
+def test_attention_with_key_value_heads_prunes_whole_groups_with_their_query_heads(family, kv_heads, out):
+    """Four query heads of 8 over two key/value heads (grouped-query: each kv channel owns a channel of two query
+    heads and the output projection's columns reading them) or four (Phi's, whose partial rotary embedding
+    Torch-Pruning's trace loops on). Until v0.17 both attentions were quantize-only."""
     torch.manual_seed(0)
-    config = getattr(hf, f"{family}Config")(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                                            intermediate_size=64, max_position_embeddings=32, pad_token_id=0, use_cache=False, **TEXT)
+    config = getattr(hf, f"{family}Config")(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=kv_heads,
+                                            head_dim=8, intermediate_size=64, max_position_embeddings=32, pad_token_id=0, use_cache=False,
+                                            **TEXT)
     model, x = getattr(hf, f"{family}ForSequenceClassification")(config).eval(), inputs_for("llama", 32)
     graph = build_graph(model, x[:8])
     attention = "model.layers.0.self_attn."
     unit = next(u for u in graph.spec.units if attention + "k_proj" in u.layers)
-    assert unit.prunable and unit.channels == 16 and unit.channel_step == 8 and set(unit.layers) == {attention + p for p in ("q_proj", "k_proj", "v_proj")}
+    assert unit.prunable and unit.channels == 8 * kv_heads and unit.channel_step == 8
+    assert set(unit.layers) == {attention + p for p in ("q_proj", "k_proj", "v_proj")}
     plan = mc.Plan.from_choices(graph.spec, [0.5 if u is unit else 0.0 for u in graph.spec.units], [8] * len(graph.spec.units),
                                 [8] * len(graph.spec.units))
     with torch.no_grad():
@@ -210,7 +213,8 @@ def test_grouped_query_attention_prunes_whole_key_value_groups_with_their_query_
         assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
     assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
     layer = exported.model.layers[0].self_attn
-    assert (layer.q_proj.out_features, layer.k_proj.out_features, layer.v_proj.out_features, layer.o_proj.in_features) == (16, 8, 8, 16)
+    widths = (layer.q_proj.out_features, layer.k_proj.out_features, layer.v_proj.out_features, getattr(layer, out).in_features)
+    assert widths == (16, 4 * kv_heads, 4 * kv_heads, 16)  # half the query heads, half the key/value heads
 
 
 def test_bert_embedding_tables_are_quantized_with_the_rest():
