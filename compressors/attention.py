@@ -152,7 +152,7 @@ def key_value_projections(module: nn.Module) -> tuple[str, str, str, str] | None
     query heads) repeats each key/value head for ``n`` query heads, which Torch-Pruning's one-to-one
     pairing of query and key channels cannot express (past the keys' width: quantize-only);
     with ``n = 1`` (Phi's and StableLM's attention) its trace loops on their partial rotary
-    embedding. ``groups.grouped_query_group`` builds the unit of either.
+    embedding. ``groups.attention_group`` builds the unit of either.
     """
     out = next((name for name in ("o_proj", "dense") if isinstance(getattr(module, name, None), nn.Linear)), None)
     names = ("q_proj", "k_proj", "v_proj", out)
@@ -164,7 +164,28 @@ def key_value_projections(module: nn.Module) -> tuple[str, str, str, str] | None
     return names if repeats >= 1 and fits and k.out_features % head_dim == 0 else None
 
 
-def grouped_query_attention(model: nn.Module) -> dict[str, str]:
-    """Query, key and value layer names -> their attention module's name, for every ``key_value_projections`` attention."""
-    return {f"{name}.{layer}": name for name, module in model.named_modules()
-            if (layers := key_value_projections(module)) for layer in layers[:3]}
+def interleaved_qkv(module: nn.Module) -> tuple[str, str, int] | None:
+    """(fused projection, output projection, head width) of GPT-NeoX's attention (Pythia), or None.
+
+    One ``query_key_value`` Linear holds, head after head, that head's query, key and value
+    (``view(..., -1, 3 * head_size)``, then ``chunk(3)``), and ``dense`` reads the heads back;
+    no head count is stored. Torch-Pruning cannot map the interleaving (quantize-only until
+    v0.17); ``groups.attention_group`` builds its unit of whole heads.
+    """
+    fused, out, head_dim = getattr(module, "query_key_value", None), getattr(module, "dense", None), getattr(module, "head_size", None)
+    if isinstance(fused, nn.Linear) and isinstance(out, nn.Linear) and type(head_dim) is int and head_dim > 0 \
+            and fused.out_features == 3 * out.in_features and out.in_features % head_dim == 0:
+        return "query_key_value", "dense", head_dim
+    return None
+
+
+def explicit_attention_layers(model: nn.Module) -> dict[str, str]:
+    """Projection layer names -> their attention module's name, for every attention ``groups.attention_group`` builds
+    the unit of (``key_value_projections``, ``interleaved_qkv``), not Torch-Pruning."""
+    found = {}
+    for name, module in model.named_modules():
+        if layers := key_value_projections(module):
+            found.update({f"{name}.{layer}": name for layer in layers[:3]})
+        elif layers := interleaved_qkv(module):
+            found[f"{name}.{layers[0]}"] = name
+    return found

@@ -29,11 +29,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metacompress.compressors.attention import grouped_query_attention
+from metacompress.compressors.attention import explicit_attention_layers
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.recovery import output_tensors
 from metacompress.compressors.spec import LayerSpec, ModelSpec, UnitSpec
-from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, claim, few_names, group_of, grouped_query_group, untraced_group
+from metacompress.compressors.groups import KNOWN_PARAMETERISED, GroupInfo, attention_group, claim, few_names, group_of, untraced_group
 from metacompress.compressors.weight_reads import rewire, weight_reads
 from metacompress.compressors.surgery import (
     CONVS, QUANTIZABLE, UnitGraph, dependency_graph, plain_copy, rank_channels, rewritten_layers, verify_units,
@@ -123,7 +123,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
     out_per_channel: dict[str, int] = {}
     claimed: dict[tuple[str, str], tuple[set[int], int]] = {}
     fp32_in_units = 0
-    grouped_query = grouped_query_attention(work)
+    explicit = explicit_attention_layers(work)  # attention whose heads Torch-Pruning cannot map
     for name in order:
         if name in layer_unit:
             continue
@@ -131,8 +131,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, frozen=()) -> Mod
         module = work.get_submodule(name)
         if graph is None:
             group_info = untraced_group(module, name, untraced)
-        elif name in grouped_query:
-            group_info = grouped_query_group(work, grouped_query[name])
+        elif name in explicit:
+            group_info = attention_group(work, explicit[name])
         else:
             group_info = group_of(graph, module, name, names)
         untying = sorted({t.module for t in group_info.targets if t.module in head_tables.values() and t.role == "in"})

@@ -15,7 +15,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import graph as tp_graph
 
-from metacompress.compressors.attention import key_value_projections
+from metacompress.compressors.attention import interleaved_qkv, key_value_projections
 from metacompress.compressors.embedding_table import OutputMajorEmbedding
 from metacompress.compressors.instance_norm import PlainInstanceNorm
 from metacompress.compressors.layer_norm import channel_count, maskable
@@ -178,16 +178,24 @@ def group_of(graph: tp.DependencyGraph, module: nn.Module, root: str, names: dic
     return info
 
 
-def grouped_query_group(model: nn.Module, attention: str) -> GroupInfo:
-    """The unit of a grouped-query attention (``attention.key_value_projections``): its key/value channels.
+def attention_group(model: nn.Module, attention: str) -> GroupInfo:
+    """The unit of an attention whose heads the module's own layout gives (``attention.explicit_attention_layers``).
 
-    Channel ``c`` of key/value head ``j`` owns channel ``c`` of every query head it serves
-    (``j * n + r`` for ``r < n``) and the output projection's columns reading them. Listed
-    target by target (``UnitGraph.pruned_as_listed``): Torch-Pruning's group would pair query
-    and key channels one to one. Norms of one head's width among its children (Qwen3's
-    qk-norm) are per head.
+    With key/value heads (``key_value_projections``): channel ``c`` of key/value head ``j`` owns
+    channel ``c`` of every query head it serves (``j * n + r`` for ``r < n``) and the output
+    projection's columns reading them. GPT-NeoX's fused projection (``interleaved_qkv``): channel
+    ``c`` of head ``h`` owns that head's query, key and value rows. Listed target by target
+    (``UnitGraph.pruned_as_listed``): Torch-Pruning's group would pair the rows otherwise. Norms
+    of one head's width among its children (Qwen3's qk-norm) are per head.
     """
     module = model.get_submodule(attention)
+    if layout := interleaved_qkv(module):
+        fused, out, head_dim = layout
+        channels = getattr(module, out).in_features
+        heads = torch.arange(channels)
+        rows = (heads // head_dim * 3 * head_dim + heads % head_dim)[:, None] + torch.arange(3) * head_dim  # (channels, q/k/v)
+        targets = [MaskTarget(f"{attention}.{fused}", "out", rows), MaskTarget(f"{attention}.{out}", "in", heads[:, None])]
+        return GroupInfo([f"{attention}.{fused}"], targets, [], channels, pruned_as_listed=True)
     q, k, v, out = (f"{attention}.{layer}" for layer in key_value_projections(module))
     repeats, head_dim, channels = module.num_key_value_groups, module.head_dim, module.k_proj.out_features
     kv = torch.arange(channels)

@@ -217,6 +217,28 @@ def test_attention_with_key_value_heads_prunes_whole_groups_with_their_query_hea
     assert widths == (16, 4 * kv_heads, 4 * kv_heads, 16)  # half the query heads, half the key/value heads
 
 
+def test_gpt_neox_prunes_whole_heads_of_its_interleaved_qkv():
+    """GPT-NeoX (Pythia) holds each head's query, key and value side by side in one Linear and stores no head count;
+    Torch-Pruning cannot map the interleaving, and until v0.17 its attention was quantize-only."""
+    torch.manual_seed(0)
+    config = hf.GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, max_position_embeddings=32,
+                              pad_token_id=0, use_cache=False, **TEXT)
+    model, x = hf.GPTNeoXForSequenceClassification(config).eval(), inputs_for("llama", 32)
+    graph = build_graph(model, x[:8])
+    fused = "gpt_neox.layers.0.attention.query_key_value"
+    unit = next(u for u in graph.spec.units if fused in u.layers)
+    assert unit.prunable and unit.channels == 32 and unit.channel_step == 8 and unit.layers == (fused,)
+    assert next(layer for layer in graph.spec.layers if layer.name == fused).out_per_channel == 3  # a query, a key, a value row
+    plan = mc.Plan.from_choices(graph.spec, [0.5 if u is unit else 0.0 for u in graph.spec.units], [8] * len(graph.spec.units),
+                                [8] * len(graph.spec.units))
+    with torch.no_grad():
+        exported = mc.export(model, plan, x[:8], [x], graph=graph)
+        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    attention = exported.gpt_neox.layers[0].attention
+    assert (attention.query_key_value.out_features, attention.dense.in_features) == (48, 16)  # two heads of four
+
+
 def test_bert_embedding_tables_are_quantized_with_the_rest():
     model = FACTORIES["bert"]().eval()
     spec = mc.analyze(model, inputs_for("bert", 8))
