@@ -110,6 +110,21 @@ def inputs_for(name: str, samples: int) -> torch.Tensor:
     return torch.randn(samples, 3, 16, 16, generator=generator)
 
 
+def half_of(graph, unit) -> mc.Plan:
+    """A W8A8 plan pruning half of ``unit``'s channels and nothing else."""
+    n = len(graph.spec.units)
+    return mc.Plan.from_choices(graph.spec, [0.5 if u is unit else 0.0 for u in graph.spec.units], [8] * n, [8] * n)
+
+
+def export_checked(model, graph, x: torch.Tensor, plan: mc.Plan) -> torch.nn.Module:
+    """``plan``'s export, checked: its logits equal search mode's (to 1e-5) and its parameters the count."""
+    with torch.no_grad():
+        exported = mc.export(model, plan, x[:8], [x], graph=graph)
+        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
+    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    return exported
+
+
 @pytest.mark.parametrize("name", FACTORIES)
 def test_a_transformers_model_compresses_within_budget_reloads_exactly_and_matches_in_onnx(name, tmp_path):
     torch.manual_seed(0)
@@ -145,10 +160,7 @@ def test_bit_prunes_its_convs_group_norms_keeping_every_group_whole():
     graph = build_graph(model, x[:8])
     assert sum(u.prunable for u in graph.spec.units) == len(graph.spec.units) - 1  # all but the classifier
     plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=6, a_bits=6)
-    with torch.no_grad():
-        exported = mc.export(model, plan, x[:8], [x], graph=graph)
-        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    exported = export_checked(model, graph, x, plan)
     norms = [m for m in exported.modules() if isinstance(m, torch.nn.GroupNorm)]
     # 8 groups kept whole, or one channel per group (the first stage's 8-wide bottleneck) and one group per kept channel
     assert norms and all(m.num_groups == 8 and m.num_channels % 8 == 0 or m.num_groups == m.num_channels < 8 for m in norms)
@@ -166,10 +178,7 @@ def test_an_embedding_table_subclass_stays_fp32_and_its_columns_prune_with_the_s
     stream = next(u for u, g in zip(graph.spec.units, graph.units) if any(t.module == f"{table}.weight" for t in g.targets))
     assert stream.prunable and stream.channels == 32 and table not in stream.layers
     plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
-    with torch.no_grad():
-        exported = mc.export(model, plan, x[:8], [x], graph=graph)
-        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    exported = export_checked(model, graph, x, plan)
     assert exported.get_submodule(table).weight.shape[1] == 16 and exported.get_submodule(table).weight.dtype == torch.float32
 
 
@@ -183,10 +192,7 @@ def test_qwen3_prunes_whole_heads_past_its_per_head_qk_norms():
     unit, unit_graph = next((u, g) for u, g in zip(graph.spec.units, graph.units) if u.name.startswith(attention + "q_proj"))
     assert unit.prunable and unit.channel_step == 16 and unit_graph.per_head_norms == (attention + "q_norm", attention + "k_norm")
     plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
-    with torch.no_grad():
-        exported = mc.export(model, plan, x[:8], [x], graph=graph)
-        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    exported = export_checked(model, graph, x, plan)
     layer = exported.model.layers[0].self_attn
     assert layer.q_proj.out_features == 16 and layer.q_norm.weight.shape == (16,)  # one head of two, the norm whole
 
@@ -206,12 +212,7 @@ def test_attention_with_key_value_heads_prunes_whole_groups_with_their_query_hea
     unit = next(u for u in graph.spec.units if attention + "k_proj" in u.layers)
     assert unit.prunable and unit.channels == 8 * kv_heads and unit.channel_step == 8
     assert set(unit.layers) == {attention + p for p in ("q_proj", "k_proj", "v_proj")}
-    plan = mc.Plan.from_choices(graph.spec, [0.5 if u is unit else 0.0 for u in graph.spec.units], [8] * len(graph.spec.units),
-                                [8] * len(graph.spec.units))
-    with torch.no_grad():
-        exported = mc.export(model, plan, x[:8], [x], graph=graph)
-        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    exported = export_checked(model, graph, x, half_of(graph, unit))
     layer = exported.model.layers[0].self_attn
     widths = (layer.q_proj.out_features, layer.k_proj.out_features, layer.v_proj.out_features, getattr(layer, out).in_features)
     assert widths == (16, 4 * kv_heads, 4 * kv_heads, 16)  # half the query heads, half the key/value heads
@@ -229,12 +230,7 @@ def test_gpt_neox_prunes_whole_heads_of_its_interleaved_qkv():
     unit = next(u for u in graph.spec.units if fused in u.layers)
     assert unit.prunable and unit.channels == 32 and unit.channel_step == 8 and unit.layers == (fused,)
     assert next(layer for layer in graph.spec.layers if layer.name == fused).out_per_channel == 3  # a query, a key, a value row
-    plan = mc.Plan.from_choices(graph.spec, [0.5 if u is unit else 0.0 for u in graph.spec.units], [8] * len(graph.spec.units),
-                                [8] * len(graph.spec.units))
-    with torch.no_grad():
-        exported = mc.export(model, plan, x[:8], [x], graph=graph)
-        assert (logits(exported(x)) - logits(SearchModel(model, graph, [x]).apply(plan)(x))).abs().max() < 1e-5
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    exported = export_checked(model, graph, x, half_of(graph, unit))
     attention = exported.gpt_neox.layers[0].attention
     assert (attention.query_key_value.out_features, attention.dense.in_features) == (48, 16)  # two heads of four
 
@@ -267,11 +263,7 @@ def test_the_hidden_width_prunes_with_its_norms_position_tables_and_class_token(
     stream = next(u for u in graph.spec.units if embedding in u.layers)
     assert stream.prunable and stream.channels == 32 and len(stream.layers) > 4  # the embedding and every block's writers
     plan = mc.Plan.uniform(graph.spec, prune=0.5, w_bits=4, a_bits=6)
-    with torch.no_grad():
-        searched = logits(SearchModel(model, graph, [x]).apply(plan)(x))
-        exported = mc.export(model, plan, x[:8], [x], graph=graph)
-        assert (logits(exported(x)) - searched).abs().max() < 1e-5
-    assert sum(p.numel() for p in exported.parameters()) == count_params(graph.spec, plan.kept)
+    exported = export_checked(model, graph, x, plan)
     # every norm of the stream, the final one included; Llama's RMSNorm is hand-written (its own weight and variance_epsilon)
     norms = [m for m in exported.modules() if isinstance(m, torch.nn.LayerNorm) or type(m).__name__ == "LlamaRMSNorm"]
     assert norms and all(m.weight.shape == (16,) for m in norms)
