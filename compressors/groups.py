@@ -186,7 +186,8 @@ def attention_group(model: nn.Module, attention: str) -> GroupInfo:
     projection's columns reading them. GPT-NeoX's fused projection (``interleaved_qkv``): channel
     ``c`` of head ``h`` owns that head's query, key and value rows. Listed target by target
     (``UnitGraph.pruned_as_listed``): Torch-Pruning's group would pair the rows otherwise. Norms
-    of one head's width among its children (Qwen3's qk-norm) are per head.
+    among its children of one head's width (Qwen3's qk-norm) are per head; of all the queries' or
+    keys' width (OLMo-2's), they are pruned with them.
     """
     module = model.get_submodule(attention)
     if layout := interleaved_qkv(module):
@@ -203,7 +204,15 @@ def attention_group(model: nn.Module, attention: str) -> GroupInfo:
     queries = ((head[:, None] * repeats + torch.arange(repeats)) * head_dim + offset[:, None])  # (channels, repeats)
     targets = [MaskTarget(q, "out", queries), MaskTarget(k, "out", kv[:, None]), MaskTarget(v, "out", kv[:, None]), MaskTarget(out, "in", queries)]
     info = GroupInfo([q, k, v], targets, [], channels, pruned_as_listed=True)
-    info.per_head_norms = [f"{attention}.{name}" for name, child in module.named_children() if maskable(child) and channel_count(child) == head_dim]
+    for name, child in module.named_children():
+        width = channel_count(child) if maskable(child) else 0
+        if width == head_dim:
+            info.per_head_norms.append(f"{attention}.{name}")
+        elif width in (queries.numel(), channels):  # a norm over all the queries or all the keys
+            rows = queries if width == queries.numel() else kv[:, None]
+            info.targets.append(MaskTarget(f"{attention}.{name}", "out", rows))
+            per_row = sum(p.numel() for p in child.parameters(recurse=False)) // width
+            info.fp32[f"{attention}.{name}"] = (set(range(width)), per_row * rows.shape[1])
     return info
 
 

@@ -39,7 +39,7 @@ from metacompress.compressors.attention import SplitAttention, follow_pruned_hea
 from metacompress.compressors.embedding_table import OutputMajorEmbedding, OutputMajorEmbeddingPruner
 from metacompress.compressors.weight_reads import Folds, Routes, rewire
 from metacompress.compressors.instance_norm import PlainInstanceNorm
-from metacompress.compressors.layer_norm import as_maskable, clear_removed, mark_removed, maskable, maskable_norms, norm_pruners
+from metacompress.compressors.layer_norm import NormPruner, as_maskable, clear_removed, mark_removed, maskable, maskable_norms, norm_pruners
 from metacompress.compressors.recurrent import RecurrentPruner, UnrolledRNN, unrollable
 from metacompress.compressors.transposed_conv import OutputMajorConvTranspose, OutputMajorPruner, convertible
 from metacompress.compressors.transposed_linear import as_linear, is_transposed_linear
@@ -532,10 +532,13 @@ def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tu
     for unit_graph, removed in removals:
         if not removed.numel():
             continue
-        if unit_graph.pruned_as_listed:  # Linears only (grouped-query attention's projections)
+        if unit_graph.pruned_as_listed:  # an attention's Linears, and norms over its queries or keys
             for target in unit_graph.targets:
-                prune = tp.prune_linear_out_channels if target.role == "out" else tp.prune_linear_in_channels
-                prune(model.get_submodule(target.module), target.indices[removed].flatten().tolist())
+                module, indices = model.get_submodule(target.module), target.indices[removed].flatten().tolist()
+                if maskable(module):
+                    NormPruner().prune_out_channels(module, indices)
+                else:
+                    (tp.prune_linear_out_channels if target.role == "out" else tp.prune_linear_in_channels)(module, indices)
         else:
             root = model.get_submodule(unit_graph.root)
             pruner = graph.get_pruner_of_module(root)

@@ -197,11 +197,12 @@ def test_qwen3_prunes_whole_heads_past_its_per_head_qk_norms():
     assert layer.q_proj.out_features == 16 and layer.q_norm.weight.shape == (16,)  # one head of two, the norm whole
 
 
-@pytest.mark.parametrize("family, kv_heads, out", [("Llama", 2, "o_proj"), ("Qwen3", 2, "o_proj"), ("Phi", 4, "dense")])
+@pytest.mark.parametrize("family, kv_heads, out", [("Llama", 2, "o_proj"), ("Qwen3", 2, "o_proj"), ("Olmo2", 2, "o_proj"), ("Phi", 4, "dense")])
 def test_attention_with_key_value_heads_prunes_whole_groups_with_their_query_heads(family, kv_heads, out):
     """Four query heads of 8 over two key/value heads (grouped-query: each kv channel owns a channel of two query
     heads and the output projection's columns reading them) or four (Phi's, whose partial rotary embedding
-    Torch-Pruning's trace loops on). Until v0.17 both attentions were quantize-only."""
+    Torch-Pruning's trace loops on). Qwen3 normalises each head's queries and keys on its own, OLMo-2 all queries and all
+    keys together (those norms prune with them). Until v0.17 these attentions were quantize-only."""
     torch.manual_seed(0)
     config = getattr(hf, f"{family}Config")(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=kv_heads,
                                             head_dim=8, intermediate_size=64, max_position_embeddings=32, pad_token_id=0, use_cache=False,
@@ -216,6 +217,8 @@ def test_attention_with_key_value_heads_prunes_whole_groups_with_their_query_hea
     layer = exported.model.layers[0].self_attn
     widths = (layer.q_proj.out_features, layer.k_proj.out_features, layer.v_proj.out_features, getattr(layer, out).in_features)
     assert widths == (16, 4 * kv_heads, 4 * kv_heads, 16)  # half the query heads, half the key/value heads
+    if family == "Olmo2":
+        assert (layer.q_norm.weight.shape, layer.k_norm.weight.shape) == ((16,), (8,))
 
 
 def test_gpt_neox_prunes_whole_heads_of_its_interleaved_qkv():
