@@ -527,7 +527,9 @@ def prune_units(model: nn.Module, example_input: torch.Tensor, removals: list[tu
         return
     rows = {name: (own, set()) for name, module in model.named_modules() if (own := own_rows(module))}
     per_head = {name for unit_graph, removed in removals if removed.numel() for name in unit_graph.per_head_norms}
-    graph = dependency_graph(model, example_input, [model.get_submodule(name) for name in sorted(per_head)])
+    # traced before any prune, and only if a unit goes through Torch-Pruning's group (a trial of an attention unit needs none)
+    traced = any(removed.numel() and not unit_graph.pruned_as_listed for unit_graph, removed in removals)
+    graph = dependency_graph(model, example_input, [model.get_submodule(name) for name in sorted(per_head)]) if traced else None
     pruned = []
     for unit_graph, removed in removals:
         if not removed.numel():
